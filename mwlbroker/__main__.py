@@ -1,0 +1,5 @@
+"""Allow ``python -m mwlbroker``."""
+
+from mwlbroker.cli import main
+
+raise SystemExit(main())

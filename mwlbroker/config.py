@@ -1,0 +1,376 @@
+"""Every setting of the broker, declared once: name, default, type and one line of help.
+
+Settings load in this order, each layer overriding the one before: the defaults below, the TOML
+file given with ``--config`` (or ``MWLBROKER_CONFIG``), then ``MWLBROKER_<SECTION>_<KEY>``
+environment variables. A bad value stops start-up with a :class:`ConfigError` naming the key,
+because a broker that starts on a half-understood configuration loses messages quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MWLBROKER_"
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or has a value the broker cannot use."""
+
+
+# -- value parsers: each takes a raw value (from TOML or a string from the environment) ----------
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return value
+
+
+def _as_int(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"must be an integer, got {value!r}")
+        if isinstance(value, str):
+            if not re.fullmatch(r"\s*-?\d+\s*", value):
+                raise ValueError(f"must be an integer, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"must be an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _as_float(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"must be a number, got {value!r}") from None
+        if not isinstance(value, int | float):
+            raise ValueError(f"must be a number, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return float(value)
+
+    return parse
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value.lower()
+
+    return parse
+
+
+def _as_str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _as_ae_title(value: Any) -> str:
+    # PS3.5 6.2: AE is at most 16 characters of the default repertoire, no backslash, not all spaces
+    text = _as_str(value)
+    if not text.strip() or len(text) > 16 or "\\" in text or not text.isascii():
+        raise ValueError(f"must be 1 to 16 ASCII characters without a backslash, got {value!r}")
+    return text.strip()
+
+
+def _as_host(value: Any) -> str:
+    text = _as_str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _as_database_url(value: Any) -> str:
+    text = _as_str(value).strip()
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", text):
+        raise ValueError(
+            "must be an SQLAlchemy URL starting with sqlite:// or postgresql://, "
+            f"got {mask_url(text)!r}"
+        )
+    return text
+
+
+def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
+    if isinstance(value, str):
+        # Environment form: "RIS=ris.example.org:2575,BILLING=10.1.2.3:6661"
+        value = [_destination_from_text(part) for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ValueError(
+            "must be a list of tables with name, host and port ([[outbound.destinations]])"
+        )
+    destinations = []
+    names: set[str] = set()
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValueError(f"entry {index + 1} must be a table with name, host and port")
+        unknown = set(item) - {"name", "host", "port"}
+        if unknown:
+            raise ValueError(f"entry {index + 1} has unknown key {sorted(unknown)[0]!r}")
+        try:
+            name = _as_str(item["name"]).strip()
+            host = _as_host(item["host"])
+            port = _as_int(1, 65535)(item["port"])
+        except KeyError as missing:
+            raise ValueError(f"entry {index + 1} is missing {missing.args[0]!r}") from None
+        except ValueError as error:
+            raise ValueError(f"entry {index + 1}: {error}") from None
+        if not name or name in names:
+            raise ValueError(f"entry {index + 1}: name {name!r} is empty or used twice")
+        names.add(name)
+        destinations.append({"name": name, "host": host, "port": port})
+    return tuple(destinations)
+
+
+def _destination_from_text(text: str) -> dict[str, Any]:
+    match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*(\S+):(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"{text.strip()!r} is not NAME=HOST:PORT")
+    return {"name": match[1], "host": match[2], "port": int(match[3])}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: where it lives, its default, how to read it, and what it is for."""
+
+    section: str
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env_var(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database",
+        "url",
+        "sqlite:///var/mwlbroker.db",
+        _as_database_url,
+        "SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql://USER@HOST/DB",
+        secret=True,
+    ),
+    Setting(
+        "database",
+        "pool_size",
+        10,
+        _as_int(1, 200),
+        "connections kept open per process (PostgreSQL)",
+    ),
+    Setting("hl7", "host", "127.0.0.1", _as_host, "address the MLLP listener binds to"),
+    Setting("hl7", "port", 2575, _as_int(0, 65535), "MLLP listener port (0 picks a free one)"),
+    Setting(
+        "hl7",
+        "max_connections",
+        200,
+        _as_int(1, 10000),
+        "concurrent MLLP connections; more are closed at once",
+    ),
+    Setting(
+        "hl7",
+        "idle_timeout",
+        300.0,
+        _as_float(0.1, 86400),
+        "seconds an MLLP connection may stay silent before it is closed",
+    ),
+    Setting(
+        "hl7",
+        "max_message_bytes",
+        4 * 1024 * 1024,
+        _as_int(1024, 1024**3),
+        "largest accepted HL7 message; larger ones are answered AR and not buffered",
+    ),
+    Setting(
+        "hl7",
+        "accepted_versions",
+        ("2.3", "2.3.1", "2.4", "2.5", "2.5.1"),
+        _as_str_list,
+        "HL7 versions (MSH-12) accepted; others are answered AR",
+    ),
+    Setting(
+        "hl7",
+        "default_charset",
+        "8859/1",
+        _one_of("ascii", "8859/1", "unicode utf-8"),
+        "character set assumed when MSH-18 is empty and the bytes are not valid UTF-8",
+    ),
+    Setting(
+        "hl7",
+        "application",
+        "MWLBROKER",
+        _as_str,
+        "our MSH-3 Sending Application in ACKs and outbound messages",
+    ),
+    Setting(
+        "hl7", "facility", "", _as_str, "our MSH-4 Sending Facility in ACKs and outbound messages"
+    ),
+    Setting("dicom", "host", "127.0.0.1", _as_host, "address the DICOM listener binds to"),
+    Setting("dicom", "port", 11112, _as_int(0, 65535), "DICOM listener port"),
+    Setting("dicom", "ae_title", "MWLBROKER", _as_ae_title, "the broker's AE title"),
+    Setting("web", "host", "127.0.0.1", _as_host, "address the web page and API bind to"),
+    Setting("web", "port", 8080, _as_int(0, 65535), "HTTP port of the web page and API"),
+    Setting(
+        "log",
+        "level",
+        "info",
+        _one_of("debug", "info", "warning", "error"),
+        "least severe log level written",
+    ),
+    Setting(
+        "log", "format", "text", _one_of("text", "json"), "text for people, json for log collectors"
+    ),
+    Setting(
+        "outbound",
+        "destinations",
+        (),
+        _as_destinations,
+        "HL7 destinations (the RIS): [[outbound.destinations]] tables with name, host, port; "
+        "in the environment NAME=HOST:PORT,...",
+    ),
+)
+
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as ``postgresql://user:secret@host/db``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration: every setting resolved, with where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with some settings replaced, keyed ``section.name`` (command-line flags, tests)."""
+        values = dict(self.values)
+        sources = dict(self.sources)
+        for key, raw in overrides.items():
+            setting = _BY_KEY.get(key)
+            if setting is None:
+                raise ConfigError(f"{key}: unknown setting")
+            values[key] = _parse(setting, raw, "override")
+            sources[key] = "override"
+        return Config(values, sources)
+
+    def display(self) -> list[tuple[str, str, str]]:
+        """(key, value as shown, source) for every setting, secrets masked."""
+        rows = []
+        for setting in SETTINGS:
+            value = self.values[setting.key]
+            shown = _toml_value(value)
+            if setting.secret:
+                shown = mask_url(shown)
+            rows.append((setting.key, shown, self.sources.get(setting.key, "default")))
+        return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+def _parse(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as error:
+        where = f" (from {source})" if source != "default" else ""
+        raise ConfigError(f"{setting.key}: {error}{where}") from None
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Resolve every setting from defaults, the TOML file and the environment."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(f"{ENV_PREFIX}CONFIG"):
+        path = environ[f"{ENV_PREFIX}CONFIG"]
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    sources: dict[str, str] = {}
+
+    if path is not None:
+        for key, raw in _read_toml(Path(path)).items():
+            setting = _BY_KEY.get(key)
+            if setting is None:
+                raise ConfigError(f"{key}: unknown setting (in {path})")
+            values[key] = _parse(setting, raw, str(path))
+            sources[key] = str(path)
+
+    known_env = {s.env_var: s for s in SETTINGS}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        setting = known_env.get(name)
+        if setting is None:
+            # A misspelt override would otherwise be ignored without a word.
+            raise ConfigError(f"{name}: unknown setting in the environment")
+        values[setting.key] = _parse(setting, raw, name)
+        sources[setting.key] = name
+    return Config(values, sources)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+
+    flat: dict[str, Any] = {}
+    for section, body in document.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table (in {path})")
+        for name, raw in body.items():
+            flat[f"{section}.{name}"] = raw
+    return flat

@@ -1,0 +1,1 @@
+"""The broker's vocabulary in plain Python: no I/O, no frameworks."""

@@ -1,0 +1,50 @@
+"""What the broker knows about a received HL7 message, whatever its content."""
+
+from __future__ import annotations
+
+import enum
+
+
+class AckCode(enum.StrEnum):
+    """MSA-1 Acknowledgment Code, original mode (HL7 v2 chapter 2, table 0008)."""
+
+    ACCEPT = "AA"  # committed, effects included
+    ERROR = "AE"  # stored, but could not be applied; can be reprocessed
+    REJECT = "AR"  # never accepted: unreadable header, unsupported type or version, too large
+
+
+class MessageStatus(enum.StrEnum):
+    """Where a stored message stands; each status maps to exactly one ACK code."""
+
+    PROCESSED = "processed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def ack_code(self) -> AckCode:
+        return {
+            MessageStatus.PROCESSED: AckCode.ACCEPT,
+            MessageStatus.FAILED: AckCode.ERROR,
+            MessageStatus.REJECTED: AckCode.REJECT,
+        }[self]
+
+
+class HL7ErrorCode(enum.IntEnum):
+    """HL7 table 0357 Message Error Condition Codes, reported in ERR."""
+
+    SEGMENT_SEQUENCE_ERROR = 100
+    REQUIRED_FIELD_MISSING = 101
+    DATA_TYPE_ERROR = 102
+    TABLE_VALUE_NOT_FOUND = 103
+    UNSUPPORTED_MESSAGE_TYPE = 200
+    UNSUPPORTED_EVENT_CODE = 201
+    UNSUPPORTED_PROCESSING_ID = 202
+    UNSUPPORTED_VERSION_ID = 203
+    UNKNOWN_KEY_IDENTIFIER = 204
+    DUPLICATE_KEY_IDENTIFIER = 205
+    APPLICATION_RECORD_LOCKED = 206
+    APPLICATION_INTERNAL_ERROR = 207
+
+    @property
+    def text(self) -> str:
+        return self.name.replace("_", " ").capitalize().replace(" id", " ID")

@@ -1,0 +1,1 @@
+"""The HL7 v2 edge: MLLP framing, the listener, ACKs, and the sender."""

@@ -1,0 +1,223 @@
+"""The MLLP listener: one thread per connection, each message ACKed only after its commit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import socketserver
+import threading
+
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.hl7v2.ack import build_ack
+from mwlbroker.hl7v2.mllp import Frame, FrameDecoder, frame
+from mwlbroker.mapping.reader import read_header_bytes
+from mwlbroker.services.ingest import IngestResult, IngestService
+from mwlbroker.store.db import DatabaseUnavailable
+
+log = logging.getLogger("mwlbroker.hl7v2")
+
+RECV_BYTES = 65536
+
+
+class MLLPListener:
+    """Accepts MLLP connections and hands each message to the ingest service."""
+
+    def __init__(
+        self,
+        ingest: IngestService,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 2575,
+        max_connections: int = 200,
+        idle_timeout: float = 300.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        application: str = "MWLBROKER",
+        facility: str = "",
+    ) -> None:
+        self.ingest = ingest
+        self.idle_timeout = idle_timeout
+        self.max_message_bytes = max_message_bytes
+        self.application = application
+        self.facility = facility
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = _Server((host, port), _make_handler(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="mllp-accept",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info(
+            "MLLP listener on %s:%d",
+            *self.address,
+            extra={"event": "listening", "listener": "hl7", "port": self.port},
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting; let each connection finish the message in hand, then close."""
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            # Wakes the reader; an ACK being written still goes out.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RD)
+        for thread in list(self._server.threads):
+            thread.join(timeout)
+
+    # -- per connection -------------------------------------------------------------------------
+
+    def handle(self, connection: socket.socket, peer: str) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning(
+                "MLLP connection from %s refused: %s connections open", peer, self.connection_count
+            )
+            connection.close()
+            return
+        with self._lock:
+            self._connections.add(connection)
+        try:
+            self._serve(connection, peer)
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            self._slots.release()
+
+    def _serve(self, connection: socket.socket, peer: str) -> None:
+        connection.settimeout(self.idle_timeout)
+        decoder = FrameDecoder(self.max_message_bytes)
+        log.debug("MLLP connection from %s", peer)
+        reason = "closed by peer"
+        while True:
+            try:
+                data = connection.recv(RECV_BYTES)
+            except TimeoutError:
+                reason = f"idle for {self.idle_timeout:g} s"
+                break
+            except OSError as error:
+                reason = f"error: {error}"
+                break
+            if not data:
+                break
+            for received in decoder.feed(data):
+                if not self._answer(connection, received, peer):
+                    return
+            if self._stopping.is_set() and not decoder.pending:
+                reason = "broker stopping"
+                break
+        if decoder.pending:
+            # Keep what we got: an operator may need to see what the sender was sending.
+            self._store_incomplete(decoder.pending, peer, reason)
+        if decoder.discarded:
+            log.warning("MLLP %s: %d bytes outside any frame were ignored", peer, decoder.discarded)
+        log.debug("MLLP connection from %s ended: %s", peer, reason)
+        with contextlib.suppress(OSError):
+            connection.close()
+
+    def _answer(self, connection: socket.socket, received: Frame, peer: str) -> bool:
+        try:
+            result = self.ingest.ingest(received.payload, peer=peer, truncated=received.truncated)
+            ack = self._ack(result)
+        except DatabaseUnavailable as error:
+            # Nothing was stored, so nothing may be acknowledged as accepted: the sender keeps
+            # the message and resends it (HL7 AR: rejected for reasons unrelated to content).
+            log.error("message from %s not stored, database unavailable: %s", peer, error)
+            msh, _ = read_header_bytes(received.payload)
+            ack = build_ack(
+                msh,
+                AckCode.REJECT,
+                text=f"message not stored, database unavailable; resend later ({error})",
+                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                application=self.application,
+                facility=self.facility,
+            )
+        except Exception:
+            log.exception("message from %s could not be handled", peer)
+            return False
+        try:
+            connection.sendall(frame(ack))
+        except OSError as error:
+            log.warning("ACK to %s not delivered: %s", peer, error)
+            return False
+        return True
+
+    def _ack(self, result: IngestResult) -> bytes:
+        return build_ack(
+            result.msh,
+            result.ack_code,
+            text=result.error,
+            error_code=result.error_code,
+            location=result.error_location,
+            application=self.application,
+            facility=self.facility,
+            codec=result.codec,
+        )
+
+    def _store_incomplete(self, payload: bytes, peer: str, reason: str) -> None:
+        try:
+            result = self.ingest.ingest_incomplete(payload, peer=peer, reason=reason)
+            log.warning(
+                "MLLP %s: incomplete message kept as id %s (%s)", peer, result.message_id, reason
+            )
+        except DatabaseUnavailable as error:
+            log.error(
+                "MLLP %s: incomplete message of %d bytes lost, database unavailable: %s",
+                peer,
+                len(payload),
+                error,
+            )
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[socketserver.BaseRequestHandler]):
+        self.threads: list[threading.Thread] = []
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"mllp-{client_address[0]}:{client_address[1]}",
+            daemon=True,
+        )
+        self.threads = [t for t in self.threads if t.is_alive()]
+        self.threads.append(thread)
+        thread.start()
+
+
+def _make_handler(listener: MLLPListener) -> type[socketserver.BaseRequestHandler]:
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            host, port = self.client_address[:2]
+            listener.handle(self.request, f"{host}:{port}")
+
+    return Handler

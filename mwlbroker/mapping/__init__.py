@@ -1,0 +1,1 @@
+"""From HL7 to the domain: reading fields, and the site mapping files."""

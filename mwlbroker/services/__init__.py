@@ -1,0 +1,1 @@
+"""Use cases, one transaction each: ingest, reprocess, and later orders, worklist and progress."""

@@ -1,0 +1,394 @@
+"""Take in one HL7 message: store it, apply it, and decide the ACK, all in one transaction.
+
+The order of events is the broker's central promise: the raw message and its effects are
+committed together, and only then does the caller get an :class:`IngestResult` to answer with.
+A message whose effects fail is still stored (status ``failed``, answered AE) and can be
+reprocessed; a message that can never be accepted is stored as ``rejected`` and answered AR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from mwlbroker.domain.errors import MessageError, MessageRejected
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
+from mwlbroker.mapping.reader import (
+    HL7Message,
+    MessageHeader,
+    content_digest,
+    parse_message,
+    read_header_bytes,
+    split_msh,
+)
+from mwlbroker.store import messages
+from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey
+from mwlbroker.store.messages import MessageRow
+
+log = logging.getLogger("mwlbroker.ingest")
+
+Applier = Callable[[object, HL7Message, MessageRow], None]
+"""Applies a message's effects inside the ingest transaction: (session, message, stored row)."""
+
+
+def store_only(_session: object, _message: HL7Message, _row: MessageRow) -> None:
+    """Keep the message; its effects come from the order and patient mappings."""
+
+
+# Message types the broker takes in (MSH-9.1 ^ MSH-9.2). The order and patient mappings
+# register their appliers here; until then a supported message is stored and acknowledged.
+DEFAULT_APPLIERS: dict[str, Applier] = {
+    **{f"ORM^{t}": store_only for t in ("O01",)},
+    **{f"OMI^{t}": store_only for t in ("O23",)},
+    **{f"ADT^{t}": store_only for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")},
+    **{f"SIU^{t}": store_only for t in ("S12", "S13", "S14", "S15")},
+}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What the sender is told, and what the log line says."""
+
+    ack_code: AckCode
+    msh: list[str]  # the received MSH fields, MSH-n at index n (for the ACK)
+    message_id: int | None = None
+    status: MessageStatus | None = None
+    error: str | None = None
+    error_code: int | None = None
+    error_location: str | None = None
+    duplicate: bool = False
+    type_name: str = ""
+    elapsed_ms: float = 0.0
+    codec: str = "latin-1"
+
+    @property
+    def control_id(self) -> str:
+        return self.msh[10] if len(self.msh) > 10 else ""
+
+
+@dataclass
+class IngestService:
+    """Stores and applies inbound HL7 messages."""
+
+    db: Database
+    accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+    default_codec: str = "latin-1"
+    appliers: Mapping[str, Applier] = field(default_factory=lambda: dict(DEFAULT_APPLIERS))
+
+    # -- the intake path ------------------------------------------------------------------------
+
+    def ingest(self, raw: bytes, *, peer: str = "", truncated: bool = False) -> IngestResult:
+        """Store and apply one message; raises :class:`DatabaseUnavailable` if nothing was stored.
+
+        ``truncated`` marks a message that arrived too large and was cut: it is kept as rejected.
+        """
+        started = time.perf_counter()
+        for attempt in range(2):
+            try:
+                result = self._ingest_once(raw, peer, truncated)
+                break
+            except DuplicateKey:
+                # Another connection or node committed the same sender + MSH-10 a moment ago:
+                # the second attempt finds it and answers as for any resend.
+                if attempt:
+                    raise DatabaseUnavailable("duplicate key conflict did not resolve") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        result = _with_elapsed(result, elapsed)
+        _log_result(result)
+        return result
+
+    def _ingest_once(self, raw: bytes, peer: str, truncated: bool) -> IngestResult:
+        now = datetime.now(UTC)
+        row = MessageRow(
+            received_at=now,
+            peer=peer[:64],
+            raw=raw,
+            size=len(raw),
+            truncated=truncated,
+            attempts=1,
+            duplicate_count=0,
+        )
+        try:
+            message, header = self._read(raw, truncated)
+        except MessageRejected as rejection:
+            return self._store_rejected(row, rejection, now)
+
+        _describe(row, header)
+        msh = _msh_fields(message)
+        row.digest = content_digest(message.text)
+        row.dedup_key = _dedup_key(header)
+        with self.db.transaction() as session:
+            existing = messages.by_dedup_key(session, row.dedup_key, for_update=True)
+            if existing is not None:
+                if existing.digest == row.digest:
+                    existing.duplicate_count += 1
+                    existing.last_duplicate_at = now
+                    return _result(existing, msh, codec=message.codec, duplicate=True)
+                # The sender reused an MSH-10 for different content. Dropping it as a resend
+                # would lose an order without a word, so keep it and say so.
+                row.dedup_key = None
+                _mark(
+                    row,
+                    MessageStatus.REJECTED,
+                    MessageRejected(
+                        f"MSH-10 {header.control_id!r} from {_sender(header)} was already used "
+                        f"for a different message (id {existing.id}); control IDs must be unique",
+                        error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                        location="MSH-10",
+                    ),
+                    now,
+                )
+                messages.add(session, row)
+                return _result(row, msh, codec=message.codec)
+            # Provisional until the effects are applied, within this same transaction.
+            row.status, row.ack_code = MessageStatus.PROCESSED, AckCode.ACCEPT
+            messages.add(session, row)
+            self._apply(session, message, header, row, now)
+        return _result(row, msh, codec=message.codec)
+
+    def ingest_incomplete(self, raw: bytes, *, peer: str = "", reason: str = "") -> IngestResult:
+        """Keep the bytes of a message whose frame never ended; there is nobody to ACK."""
+        now = datetime.now(UTC)
+        row = MessageRow(
+            received_at=now,
+            peer=peer[:64],
+            raw=raw,
+            size=len(raw),
+            truncated=True,
+            attempts=1,
+            duplicate_count=0,
+        )
+        rejection = MessageRejected(
+            f"incomplete message: the connection ended ({reason}) before the end of the frame",
+            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+        )
+        result = self._store_rejected(row, rejection, now)
+        _log_result(result, event="incomplete")
+        return result
+
+    def _store_rejected(
+        self, row: MessageRow, rejection: MessageRejected, now: datetime
+    ) -> IngestResult:
+        msh, _ = read_header_bytes(row.raw)
+        _describe_from_bytes(row, msh)
+        _mark(row, MessageStatus.REJECTED, rejection, now)
+        with self.db.transaction() as session:
+            messages.add(session, row)
+        return _result(row, msh, codec=self.default_codec)
+
+    def _read(self, raw: bytes, truncated: bool) -> tuple[HL7Message, MessageHeader]:
+        if truncated:
+            raise MessageRejected(
+                f"message larger than the maximum accepted size; first {len(raw)} bytes kept",
+                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+            )
+        message = parse_message(raw, self.default_codec)
+        header = message.header()
+        if not header.message_type:
+            raise MessageRejected(
+                "MSH-9 Message Type is empty",
+                error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+                location="MSH-9",
+            )
+        if not header.control_id:
+            raise MessageRejected(
+                "MSH-10 Message Control ID is empty",
+                error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+                location="MSH-10",
+            )
+        if header.version not in self.accepted_versions:
+            raise MessageRejected(
+                f"HL7 version {header.version or '(empty)'!r} in MSH-12 is not accepted "
+                f"(accepted: {', '.join(self.accepted_versions)})",
+                error_code=HL7ErrorCode.UNSUPPORTED_VERSION_ID,
+                location="MSH-12",
+            )
+        if header.type_name not in self.appliers:
+            known_type = any(key.startswith(header.message_type + "^") for key in self.appliers)
+            raise MessageRejected(
+                f"message type {header.type_name!r} in MSH-9 is not handled by this broker",
+                error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
+                if known_type
+                else HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-9",
+            )
+        return message, header
+
+    def _apply(
+        self,
+        session: object,
+        message: HL7Message,
+        header: MessageHeader,
+        row: MessageRow,
+        now: datetime,
+    ) -> None:
+        applier = self.appliers[header.type_name]
+        try:
+            # A savepoint: if the effects fail halfway, they vanish and the message stays.
+            with session.begin_nested():  # type: ignore[attr-defined]
+                applier(session, message, row)
+        except MessageError as error:
+            _mark(
+                row,
+                MessageStatus.REJECTED
+                if error.ack_code == AckCode.REJECT
+                else MessageStatus.FAILED,
+                error,
+                now,
+            )
+        except DatabaseUnavailable:
+            raise
+        except Exception as error:
+            log.exception("applying message %s failed", header.control_id)
+            _mark(
+                row,
+                MessageStatus.FAILED,
+                MessageError(f"internal error while applying the message: {error}"),
+                now,
+            )
+        else:
+            row.status = MessageStatus.PROCESSED
+            row.ack_code = AckCode.ACCEPT
+            row.error = row.error_location = row.error_code = None
+            row.processed_at = now
+
+    # -- repair ---------------------------------------------------------------------------------
+
+    def reprocess(self, message_id: int) -> IngestResult:
+        """Apply a stored message again, e.g. after its mapping was fixed. Processed ones are left."""
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            row = messages.get(session, message_id, for_update=True)
+            if row is None:
+                raise LookupError(f"no message with id {message_id}")
+            if row.status == MessageStatus.PROCESSED:
+                raise ValueError(f"message {message_id} was already processed; it is applied once")
+            row.attempts += 1
+            try:
+                message, header = self._read(row.raw, row.truncated)
+            except MessageRejected as rejection:
+                msh, _ = read_header_bytes(row.raw)
+                _mark(row, MessageStatus.REJECTED, rejection, now)
+                result = _result(row, msh, codec=self.default_codec)
+            else:
+                _describe(row, header)
+                if row.dedup_key is None and _dedup_key(header) is not None:
+                    clash = messages.by_dedup_key(session, _dedup_key(header))
+                    if clash is None:
+                        row.dedup_key = _dedup_key(header)
+                        row.digest = content_digest(message.text)
+                self._apply(session, message, header, row, now)
+                result = _result(row, _msh_fields(message), codec=message.codec)
+        result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
+        _log_result(result, event="reprocessed")
+        return result
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _dedup_key(header: MessageHeader) -> str:
+    # Unit separator between the parts: it cannot occur in a decoded HL7 field.
+    return "\x1f".join((header.sending_application, header.sending_facility, header.control_id))
+
+
+def _sender(header: MessageHeader) -> str:
+    return "/".join(part for part in (header.sending_application, header.sending_facility) if part)
+
+
+def _describe(row: MessageRow, header: MessageHeader) -> None:
+    row.sending_application = header.sending_application[:227]
+    row.sending_facility = header.sending_facility[:227]
+    row.receiving_application = header.receiving_application[:227]
+    row.receiving_facility = header.receiving_facility[:227]
+    row.message_type = header.message_type[:3]
+    row.trigger_event = header.trigger_event[:3]
+    row.control_id = header.control_id[:199] or None
+    row.version = header.version[:16]
+    row.charset = header.charset[:32]
+
+
+def _describe_from_bytes(row: MessageRow, msh: list[str]) -> None:
+    """Best-effort header columns for a message that could not be decoded."""
+
+    def part(index: int, component: int = 0) -> str:
+        components = msh[index].split("^") if index < len(msh) else []
+        return components[component] if component < len(components) else ""
+
+    row.sending_application = part(3, 0)[:227]
+    row.sending_facility = part(4, 0)[:227]
+    row.receiving_application = part(5, 0)[:227]
+    row.receiving_facility = part(6, 0)[:227]
+    row.message_type = part(9, 0)[:3]
+    row.trigger_event = part(9, 1)[:3]
+    row.control_id = part(10)[:199] or None
+    row.version = part(12, 0)[:16]
+    row.charset = part(18)[:32]
+    row.dedup_key = None
+    row.digest = ""
+
+
+def _mark(row: MessageRow, status: MessageStatus, error: MessageError, now: datetime) -> None:
+    row.status = status
+    row.ack_code = status.ack_code
+    row.error = error.text
+    row.error_code = int(error.error_code)
+    row.error_location = error.location
+    row.processed_at = now
+
+
+def _msh_fields(message: HL7Message) -> list[str]:
+    return split_msh(message.text.split("\r", 1)[0])
+
+
+def _result(
+    row: MessageRow, msh: list[str], *, codec: str, duplicate: bool = False
+) -> IngestResult:
+    return IngestResult(
+        ack_code=AckCode(row.ack_code),
+        msh=msh,
+        message_id=row.id,
+        status=MessageStatus(row.status),
+        error=row.error,
+        error_code=row.error_code,
+        error_location=row.error_location,
+        duplicate=duplicate,
+        type_name=f"{row.message_type}^{row.trigger_event}"
+        if row.trigger_event
+        else row.message_type,
+        codec=codec,
+    )
+
+
+def _with_elapsed(result: IngestResult, elapsed_ms: float) -> IngestResult:
+    return replace(result, elapsed_ms=elapsed_ms)
+
+
+def _log_result(result: IngestResult, event: str = "message") -> None:
+    log.info(
+        "%s id=%s control_id=%s type=%s status=%s ack=%s duplicate=%s ms=%.1f%s",
+        event,
+        result.message_id,
+        result.control_id or "-",
+        result.type_name or "-",
+        result.status,
+        result.ack_code,
+        result.duplicate,
+        result.elapsed_ms,
+        f" error={result.error!r}" if result.error else "",
+        extra={
+            "event": event,
+            "message_id": result.message_id,
+            "control_id": result.control_id,
+            "message_type": result.type_name,
+            "status": str(result.status),
+            "ack_code": str(result.ack_code),
+            "duplicate": result.duplicate,
+            "ms": round(result.elapsed_ms, 2),
+            "error": result.error,
+        },
+    )

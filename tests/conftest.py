@@ -1,0 +1,288 @@
+"""Fixtures that start the real broker on loopback, on SQLite and on PostgreSQL.
+
+PostgreSQL is expected at MWLBROKER_TEST_POSTGRES_URL (default: the ``test`` database on
+127.0.0.1:5432 as ``postgres``). Without it the PostgreSQL variants are skipped with the reason,
+unless CI=true or MWLBROKER_TEST_REQUIRE_POSTGRES=1, where they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from mwlbroker.app import Broker
+from mwlbroker.config import Config, load_config
+from mwlbroker.hl7v2.mllp import FrameDecoder, frame
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_messages"
+POSTGRES_URL = os.environ.get(
+    "MWLBROKER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("CI", "").lower() == "true" or os.environ.get(
+    "MWLBROKER_TEST_REQUIRE_POSTGRES", ""
+) not in ("", "0")
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # any driver or network failure means "not available"
+        return str(error).splitlines()[0]
+    return None
+
+
+_POSTGRES_STATE: dict[str, str | None] = {}
+
+
+def postgres_or_skip() -> None:
+    if "problem" not in _POSTGRES_STATE:
+        _POSTGRES_STATE["problem"] = _postgres_problem()
+    problem = _POSTGRES_STATE["problem"]
+    if problem is None:
+        return
+    message = f"PostgreSQL not reachable at {POSTGRES_URL}: {problem}"
+    if REQUIRE_POSTGRES:
+        pytest.fail(message + " (required here: CI or MWLBROKER_TEST_REQUIRE_POSTGRES)")
+    pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'broker.db'}"
+        return
+    postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def make_config(database_url: str, **overrides: object) -> Config:
+    """The default configuration on free loopback ports, with ``section.name`` overrides."""
+    values = {
+        "database.url": database_url,
+        "hl7.port": 0,
+        "dicom.port": 0,
+        "web.port": 0,
+        **{key.replace("__", "."): value for key, value in overrides.items()},
+    }
+    return load_config(environ={}).with_overrides(values)
+
+
+@pytest.fixture
+def broker_factory(database_url: str) -> Iterator:
+    """Start brokers with extra settings (``hl7__idle_timeout=0.5``); all stopped at the end."""
+    started: list[Broker] = []
+
+    def start(**overrides: object) -> Broker:
+        broker = Broker(make_config(database_url, **overrides))
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A running broker with the default settings on free ports."""
+    return broker_factory()
+
+
+# -- a plain MLLP peer over a real socket, independent of the broker's own client --------------
+
+
+class Peer:
+    """A raw MLLP client: sends bytes exactly as given and reads framed answers."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.decoder = FrameDecoder()
+        self.frames: list[bytes] = []
+
+    def send_raw(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def send(self, message: bytes | str) -> bytes:
+        if isinstance(message, str):
+            message = message.encode("latin-1")
+        self.send_raw(frame(message))
+        return self.read_ack()
+
+    def read_ack(self) -> bytes:
+        while not self.frames:
+            data = self.socket.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the broker before an ACK")
+            self.frames.extend(f.payload for f in self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    def closed_by_server(self) -> bool:
+        """True when the broker closed the connection (reads end of stream)."""
+        try:
+            return self.socket.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def ack_fields(ack: bytes) -> dict[str, list[str]]:
+    """Segments of an ACK by ID, fields split so that index n is field n (MSH-n for MSH)."""
+    segments: dict[str, list[str]] = {}
+    for line in ack.decode("latin-1").split("\r"):
+        if not line:
+            continue
+        parts = line.split("|")
+        if parts[0] == "MSH":
+            parts = ["MSH", "|", *parts[1:]]
+        segments[parts[0]] = parts
+    return segments
+
+
+def hl7(*segments: str, charset: str = "latin-1") -> bytes:
+    """A message from segment strings, CR-terminated as on the wire."""
+    return ("\r".join(segments) + "\r").encode(charset)
+
+
+def orm(
+    control_id: str = "C1",
+    *,
+    version: str = "2.3.1",
+    sender: str = "RIS",
+    patient: str = "PID1",
+    msg_type: str = "ORM^O01",
+    extra: str = "",
+) -> bytes:
+    """A small but complete ORM^O01 new order."""
+    return hl7(
+        f"MSH|^~\\&|{sender}|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||{msg_type}|{control_id}|P|{version}",
+        f"PID|1||{patient}^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
+        "ORC|NW|PL1|FL1||SC||^^^20261127143000^^R",
+        f"OBR|1|PL1|FL1|CTCHEST^CT chest^L|||||||||||||||ACC1|RP1|SPS1||||CT{extra}",
+    )
+
+
+# -- a broker in its own process, for crash tests and the command line ------------------------
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen
+    hl7_port: int
+    log: list[dict] = field(default_factory=list)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        self.process.terminate()
+        return self.process.wait(30)
+
+
+def cli_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MWLBROKER_")}
+    env.update({"MWLBROKER_DATABASE_URL": database_url, **extra})
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mwlbroker", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_serve(database_url: str, cwd: Path, hl7_port: int = 0, **extra: str) -> ServeProcess:
+    """Run ``mwlbroker serve`` and wait for its "ready" log line (no sleeping)."""
+    env = cli_env(
+        database_url,
+        MWLBROKER_HL7_PORT=str(hl7_port),
+        MWLBROKER_DICOM_PORT="0",
+        MWLBROKER_WEB_PORT="0",
+        MWLBROKER_LOG_FORMAT="json",
+        **extra,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mwlbroker", "serve"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[dict] = []
+    for line in process.stderr:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        lines.append(record)
+        if record.get("event") == "ready":
+            served = ServeProcess(process, int(record["hl7_port"]), lines)
+            # Keep draining stderr so the broker never blocks on a full pipe.
+            threading.Thread(target=_drain, args=(process, lines), daemon=True).start()
+            return served
+    raise RuntimeError(f"mwlbroker serve exited with {process.wait()}: {lines[-5:]}")
+
+
+def _drain(process: subprocess.Popen, lines: list[dict]) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            lines.append({"message": line})
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,76 @@
+"""Settings: declared once, documented, loaded in order, and refused clearly when wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from mwlbroker.config import SETTINGS, ConfigError, load_config
+from tests.conftest import ROOT
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_example():
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "deploy" / "mwlbroker.example.toml").read_text()
+    for setting in SETTINGS:
+        assert setting.help, setting.key
+        assert f"`{setting.key}`" in readme, f"{setting.key} missing from the README"
+        assert f"`{setting.env_var}`" in readme, f"{setting.env_var} missing from the README"
+        assert f"{setting.name} =" in example or setting.key == "outbound.destinations"
+
+
+def test_the_example_configuration_loads():
+    config = load_config(ROOT / "deploy" / "mwlbroker.example.toml", environ={})
+    assert config["hl7.facility"] == "RADIOLOGY"
+    assert config["outbound.destinations"][0] == {
+        "name": "RIS",
+        "host": "ris.example.org",
+        "port": 2575,
+    }
+
+
+def test_defaults_file_then_environment(tmp_path):
+    path = tmp_path / "broker.toml"
+    path.write_text('[hl7]\nport = 2600\nidle_timeout = 5\n[dicom]\nae_title = "FILEAE"\n')
+    config = load_config(path, environ={"MWLBROKER_HL7_PORT": "2700"})
+    assert config["hl7.port"] == 2700 and config.sources["hl7.port"] == "MWLBROKER_HL7_PORT"
+    assert config["hl7.idle_timeout"] == 5.0 and config.sources["hl7.idle_timeout"] == str(path)
+    assert config["dicom.ae_title"] == "FILEAE"
+    assert config["web.port"] == 8080 and "web.port" not in config.sources
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"MWLBROKER_HL7_PORT": "abc"}, "hl7.port"),
+        ({"MWLBROKER_HL7_PORT": "70000"}, "hl7.port"),
+        ({"MWLBROKER_DICOM_AE_TITLE": "A" * 17}, "dicom.ae_title"),
+        ({"MWLBROKER_DATABASE_URL": "mysql://x"}, "database.url"),
+        ({"MWLBROKER_LOG_LEVEL": "loud"}, "log.level"),
+        ({"MWLBROKER_HL7_IDLE_TIMEOUT": "-1"}, "hl7.idle_timeout"),
+        ({"MWLBROKER_OUTBOUND_DESTINATIONS": "RIS=nohostport"}, "outbound.destinations"),
+        ({"MWLBROKER_HL7_PROT": "2575"}, "MWLBROKER_HL7_PROT"),
+    ],
+)
+def test_bad_values_name_the_key(environ, key):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ=environ)
+    assert str(caught.value).startswith(key)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_toml_names_file_and_key(tmp_path):
+    path = tmp_path / "broker.toml"
+    path.write_text("[hl7]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=r"^hl7\.prot: unknown setting"):
+        load_config(path, environ={})
+    path.write_text("[hl7\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_display_masks_the_database_password():
+    config = load_config(environ={"MWLBROKER_DATABASE_URL": "postgresql://u:s3cret@db/x"})
+    shown = dict((key, value) for key, value, _ in config.display())
+    assert "s3cret" not in shown["database.url"] and "u:***@db" in shown["database.url"]
