@@ -57,6 +57,11 @@ def prepare_database(db: Database) -> None:
         raise StartupError(f"database {db.describe()} is unavailable: {error}") from None
     except Exception as error:  # driver errors arrive in many types
         raise StartupError(f"database {db.describe()} cannot be used: {error}") from None
+    if current is not None and not migrate.is_known(current):
+        raise StartupError(
+            f"database schema is at revision {current}, which this version of mwlbroker does "
+            f"not know (it needs {head}): the database was upgraded by a newer version"
+        )
     raise StartupError(
         f"database schema is at revision {current or 'unknown'} but this version needs {head}; "
         "run `mwlbroker db upgrade`"
@@ -104,10 +109,12 @@ class Broker:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        started = self.hl7 is not None
         if self.hl7 is not None:
             self.hl7.stop()
         self.db.dispose()
-        log.info("mwlbroker stopped", extra={"event": "stopped"})
+        if started:
+            log.info("mwlbroker stopped", extra={"event": "stopped"})
 
     def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT; stop gracefully."""

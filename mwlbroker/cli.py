@@ -152,7 +152,7 @@ def _send(args: argparse.Namespace, config: Config) -> int:
                         for segment in reply.segments:
                             print(f"    {segment}")
     except SendError as error:
-        print(f"mwlbroker: {host}:{port}: {error}", file=sys.stderr)
+        print(f"mwlbroker: {error}", file=sys.stderr)
         return 1
     return 1 if failures else 0
 

@@ -240,6 +240,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "hl7", "facility", "", _as_str, "our MSH-4 Sending Facility in ACKs and outbound messages"
     ),
+    Setting(
+        "mappings",
+        "dir",
+        "",
+        _as_str,
+        "folder of mapping files (*.yaml); empty: the mappings that ship with the broker",
+    ),
     Setting("dicom", "host", "127.0.0.1", _as_host, "address the DICOM listener binds to"),
     Setting("dicom", "port", 11112, _as_int(0, 65535), "DICOM listener port"),
     Setting("dicom", "ae_title", "MWLBROKER", _as_ae_title, "the broker's AE title"),
@@ -270,7 +277,9 @@ _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 def mask_url(url: str) -> str:
     """Hide the password of a URL such as ``postgresql://user:secret@host/db``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    # libpq also takes the password as a query parameter: ?password=...
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -37,3 +37,5 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; the broker logs the upgrade itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

@@ -183,14 +183,18 @@ def orm(
     sender: str = "RIS",
     patient: str = "PID1",
     msg_type: str = "ORM^O01",
+    control: str = "NW",
+    order_status: str = "SC",
+    order: str | None = None,
     extra: str = "",
 ) -> bytes:
-    """A small but complete ORM^O01 new order."""
+    """A small but complete ORM^O01; the order number defaults to one per control ID."""
+    order = order or f"PL{control_id}"
     return hl7(
         f"MSH|^~\\&|{sender}|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||{msg_type}|{control_id}|P|{version}",
         f"PID|1||{patient}^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
-        "ORC|NW|PL1|FL1||SC||^^^20261127143000^^R",
-        f"OBR|1|PL1|FL1|CTCHEST^CT chest^L|||||||||||||||ACC1|RP1|SPS1||||CT{extra}",
+        f"ORC|{control}|{order}|F{order}||{order_status}||^^^20261127143000^^R",
+        f"OBR|1|{order}|F{order}|CTCHEST^CT chest^L||||||||||||||A{order}|R{order}|S{order}||||CT{extra}",
     )
 
 
@@ -199,17 +203,30 @@ def orm(
 
 @dataclass
 class ServeProcess:
+    """A ``mwlbroker serve`` child process and the JSON log lines it has written so far."""
+
     process: subprocess.Popen
     hl7_port: int
     log: list[dict] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(10)
+        self.close()
 
     def terminate(self) -> int:
         self.process.terminate()
-        return self.process.wait(30)
+        code = self.process.wait(30)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Wait for the log reader to reach end of file, then close the pipe."""
+        if self.reader is not None:
+            self.reader.join(10)
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            self.process.stderr.close()
 
 
 def cli_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -231,8 +248,12 @@ def run_cli(
     )
 
 
-def start_serve(database_url: str, cwd: Path, hl7_port: int = 0, **extra: str) -> ServeProcess:
+def start_serve(
+    database_url: str, cwd: Path, hl7_port: int = 0, timeout: float = 60.0, **extra: str
+) -> ServeProcess:
     """Run ``mwlbroker serve`` and wait for its "ready" log line (no sleeping)."""
+    import queue
+
     env = cli_env(
         database_url,
         MWLBROKER_HL7_PORT=str(hl7_port),
@@ -249,29 +270,33 @@ def start_serve(database_url: str, cwd: Path, hl7_port: int = 0, **extra: str) -
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stderr is not None
     lines: list[dict] = []
-    for line in process.stderr:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        lines.append(record)
-        if record.get("event") == "ready":
-            served = ServeProcess(process, int(record["hl7_port"]), lines)
-            # Keep draining stderr so the broker never blocks on a full pipe.
-            threading.Thread(target=_drain, args=(process, lines), daemon=True).start()
-            return served
-    raise RuntimeError(f"mwlbroker serve exited with {process.wait()}: {lines[-5:]}")
+    ready: queue.Queue[int | None] = queue.Queue()
 
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"message": line.rstrip()}
+            lines.append(record)
+            if record.get("event") == "ready":
+                ready.put(int(record["hl7_port"]))
+        ready.put(None)
 
-def _drain(process: subprocess.Popen, lines: list[dict]) -> None:
-    assert process.stderr is not None
-    for line in process.stderr:
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            lines.append({"message": line})
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    served = ServeProcess(process, 0, lines, reader)
+    try:
+        port = ready.get(timeout=timeout)
+    except queue.Empty:
+        port = None
+    if port is None:
+        served.kill()
+        raise RuntimeError(f"mwlbroker serve did not become ready: {lines[-5:]}")
+    served.hl7_port = port
+    return served
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):

@@ -34,3 +34,10 @@ class MessageRejected(MessageError):
     """The message is never accepted as sent (answered AR)."""
 
     ack_code = AckCode.REJECT
+
+
+class MappingError(MessageError):
+    """The message cannot be turned into worklist data by the site's mapping (answered AE).
+
+    Fixing the mapping and reprocessing the stored message is the way out.
+    """

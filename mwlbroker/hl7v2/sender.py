@@ -47,6 +47,7 @@ class MLLPClient:
 
     def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
         self.timeout = timeout
+        self.peer = f"{host}:{port}"
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout)
         except OSError as error:
@@ -59,14 +60,14 @@ class MLLPClient:
             while True:
                 data = self._socket.recv(65536)
                 if not data:
-                    raise SendError("the connection was closed before an ACK arrived")
+                    raise SendError(f"{self.peer}: the connection was closed before an ACK arrived")
                 frames = self._decoder.feed(data)
                 if frames:
                     return Reply(frames[0].payload)
         except TimeoutError:
-            raise SendError(f"no ACK within {self.timeout:g} s") from None
+            raise SendError(f"{self.peer}: no ACK within {self.timeout:g} s") from None
         except OSError as error:
-            raise SendError(f"connection failed: {error.strerror or error}") from None
+            raise SendError(f"{self.peer}: connection failed: {error.strerror or error}") from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -276,16 +276,44 @@ class IngestService:
                 result = _result(row, msh, codec=self.default_codec)
             else:
                 _describe(row, header)
-                if row.dedup_key is None and _dedup_key(header) is not None:
-                    clash = messages.by_dedup_key(session, _dedup_key(header))
-                    if clash is None:
-                        row.dedup_key = _dedup_key(header)
-                        row.digest = content_digest(message.text)
-                self._apply(session, message, header, row, now)
+                row.digest = content_digest(message.text)
+                clash = self._claim_key(session, row, header)
+                if clash is None:
+                    self._apply(session, message, header, row, now)
+                else:
+                    _mark(row, MessageStatus.REJECTED, clash, now)
                 result = _result(row, _msh_fields(message), codec=message.codec)
         result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
         _log_result(result, event="reprocessed")
         return result
+
+    def _claim_key(
+        self, session: object, row: MessageRow, header: MessageHeader
+    ) -> MessageRejected | None:
+        """Give a reprocessed message its sender + MSH-10 key, unless another message holds it.
+
+        A resend of a rejected message is a second row with the same content: once one of the
+        two is applied, the other must not be, or the message would be applied twice.
+        """
+        key = _dedup_key(header)
+        if row.dedup_key == key:
+            return None
+        holder = messages.by_dedup_key(session, key, for_update=True)  # type: ignore[arg-type]
+        if holder is None or holder.id == row.id:
+            row.dedup_key = key
+            return None
+        if holder.digest == row.digest:
+            return MessageRejected(
+                f"resend of message {holder.id} ({holder.status}); it is applied once",
+                error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                location="MSH-10",
+            )
+        return MessageRejected(
+            f"MSH-10 {header.control_id!r} from {_sender(header)} was already used for a "
+            f"different message (id {holder.id}); control IDs must be unique",
+            error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+            location="MSH-10",
+        )
 
 
 # -- helpers --------------------------------------------------------------------------------------

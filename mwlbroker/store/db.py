@@ -13,6 +13,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mwlbroker.config import mask_url
+
 __all__ = ["Database", "DatabaseUnavailable", "DuplicateKey"]
 
 
@@ -117,7 +119,7 @@ class Database:
 
     def describe(self) -> str:
         """The URL with its password hidden, for logs."""
-        return self.url.render_as_string(hide_password=True)
+        return mask_url(self.url.render_as_string(hide_password=True))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -30,6 +30,14 @@ def head_revision() -> str:
     return head
 
 
+def is_known(revision: str) -> bool:
+    """Whether this version of the broker has a migration with that revision."""
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises several types for an unknown or malformed revision
+        return False
+
+
 def current_revision(db: Database) -> str | None:
     """The revision the database is at; ``None`` for a database never migrated."""
     with db.engine.connect() as connection:

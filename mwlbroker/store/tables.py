@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them on every database.
@@ -65,3 +77,132 @@ class MessageRow(Base):
         Index("ix_message_status_received_at", "status", "received_at"),
         Index("ix_message_control_id", "control_id"),
     )
+
+
+class PatientRow(Base):
+    """A patient as the RIS identifies them: Patient ID within an issuer."""
+
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(64))  # (0010,0020) Patient ID | LO
+    issuer: Mapped[str] = mapped_column(String(64), default="")  # (0010,0021) Issuer of Patient ID
+    patient_name: Mapped[str] = mapped_column(String(324), default="")  # (0010,0010) | PN
+    birth_date: Mapped[str] = mapped_column(String(64), default="")  # (0010,0030) | DA
+    sex: Mapped[str] = mapped_column(String(64), default="")  # (0010,0040) | CS
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # every patient-level keyword
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("patient_id", "issuer", name="uq_patient_patient_id_issuer"),
+        Index("ix_patient_patient_name", "patient_name"),
+    )
+
+
+class OrderRow(Base):
+    """An imaging service request from the RIS (ORC), owning one or more procedure steps."""
+
+    __tablename__ = "imaging_order"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    placer_order_number: Mapped[str | None] = mapped_column(String(199))  # ORC-2
+    filler_order_number: Mapped[str | None] = mapped_column(String(199))  # ORC-3
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    profile: Mapped[str] = mapped_column(String(64), default="")
+    order_control: Mapped[str] = mapped_column(String(2))  # last ORC-1 applied
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # request-level keywords
+    created_message_id: Mapped[int | None] = mapped_column(
+        Id
+    )  # no FK: messages are purged by retention
+    updated_message_id: Mapped[int | None] = mapped_column(
+        Id
+    )  # no FK: messages are purged by retention
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_imaging_order_placer_order_number", "placer_order_number"),
+        Index("ix_imaging_order_filler_order_number", "filler_order_number"),
+        Index("ix_imaging_order_patient_pk", "patient_pk"),
+    )
+
+
+class StepRow(Base):
+    """A scheduled procedure step: one worklist item, with the dataset it answers C-FIND with.
+
+    The columns copy what modalities query on, so each query is one indexed statement; the
+    dataset (DICOM JSON) is the whole item, extra site attributes included.
+    """
+
+    __tablename__ = "procedure_step"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("imaging_order.id"))
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    patient_id: Mapped[str] = mapped_column(String(64))  # (0010,0020)
+    issuer: Mapped[str] = mapped_column(String(64), default="")  # (0010,0021)
+    patient_name: Mapped[str] = mapped_column(String(324), default="")  # (0010,0010)
+    accession_number: Mapped[str | None] = mapped_column(String(64))  # (0008,0050) | SH
+    requested_procedure_id: Mapped[str | None] = mapped_column(String(64))  # (0040,1001) | SH
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))  # (0020,000D) | UI
+    sps_id: Mapped[str | None] = mapped_column(String(64))  # (0040,0009) | SH
+    modality: Mapped[str | None] = mapped_column(String(64))  # (0008,0060) | CS
+    station_ae: Mapped[str | None] = mapped_column(String(64))  # (0040,0001) | AE
+    station_name: Mapped[str | None] = mapped_column(String(64))  # (0040,0010) | SH
+    # (0040,0002) + (0040,0003) as YYYYMMDDHHMMSS: ranges on date and time in one comparison.
+    start_datetime: Mapped[str | None] = mapped_column(String(14))
+    status: Mapped[str] = mapped_column(String(16))  # (0040,0020)
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # {"procedure": {}, "step": {}}
+    dataset: Mapped[dict] = mapped_column(JSON, default=dict)  # the MWL item, DICOM JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_procedure_step_station_ae_start", "station_ae", "start_datetime"),
+        Index("ix_procedure_step_modality_start", "modality", "start_datetime"),
+        Index("ix_procedure_step_status_start", "status", "start_datetime"),
+        Index("ix_procedure_step_accession_number", "accession_number"),
+        Index("ix_procedure_step_patient_id", "patient_id"),
+        Index("ix_procedure_step_patient_name", "patient_name"),
+        Index("ix_procedure_step_study_instance_uid", "study_instance_uid"),
+        Index("ix_procedure_step_order_id", "order_id"),
+        Index("ix_procedure_step_patient_pk", "patient_pk"),
+    )
+
+
+class OrderEventRow(Base):
+    """One line of an order's history: which message did what to which step."""
+
+    __tablename__ = "order_event"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("imaging_order.id"))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("procedure_step.id"))
+    message_id: Mapped[int | None] = mapped_column(Id)  # no FK: messages are purged by retention
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event: Mapped[str] = mapped_column(String(32))
+    status_before: Mapped[str | None] = mapped_column(String(16))
+    status_after: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_order_event_order_id", "order_id"),)
+
+
+class AuditRow(Base):
+    """Who changed a patient, when, and what it was before. Never purged."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[int | None] = mapped_column(Id)
+    message_id: Mapped[int | None] = mapped_column(Id)  # no FK: messages are purged by retention
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)

@@ -1,0 +1,160 @@
+"""Patients, orders and scheduled procedure steps as the mapping produces them.
+
+Attribute values are keyed by DICOM keyword and already in DICOM form (PN ``DOE^JOHN``,
+DA ``20261127``, TM ``143000``; code sequences as lists of dicts). A keyword that is absent
+means "keep what is stored"; the value :data:`CLEAR` means the sender sent the HL7 null ``""``
+and the stored value must be removed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+
+class _Clear:
+    """The HL7 null carried into the domain: remove the stored value."""
+
+    _instance: _Clear | None = None
+
+    def __new__(cls) -> _Clear:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "CLEAR"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+CLEAR: Final = _Clear()
+
+Value = Any
+"""str, a list of dicts for a sequence, or CLEAR."""
+Attributes = dict[str, Value]
+
+
+class StepStatus(enum.StrEnum):
+    """(0040,0020) Scheduled Procedure Step Status, plus HELD and REMOVED kept by the broker.
+
+    HELD (ORC-1 HD) and REMOVED (a step an order update no longer lists) are not DICOM terms:
+    such steps are never served, only kept in history.
+    """
+
+    SCHEDULED = "SCHEDULED"
+    ARRIVED = "ARRIVED"
+    READY = "READY"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    DISCONTINUED = "DISCONTINUED"
+    CANCELED = "CANCELED"
+    HELD = "HELD"
+    REMOVED = "REMOVED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {StepStatus.COMPLETED, StepStatus.DISCONTINUED, StepStatus.CANCELED, StepStatus.REMOVED}
+)
+
+# Keywords that live inside the Scheduled Procedure Step Sequence item (PS3.4 Table K.6-1).
+SPS_KEYWORDS = frozenset(
+    {
+        "ScheduledStationAETitle",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepEndDate",
+        "ScheduledProcedureStepEndTime",
+        "Modality",
+        "AnatomicalOrientationType",
+        "RequestedContrastAgent",
+        "ScheduledPerformingPhysicianName",
+        "ScheduledPerformingPhysicianIdentificationSequence",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProtocolCodeSequence",
+        "ScheduledProcedureStepID",
+        "ScheduledProcedureStepStatus",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "PreMedication",
+        "CommentsOnTheScheduledProcedureStep",
+        "ScheduledSpecimenSequence",
+    }
+)
+
+
+@dataclass
+class MappedPatient:
+    """Patient-level attributes (PatientID, IssuerOfPatientID, PatientName, ...)."""
+
+    attributes: Attributes = field(default_factory=dict)
+
+    @property
+    def patient_id(self) -> str | None:  # (0010,0020) Patient ID
+        value = self.attributes.get("PatientID")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def issuer(self) -> str:  # (0010,0021) Issuer of Patient ID; "" when not given
+        value = self.attributes.get("IssuerOfPatientID")
+        return value if isinstance(value, str) else ""
+
+
+@dataclass
+class MappedStep:
+    """One worklist item: its requested procedure attributes and its SPS item attributes."""
+
+    procedure: Attributes = field(default_factory=dict)  # AccessionNumber, StudyInstanceUID, ...
+    step: Attributes = field(default_factory=dict)  # inside ScheduledProcedureStepSequence
+
+    def _text(self, attributes: Attributes, keyword: str) -> str | None:
+        value = attributes.get(keyword)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def sps_id(self) -> str | None:  # (0040,0009) Scheduled Procedure Step ID
+        return self._text(self.step, "ScheduledProcedureStepID")
+
+    @property
+    def accession_number(self) -> str | None:  # (0008,0050) Accession Number
+        return self._text(self.procedure, "AccessionNumber")
+
+    @property
+    def requested_procedure_id(self) -> str | None:  # (0040,1001) Requested Procedure ID
+        return self._text(self.procedure, "RequestedProcedureID")
+
+    @property
+    def study_instance_uid(self) -> str | None:  # (0020,000D) Study Instance UID
+        return self._text(self.procedure, "StudyInstanceUID")
+
+
+@dataclass
+class MappedOrder:
+    """What an ORM^O01 / OMI^O23 (or SIU) message says about an order."""
+
+    order_control: str  # ORC-1, e.g. NW
+    order_status: str  # ORC-5, "" when empty
+    step_status: StepStatus  # from the mapping's status table for (ORC-1, ORC-5)
+    placer_order_number: str | None  # ORC-2 (else OBR-2)
+    filler_order_number: str | None  # ORC-3 (else OBR-3)
+    patient: MappedPatient
+    order: Attributes = field(default_factory=dict)  # request level: physicians, visit, ...
+    steps: list[MappedStep] = field(default_factory=list)
+    profile: str = ""  # name of the mapping profile that produced it
+
+
+@dataclass
+class MappedPatientEvent:
+    """What an ADT message says: a patient's new attributes, and for A40/A47 the prior ID."""
+
+    trigger: str  # MSH-9.2, e.g. A08
+    patient: MappedPatient
+    prior_patient_id: str | None = None  # MRG-1.1
+    prior_issuer: str = ""  # MRG-1.4
+    profile: str = ""

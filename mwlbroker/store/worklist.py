@@ -1,0 +1,141 @@
+"""Queries on patients, orders, procedure steps, their history and the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mwlbroker.store.tables import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
+
+__all__ = [
+    "AuditRow",
+    "OrderEventRow",
+    "OrderRow",
+    "PatientRow",
+    "StepRow",
+    "add",
+    "audit_for",
+    "events_for_order",
+    "find_order",
+    "find_patient",
+    "get_order",
+    "get_patient",
+    "orders_of_patient",
+    "search_steps",
+    "steps_of_order",
+    "steps_of_patient",
+    "steps_with_study_uid",
+]
+
+
+def add(session: Session, row: object) -> None:
+    """Insert any row and give it its id."""
+    session.add(row)
+    session.flush()
+
+
+def find_patient(session: Session, patient_id: str, issuer: str = "") -> PatientRow | None:
+    query = select(PatientRow).where(
+        PatientRow.patient_id == patient_id, PatientRow.issuer == issuer
+    )
+    return session.scalars(query.with_for_update()).first()
+
+
+def get_patient(session: Session, pk: int) -> PatientRow | None:
+    return session.get(PatientRow, pk)
+
+
+def get_order(session: Session, pk: int) -> OrderRow | None:
+    return session.get(OrderRow, pk)
+
+
+def find_order(
+    session: Session,
+    *,
+    placer: str | None,
+    filler: str | None,
+    accession_numbers: Iterable[str] = (),
+) -> OrderRow | None:
+    """The order a message refers to: by placer order number, else filler, else accession."""
+    if placer:
+        found = session.scalars(
+            select(OrderRow).where(OrderRow.placer_order_number == placer).with_for_update()
+        ).first()
+        if found is not None:
+            return found
+    if filler:
+        found = session.scalars(
+            select(OrderRow).where(OrderRow.filler_order_number == filler).with_for_update()
+        ).first()
+        if found is not None:
+            return found
+    accessions = [a for a in accession_numbers if a]
+    if accessions and not placer and not filler:
+        step = session.scalars(
+            select(StepRow).where(StepRow.accession_number.in_(accessions)).limit(1)
+        ).first()
+        if step is not None:
+            return session.get(OrderRow, step.order_id, with_for_update=True)
+    return None
+
+
+def steps_of_order(session: Session, order_id: int) -> Sequence[StepRow]:
+    query = select(StepRow).where(StepRow.order_id == order_id).order_by(StepRow.id)
+    return session.scalars(query.with_for_update()).all()
+
+
+def steps_of_patient(
+    session: Session, patient_pk: int, *, statuses: Iterable[str] | None = None
+) -> Sequence[StepRow]:
+    query = select(StepRow).where(StepRow.patient_pk == patient_pk).order_by(StepRow.id)
+    if statuses is not None:
+        query = query.where(StepRow.status.in_(list(statuses)))
+    return session.scalars(query.with_for_update()).all()
+
+
+def orders_of_patient(session: Session, patient_pk: int) -> Sequence[OrderRow]:
+    query = select(OrderRow).where(OrderRow.patient_pk == patient_pk).order_by(OrderRow.id)
+    return session.scalars(query.with_for_update()).all()
+
+
+def steps_with_study_uid(
+    session: Session, study_uids: Iterable[str], *, other_than_patient: int | None = None
+) -> Sequence[StepRow]:
+    uids = [u for u in study_uids if u]
+    if not uids:
+        return []
+    query = select(StepRow).where(StepRow.study_instance_uid.in_(uids))
+    if other_than_patient is not None:
+        query = query.where(StepRow.patient_pk != other_than_patient)
+    return session.scalars(query).all()
+
+
+def events_for_order(session: Session, order_id: int) -> Sequence[OrderEventRow]:
+    query = select(OrderEventRow).where(OrderEventRow.order_id == order_id)
+    return session.scalars(query.order_by(OrderEventRow.id)).all()
+
+
+def audit_for(session: Session, entity: str, entity_id: int) -> Sequence[AuditRow]:
+    query = select(AuditRow).where(AuditRow.entity == entity, AuditRow.entity_id == entity_id)
+    return session.scalars(query.order_by(AuditRow.id)).all()
+
+
+def search_steps(
+    session: Session,
+    *,
+    patient_id: str | None = None,
+    accession_number: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> Sequence[StepRow]:
+    """Steps for the command line and tests; the C-FIND query builder has its own."""
+    query = select(StepRow).order_by(StepRow.start_datetime, StepRow.id).limit(limit)
+    if patient_id:
+        query = query.where(StepRow.patient_id == patient_id)
+    if accession_number:
+        query = query.where(StepRow.accession_number == accession_number)
+    if status:
+        query = query.where(StepRow.status == status)
+    return session.scalars(query).all()
