@@ -378,9 +378,7 @@ def test_serve_refuses_a_postgresql_schema_at_another_revision(
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(
-                text("UPDATE alembic_version SET version_num = :v"), {"v": revision}
-            )
+            connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
     finally:
         engine.dispose()
 
