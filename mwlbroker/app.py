@@ -8,12 +8,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 from mwlbroker.config import Config
 from mwlbroker.hl7v2.listener import MLLPListener
+from mwlbroker.mapping.engine import MappingSet, load_mappings
+from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mapping.reader import CHARSETS
-from mwlbroker.services.ingest import IngestService
+from mwlbroker.services.ingest import Applier, IngestService
+from mwlbroker.services.orders import ORDER_TYPES, OrderService
+from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
+from mwlbroker.services.patients import PatientService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
 
@@ -23,16 +29,49 @@ log = logging.getLogger("mwlbroker")
 class StartupError(Exception):
     """The broker cannot start; the message says why and what to do."""
 
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 2 for configuration (and mapping file) errors
+
 
 def open_database(config: Config) -> Database:
     return Database(config["database.url"], pool_size=config["database.pool_size"])
 
 
-def build_ingest(config: Config, db: Database) -> IngestService:
+def mappings_folder(config: Config) -> Path | None:
+    """The site's mapping folder, or ``None`` for the mappings that ship with the broker."""
+    return Path(config["mappings.dir"]) if config["mappings.dir"] else None
+
+
+def load_site_mappings(config: Config) -> MappingSet:
+    """Load and validate every mapping file; a broken one stops start-up with FILE:LINE."""
+    try:
+        return load_mappings(mappings_folder(config))
+    except MappingLoadError as error:
+        raise StartupError(
+            "mappings.dir: the mapping files have errors (see `mwlbroker mappings check`):\n"
+            + "\n".join(str(problem) for problem in error.errors),
+            exit_code=2,
+        ) from None
+
+
+def build_ingest(config: Config, db: Database, mappings: MappingSet | None = None) -> IngestService:
+    """The intake service with an applier for each message type the mappings handle."""
+    mappings = mappings if mappings is not None else load_site_mappings(config)
+    orders = OrderService(mappings)
+    patients = PatientService(mappings)
+    appliers: dict[str, Applier] = {}
+    for type_name in ORDER_TYPES:
+        if mappings.handles(type_name):
+            appliers[type_name] = orders.apply
+    for trigger in PATIENT_TRIGGERS:
+        if mappings.handles(f"ADT^{trigger}"):
+            appliers[f"ADT^{trigger}"] = patients.apply
     return IngestService(
         db,
         accepted_versions=tuple(config["hl7.accepted_versions"]),
         default_codec=CHARSETS[config["hl7.default_charset"].upper()],
+        appliers=appliers,
     )
 
 
@@ -74,13 +113,14 @@ class Broker:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.db = open_database(config)
-        self.ingest = build_ingest(config, self.db)
+        self.ingest: IngestService | None = None  # built in start(): mappings can fail to load
         self.hl7: MLLPListener | None = None  # bound in start(), once the database is ready
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        prepare_database(self.db)
         config = self.config
+        self.ingest = build_ingest(config, self.db)
+        prepare_database(self.db)
         try:
             self.hl7 = MLLPListener(
                 self.ingest,

@@ -64,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     current = db_commands.add_parser("current", help="print the schema revision")
     _add_config_flag(current)
 
+    maps = commands.add_parser("mappings", help="the HL7 to worklist mapping files")
+    map_commands = maps.add_subparsers(dest="mappings_command", metavar="ACTION", required=True)
+    check = map_commands.add_parser("check", help="validate every mapping file")
+    _add_config_flag(check)
+    check.add_argument("--dir", help="mapping folder (default: mappings.dir)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    trial = map_commands.add_parser(
+        "test", help="print the worklist items a message would produce, touching nothing"
+    )
+    _add_config_flag(trial)
+    trial.add_argument("message", metavar="MESSAGE.hl7")
+    trial.add_argument("--dir", help="mapping folder (default: mappings.dir)")
+    trial.add_argument("--json", action="store_true", help="the items as DICOM JSON")
+
     msgs = commands.add_parser("messages", help="the message store")
     msg_commands = msgs.add_subparsers(dest="messages_command", metavar="ACTION", required=True)
     listing = msg_commands.add_parser("list", help="newest messages first")
@@ -98,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _config,
         "db": _db,
         "messages": _messages,
+        "mappings": _mappings,
     }[args.command]
     try:
         return handler(args, config)
@@ -119,7 +134,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     except StartupError as error:
         print(f"mwlbroker: {error}", file=sys.stderr)
         broker.stop()
-        return 1
+        return error.exit_code
     return 0
 
 
@@ -155,6 +170,23 @@ def _send(args: argparse.Namespace, config: Config) -> int:
         print(f"mwlbroker: {error}", file=sys.stderr)
         return 1
     return 1 if failures else 0
+
+
+def _mappings(args: argparse.Namespace, config: Config) -> int:
+    from mwlbroker.mapping.report import check_mappings, explain_message
+
+    folder = Path(args.dir) if args.dir else None
+    if folder is None and config["mappings.dir"]:
+        folder = Path(config["mappings.dir"])
+    if args.mappings_command == "check":
+        report = check_mappings(folder)
+    else:
+        if not Path(args.message).is_file():
+            print(f"mwlbroker: {args.message}: no such file", file=sys.stderr)
+            return 2
+        report = explain_message(Path(args.message), folder)
+    print(report.json() if args.json else report.text)
+    return 0 if report.ok else 1
 
 
 def _config(args: argparse.Namespace, config: Config) -> int:

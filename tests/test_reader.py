@@ -20,7 +20,7 @@ def test_sample_messages_all_read_with_their_header():
 
 
 def test_latin1_sample_decodes_names_and_escapes():
-    message = parse_message((SAMPLES / "orm_o01_latin1_v231.hl7").read_bytes())
+    message = parse_message((SAMPLES / "08_orm_o01_latin1_v231.hl7").read_bytes())
     assert message.charset == "8859/1"
     assert message.get("PID-5.1") == "MÜLLER"
     assert message.get("PID-5.2") == "JÖRG"
@@ -28,7 +28,7 @@ def test_latin1_sample_decodes_names_and_escapes():
 
 
 def test_utf8_sample_keeps_characters_outside_latin1():
-    message = parse_message((SAMPLES / "omi_o23_nw_v251.hl7").read_bytes())
+    message = parse_message((SAMPLES / "10_omi_o23_nw_v251.hl7").read_bytes())
     assert message.codec == "utf-8"
     assert message.get("PID-5.1") == "García López"
     assert "Łukasz" in message.text

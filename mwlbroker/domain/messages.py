@@ -47,4 +47,4 @@ class HL7ErrorCode(enum.IntEnum):
 
     @property
     def text(self) -> str:
-        return self.name.replace("_", " ").capitalize().replace(" id", " ID")
+        return self.name.replace("_", " ").capitalize()  # as HL7 table 0357 words them

@@ -25,7 +25,7 @@ from mwlbroker.mapping.reader import (
     split_msh,
 )
 from mwlbroker.store import messages
-from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey
+from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey, is_duplicate_key
 from mwlbroker.store.messages import MessageRow
 
 log = logging.getLogger("mwlbroker.ingest")
@@ -34,18 +34,11 @@ Applier = Callable[[object, HL7Message, MessageRow], None]
 """Applies a message's effects inside the ingest transaction: (session, message, stored row)."""
 
 
-def store_only(_session: object, _message: HL7Message, _row: MessageRow) -> None:
-    """Keep the message; its effects come from the order and patient mappings."""
+ATTEMPTS = 3
 
 
-# Message types the broker takes in (MSH-9.1 ^ MSH-9.2). The order and patient mappings
-# register their appliers here; until then a supported message is stored and acknowledged.
-DEFAULT_APPLIERS: dict[str, Applier] = {
-    **{f"ORM^{t}": store_only for t in ("O01",)},
-    **{f"OMI^{t}": store_only for t in ("O23",)},
-    **{f"ADT^{t}": store_only for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")},
-    **{f"SIU^{t}": store_only for t in ("S12", "S13", "S14", "S15")},
-}
+class _Conflict(Exception):
+    """A concurrent transaction committed a row this one also created; start again."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +69,8 @@ class IngestService:
     db: Database
     accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
     default_codec: str = "latin-1"
-    appliers: Mapping[str, Applier] = field(default_factory=lambda: dict(DEFAULT_APPLIERS))
+    # MSH-9 "TYPE^TRIGGER" -> what applies it; other types are answered AR.
+    appliers: Mapping[str, Applier] = field(default_factory=dict)
 
     # -- the intake path ------------------------------------------------------------------------
 
@@ -86,15 +80,15 @@ class IngestService:
         ``truncated`` marks a message that arrived too large and was cut: it is kept as rejected.
         """
         started = time.perf_counter()
-        for attempt in range(2):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 result = self._ingest_once(raw, peer, truncated)
                 break
-            except DuplicateKey:
-                # Another connection or node committed the same sender + MSH-10 a moment ago:
-                # the second attempt finds it and answers as for any resend.
-                if attempt:
-                    raise DatabaseUnavailable("duplicate key conflict did not resolve") from None
+            except (DuplicateKey, _Conflict):
+                # Another connection or node committed the same key a moment ago (this sender +
+                # MSH-10, or a new patient): the next attempt sees it, as for any resend.
+                if attempt == ATTEMPTS:
+                    raise DatabaseUnavailable("a conflicting write did not resolve") from None
         elapsed = (time.perf_counter() - started) * 1000
         result = _with_elapsed(result, elapsed)
         _log_result(result)
@@ -242,6 +236,8 @@ class IngestService:
         except DatabaseUnavailable:
             raise
         except Exception as error:
+            if is_duplicate_key(error):
+                raise _Conflict() from error
             log.exception("applying message %s failed", header.control_id)
             _mark(
                 row,

@@ -26,6 +26,11 @@ class DuplicateKey(Exception):
     """A unique constraint refused the row: another transaction committed the same key first."""
 
 
+def is_duplicate_key(error: BaseException) -> bool:
+    """Whether an error raised inside a transaction is a unique constraint refusing a row."""
+    return isinstance(error, IntegrityError | DuplicateKey)
+
+
 def normalise_url(url: str) -> URL:
     """Pick psycopg 3 for ``postgresql://`` URLs, whatever SQLAlchemy's own default driver is."""
     parsed = make_url(url)

@@ -1,0 +1,147 @@
+"""A loaded mapping profile: which senders it serves, and the compiled rules per message type."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mwlbroker.domain.worklist import StepStatus
+from mwlbroker.mapping.rules import Rule, Section
+from mwlbroker.mapping.transforms import Table
+
+ORDER_MESSAGES = {"ORM^O01": "OBR", "OMI^O23": "IPC"}
+"""Order message types the mapping handles, with the segment that makes one worklist item."""
+
+ADT_TRIGGERS = ("A01", "A04", "A05", "A08", "A31", "A40", "A47")
+"""ADT trigger events the mapping handles; A40 (merge) and A47 (change ID) name a prior ID."""
+
+MERGE_TRIGGERS = frozenset({"A40", "A47"})
+
+# Identifiers a profile's ``missing:`` decides about, and the policies each one allows.
+MISSING_POLICIES: dict[str, tuple[str, ...]] = {
+    "PatientID": ("reject", "allow"),
+    "AccessionNumber": ("reject", "allow"),
+    "StudyInstanceUID": ("reject", "generate", "allow"),
+    "RequestedProcedureID": ("reject", "from_accession", "generate", "allow"),
+    "ScheduledProcedureStepID": ("reject", "from_accession", "generate", "allow"),
+}
+DEFAULT_MISSING = {
+    "PatientID": "reject",
+    "AccessionNumber": "allow",
+    "StudyInstanceUID": "generate",
+    "RequestedProcedureID": "from_accession",
+    "ScheduledProcedureStepID": "from_accession",
+}
+
+
+@dataclass
+class MessageMapping:
+    """The compiled rules for one message type of a profile (``ORM^O01``, ``ADT``...)."""
+
+    key: str
+    where: str  # FILE:LINE of the message type's key
+    repeat: str = ""  # orders: the segment that makes one item (OBR, IPC)
+    patient: Section = field(default_factory=Section)
+    order: Section = field(default_factory=Section)
+    procedure: Section = field(default_factory=Section)
+    step: Section = field(default_factory=Section)
+    placer: Rule | None = None  # ORC-2.1, else OBR-2.1
+    filler: Rule | None = None  # ORC-3.1, else OBR-3.1
+    prior_patient_id: Rule | None = None  # MRG-1.1
+    prior_issuer: Rule | None = None  # MRG-1.4
+
+    @property
+    def is_order(self) -> bool:
+        return self.key in ORDER_MESSAGES
+
+    @property
+    def handles(self) -> tuple[str, ...]:
+        """The MSH-9 types (``ADT^A08``) this entry maps."""
+        if self.key == "ADT":
+            return tuple(f"ADT^{trigger}" for trigger in ADT_TRIGGERS)
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A ``missing:`` entry: what to do when an identifier is absent, and where it was said."""
+
+    action: str
+    where: str = "default"
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+
+
+@dataclass
+class Profile:
+    """One mapping file, after ``extends:`` is resolved and every rule compiled."""
+
+    name: str
+    file: str
+    description: str = ""
+    enabled: bool = True  # a disabled profile is checked but never chosen
+    priority: int = 0
+    sending_application: str = "*"  # glob on MSH-3
+    sending_facility: str = "*"  # glob on MSH-4
+    extends: str | None = None
+    uid_root: str = "2.25"
+    missing: Mapping[str, Policy] = field(default_factory=dict)
+    status: Mapping[tuple[str, str], StepStatus] = field(default_factory=dict)
+    status_where: str = ""  # FILE:LINE of status:, for error messages
+    tables: Mapping[str, Table] = field(default_factory=dict)
+    messages: Mapping[str, MessageMapping] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._application = _glob(self.sending_application)
+        self._facility = _glob(self.sending_facility)
+
+    def matches(self, sending_application: str, sending_facility: str) -> bool:
+        """True when MSH-3 and MSH-4 match the profile's globs (case does not matter)."""
+        return bool(
+            self._application.match(sending_application) and self._facility.match(sending_facility)
+        )
+
+    @property
+    def specificity(self) -> int:
+        """How many literal characters the globs hold: more means a more specific match."""
+        return sum(
+            len(pattern) - pattern.count("*") - pattern.count("?")
+            for pattern in (self.sending_application, self.sending_facility)
+        )
+
+    @property
+    def handled_types(self) -> frozenset[str]:
+        return frozenset(name for entry in self.messages.values() for name in entry.handles)
+
+    def message_mapping(self, type_name: str) -> MessageMapping | None:
+        """The entry for ``ORM^O01`` / ``ADT^A08`` (a trigger's own entry before ``ADT``)."""
+        found = self.messages.get(type_name)
+        if found is None and type_name in self.handled_types:
+            found = self.messages.get(type_name.split("^")[0])
+        return found
+
+    def policy(self, keyword: str) -> Policy:
+        return self.missing.get(keyword) or Policy(DEFAULT_MISSING[keyword])
+
+    def status_for(self, order_control: str, order_status: str) -> StepStatus | None:
+        """The step status for (ORC-1, ORC-5): exact pair, then ``XX/*``, ``*/YY``, ``*/*``."""
+        for key in (
+            (order_control, order_status),
+            (order_control, "*"),
+            ("*", order_status),
+            ("*", "*"),
+        ):
+            found = self.status.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def describe_match(self) -> str:
+        return (
+            f"sending application {self.sending_application!r}, "
+            f"sending facility {self.sending_facility!r}, priority {self.priority}"
+        )

@@ -1,0 +1,576 @@
+"""Compiled mapping rules and the context they read a message through.
+
+The loader turns each ``Keyword: rule`` of a mapping file into a small tree of these objects
+once; mapping a message only walks the tree. A rule's :meth:`Rule.evaluate` returns the value
+in DICOM form: text, a list of item dicts for a sequence, :data:`CLEAR` for the HL7 null
+``""``, or ``None`` when the message has no value (the stored value is kept).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pydicom import config as pydicom_config
+from pydicom.valuerep import validate_value
+
+from mwlbroker.domain.errors import MappingError
+from mwlbroker.domain.worklist import CLEAR, Attributes
+from mwlbroker.mapping.reader import HL7_NULL, FieldPath, HL7Message
+from mwlbroker.mapping.transforms import TransformError
+
+# Segments that end a repeat group besides the repeat segment itself: a new order (ORC), or a
+# new order detail (OBR) when the items are IPC segments inside it.
+GROUP_BOUNDARIES = frozenset({"ORC", "OBR"})
+
+
+class Layout:
+    """Where each segment sits in one message, computed once per message."""
+
+    __slots__ = ("message", "names", "ordinals")
+
+    def __init__(self, message: HL7Message) -> None:
+        self.message = message
+        self.names = message.segment_names
+        seen: dict[str, int] = {}
+        self.ordinals: list[int] = []  # occurrence number of the segment at each index
+        for name in self.names:
+            seen[name] = seen.get(name, 0) + 1
+            self.ordinals.append(seen[name])
+
+    def groups(self, repeat: str) -> tuple[list[tuple[int, int]], list[bool]]:
+        """The items of a message: (start, end) of each group, and which segments are shared.
+
+        A group runs from a ``repeat`` segment up to the next repeat segment, ORC or OBR.
+        Segments outside every group (MSH, PID, PV1, ORC, TQ1...) are shared by the items.
+        """
+        groups = []
+        shared = [True] * len(self.names)
+        for start, name in enumerate(self.names):
+            if name != repeat:
+                continue
+            end = start + 1
+            while end < len(self.names):
+                name = self.names[end]
+                if name == repeat or name in GROUP_BOUNDARIES:
+                    break
+                end += 1
+            groups.append((start, end))
+            shared[start:end] = [False] * (end - start)
+        return groups, shared
+
+
+class Context:
+    """Reads fields for one worklist item, or for the whole message.
+
+    For an item, a segment of its own group is read first; else the nearest shared segment
+    before the group (ORC, TQ1, OBR for IPC items, PV1, PID); else the first shared one.
+    A segment inside another item's group (its ZDS, NTE) is never read: so with
+    ORC/OBR/ZDS/OBR/ZDS each OBR gets its own ZDS, and an OBR without a ZDS gets none.
+    For the whole message (no group), the first occurrence is read.
+    """
+
+    __slots__ = ("_occurrences", "end", "layout", "message", "shared", "start")
+
+    def __init__(
+        self, layout: Layout, start: int = 0, end: int = 0, shared: list[bool] | None = None
+    ) -> None:
+        self.layout = layout
+        self.message = layout.message
+        self.start = start
+        self.end = end
+        self.shared = shared
+        self._occurrences: dict[str, int] = {}
+
+    def occurrence(self, segment: str) -> int:
+        """Which occurrence of ``segment`` this item reads (0: none it may read)."""
+        found = self._occurrences.get(segment)
+        if found is not None:
+            return found
+        found = 1 if self.shared is None else self._find(segment)
+        self._occurrences[segment] = found
+        return found
+
+    def _find(self, segment: str) -> int:
+        names, ordinals, shared = self.layout.names, self.layout.ordinals, self.shared
+        assert shared is not None
+        for index in range(self.start, self.end):
+            if names[index] == segment:
+                return ordinals[index]
+        for index in range(self.start - 1, -1, -1):
+            if names[index] == segment and shared[index]:
+                return ordinals[index]
+        for index in range(self.end, len(names)):
+            if names[index] == segment and shared[index]:
+                return ordinals[index]
+        return 0
+
+
+Value = Any  # str | list[dict] | CLEAR | tuple[str, ...] (components, inside a chain only)
+
+
+class Rule:
+    """One way of producing a value; ``where`` is the FILE:LINE it was written at."""
+
+    __slots__ = ("kind", "where")
+
+    def __init__(self, where: str, kind: str = "text") -> None:
+        self.where = where
+        self.kind = kind  # "text" or "sequence" (a list of item dicts)
+
+    def evaluate(self, context: Context) -> Value:
+        raise NotImplementedError
+
+    def paths(self) -> list[str]:
+        """The field paths the rule reads, for error locations and reports."""
+        return []
+
+
+class Test:
+    """A test on one value: equals, in, matches or empty."""
+
+    __slots__ = ("_function", "argument", "name")
+
+    def __init__(self, name: str, argument: Any) -> None:
+        self.name = name
+        self.argument = argument
+        if name == "equals":
+            self._function: Callable[[str], bool] = argument.__eq__
+        elif name == "in":
+            self._function = frozenset(argument).__contains__
+        elif name == "matches":
+            self._function = lambda value: argument.search(value) is not None
+        else:
+            self._function = lambda _value: not argument  # "empty": a value is not empty
+
+    def __call__(self, value: Value) -> bool:
+        if value is None or value is CLEAR or value == "":
+            return self.name == "empty" and bool(self.argument)
+        return self._function(value)
+
+
+class RepetitionChoice:
+    """Picks the repetition of a field whose component matches: ``where: {component: 4, ...}``."""
+
+    __slots__ = ("component", "subcomponent", "test")
+
+    def __init__(self, component: int, subcomponent: int, test: Test) -> None:
+        self.component = component
+        self.subcomponent = subcomponent
+        self.test = test
+
+    def choose(self, message: HL7Message, path: FieldPath) -> int | None:
+        for repetition in range(1, message.repetition_count(path) + 1):
+            value = message.value(
+                FieldPath(
+                    path.segment,
+                    path.field,
+                    repetition,
+                    self.component,
+                    self.subcomponent,
+                    path.occurrence,
+                )
+            )
+            if self.test(CLEAR if value == HL7_NULL else value):
+                return repetition
+        return None
+
+
+class FieldRule(Rule):
+    """``PID-3.1``: one value, or with ``parts`` the components of the repetition."""
+
+    __slots__ = ("_paths", "absolute", "choice", "parts", "path", "text")
+
+    def __init__(
+        self, where: str, text: str, path: FieldPath, choice: RepetitionChoice | None = None
+    ) -> None:
+        super().__init__(where)
+        self.text = text
+        self.path = path
+        self.absolute = "[" in text  # OBR[2]-18 names its occurrence; OBR-18 follows the item
+        self.choice = choice
+        self.parts = False
+        self._paths: dict[tuple[int, int], FieldPath] = {}
+
+    @property
+    def names_component(self) -> bool:
+        """True when the text names a component (``PID-5.1``), not the whole field."""
+        return "." in self.text.split("-", 1)[1]
+
+    def _path(self, occurrence: int, repetition: int) -> FieldPath:
+        path = self._paths.get((occurrence, repetition))
+        if path is None:
+            path = replace(self.path, occurrence=occurrence, repetition=repetition)
+            self._paths[(occurrence, repetition)] = path
+        return path
+
+    def evaluate(self, context: Context) -> Value:
+        occurrence = (
+            self.path.occurrence if self.absolute else context.occurrence(self.path.segment)
+        )
+        if not occurrence:
+            return None
+        path = self._path(occurrence, self.path.repetition)
+        if self.choice is not None:
+            repetition = self.choice.choose(context.message, path)
+            if repetition is None:
+                return None
+            path = self._path(occurrence, repetition)
+        if self.parts:
+            parts = context.message.components(path)
+            if parts is None:
+                return None
+            return CLEAR if parts == [HL7_NULL] else tuple(parts)
+        value = context.message.value(path)
+        if value is None:
+            return None
+        return CLEAR if value == HL7_NULL else value
+
+    def paths(self) -> list[str]:
+        return [self.text]
+
+
+class ConstantRule(Rule):
+    """``{value: CT}``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, where: str, value: str) -> None:
+        super().__init__(where)
+        self.value = value or None
+
+    def evaluate(self, context: Context) -> Value:
+        return self.value
+
+
+def _has_value(value: Value) -> bool:
+    if value is None or value is CLEAR:
+        return False
+    if isinstance(value, tuple):
+        return any(part and part != HL7_NULL for part in value)
+    return bool(value)
+
+
+class FirstRule(Rule):
+    """``{first: [ORC-7.4, OBR-27.4]}``: the first rule with a value (CLEAR if only nulls)."""
+
+    __slots__ = ("rules",)
+
+    def __init__(self, where: str, rules: Sequence[Rule]) -> None:
+        super().__init__(where)
+        self.rules = list(rules)
+        self.kind = self.rules[0].kind if self.rules else "text"
+
+    def evaluate(self, context: Context) -> Value:
+        cleared = False
+        for rule in self.rules:
+            value = rule.evaluate(context)
+            if _has_value(value):
+                return value
+            cleared = cleared or value is CLEAR
+        return CLEAR if cleared else None
+
+    def paths(self) -> list[str]:
+        return [path for rule in self.rules for path in rule.paths()]
+
+
+class JoinRule(Rule):
+    """``{join: [PV1-3.1, PV1-3.2], sep: " "}``: the values that are present, joined."""
+
+    __slots__ = ("rules", "separator")
+
+    def __init__(self, where: str, rules: Sequence[Rule], separator: str) -> None:
+        super().__init__(where)
+        self.rules = list(rules)
+        self.separator = separator
+
+    def evaluate(self, context: Context) -> Value:
+        parts = []
+        for rule in self.rules:
+            value = rule.evaluate(context)
+            if isinstance(value, str) and value:
+                parts.append(value)
+        return self.separator.join(parts) or None
+
+    def paths(self) -> list[str]:
+        return [path for rule in self.rules for path in rule.paths()]
+
+
+class Condition:
+    """A test on a rule's value, or all / any / not of other conditions."""
+
+    __slots__ = ("operands", "operator", "rule", "test")
+
+    def __init__(
+        self,
+        *,
+        rule: Rule | None = None,
+        test: Test | None = None,
+        operator: str = "",
+        operands: Sequence[Condition] = (),
+    ) -> None:
+        self.rule = rule
+        self.test = test
+        self.operator = operator
+        self.operands = list(operands)
+
+    def holds(self, context: Context) -> bool:
+        if self.operator == "all":
+            return all(operand.holds(context) for operand in self.operands)
+        if self.operator == "any":
+            return any(operand.holds(context) for operand in self.operands)
+        if self.operator == "not":
+            return not self.operands[0].holds(context)
+        assert self.rule is not None and self.test is not None
+        return self.test(self.rule.evaluate(context))
+
+    def paths(self) -> list[str]:
+        if self.rule is not None:
+            return self.rule.paths()
+        return [path for operand in self.operands for path in operand.paths()]
+
+
+class ChoiceRule(Rule):
+    """``when/then/else`` and ``rules: [{when: ..., ...}, ...]``: the first branch that holds."""
+
+    __slots__ = ("branches",)
+
+    def __init__(self, where: str, branches: Sequence[tuple[Condition | None, Rule | None]]):
+        super().__init__(where)
+        self.branches = list(branches)
+        kinds = {rule.kind for _, rule in self.branches if rule is not None}
+        self.kind = kinds.pop() if len(kinds) == 1 else "text"
+
+    def evaluate(self, context: Context) -> Value:
+        for condition, rule in self.branches:
+            if condition is None or condition.holds(context):
+                return rule.evaluate(context) if rule is not None else None
+        return None
+
+    def paths(self) -> list[str]:
+        found = []
+        for condition, rule in self.branches:
+            found += condition.paths() if condition else []
+            found += rule.paths() if rule else []
+        return found
+
+
+def code_item(value: str, meaning: Value, scheme: Value, version: Value) -> dict[str, str]:
+    """A code sequence item (PS3.3 8.8); a code longer than 16 characters is a Long Code Value."""
+    item = {"LongCodeValue" if len(value) > 16 else "CodeValue": value}
+    if isinstance(scheme, str) and scheme:
+        item["CodingSchemeDesignator"] = scheme
+    if isinstance(version, str) and version:
+        item["CodingSchemeVersion"] = version
+    if isinstance(meaning, str) and meaning:
+        item["CodeMeaning"] = meaning
+    return item
+
+
+class CodeRule(Rule):
+    """``{code: {value: ..., meaning: ..., scheme: ...}}``: a one-item code sequence."""
+
+    __slots__ = ("meaning", "scheme", "value", "version")
+
+    def __init__(
+        self,
+        where: str,
+        value: Rule,
+        meaning: Rule | None,
+        scheme: Rule | None,
+        version: Rule | None,
+    ) -> None:
+        super().__init__(where, "sequence")
+        self.value = value
+        self.meaning = meaning
+        self.scheme = scheme
+        self.version = version
+
+    def evaluate(self, context: Context) -> Value:
+        value = self.value.evaluate(context)
+        if not isinstance(value, str) or not value:
+            return value if value is CLEAR else None
+
+        def text(rule: Rule | None) -> Value:
+            return rule.evaluate(context) if rule is not None else None
+
+        return [code_item(value, text(self.meaning), text(self.scheme), text(self.version))]
+
+    def paths(self) -> list[str]:
+        return self.value.paths()
+
+
+class CodedFieldRule(Rule):
+    """``{code: OBR-44}`` or ``{code: [OBR-44, OBR-4]}``: CE/CWE code^meaning^scheme."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, where: str, fields: Sequence[FieldRule]) -> None:
+        super().__init__(where, "sequence")
+        self.fields = list(fields)
+        for rule in self.fields:
+            rule.parts = True
+
+    def evaluate(self, context: Context) -> Value:
+        cleared = False
+        for rule in self.fields:
+            parts = rule.evaluate(context)
+            if isinstance(parts, tuple) and parts[0] and parts[0] != HL7_NULL:
+                meaning, scheme = (*parts, "", "")[1:3]
+                return [code_item(parts[0], meaning, scheme, None)]
+            cleared = cleared or parts is CLEAR
+        return CLEAR if cleared else None
+
+    def paths(self) -> list[str]:
+        return [rule.text for rule in self.fields]
+
+
+class ItemsRule(Rule):
+    """``{items: [{Keyword: rule, ...}, ...]}``: a sequence; items without any value are left out."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, where: str, items: Sequence[Sequence[AttributeRule]]) -> None:
+        super().__init__(where, "sequence")
+        self.items = [list(item) for item in items]
+
+    def evaluate(self, context: Context) -> Value:
+        built = []
+        for item in self.items:
+            attributes = {}
+            for attribute in item:
+                value = attribute.evaluate(context)
+                if value is not None and value is not CLEAR:
+                    attributes[attribute.keyword] = value
+            if attributes:
+                built.append(attributes)
+        return built or None
+
+    def paths(self) -> list[str]:
+        return [path for item in self.items for attribute in item for path in attribute.paths()]
+
+
+class TransformRule(Rule):
+    """A rule whose value goes through ``transform:`` functions, in order (never CLEAR)."""
+
+    __slots__ = ("functions", "inner")
+
+    def __init__(self, where: str, inner: Rule, functions: Sequence[Callable[[Any], Any]]):
+        super().__init__(where)
+        self.inner = inner
+        self.functions = list(functions)
+
+    def evaluate(self, context: Context) -> Value:
+        value = self.inner.evaluate(context)
+        if not _has_value(value):
+            return value
+        for function in self.functions:
+            value = function(list(value) if isinstance(value, tuple) else value)
+            if not value:
+                return None
+        return value
+
+    def paths(self) -> list[str]:
+        return self.inner.paths()
+
+
+class DefaultRule(Rule):
+    """``default: X``: X when the rule gives no value (an HL7 null still clears)."""
+
+    __slots__ = ("default", "inner")
+
+    def __init__(self, where: str, inner: Rule, default: str) -> None:
+        super().__init__(where)
+        self.inner = inner
+        self.default = default
+
+    def evaluate(self, context: Context) -> Value:
+        value = self.inner.evaluate(context)
+        return self.default if value is None or value == "" else value
+
+    def paths(self) -> list[str]:
+        return self.inner.paths()
+
+
+_TEXT_VRS = frozenset({"LT", "ST", "UT"})  # may hold a backslash; every other string VR splits
+
+
+class AttributeRule:
+    """``Keyword: rule`` with the attribute's VR: evaluates and checks the value fits DICOM."""
+
+    __slots__ = ("keyword", "multiple", "rule", "vr", "where")
+
+    def __init__(self, keyword: str, vr: str, vm: str, rule: Rule, where: str) -> None:
+        self.keyword = keyword
+        self.vr = vr
+        self.multiple = vm != "1"
+        self.rule = rule
+        self.where = where
+
+    def evaluate(self, context: Context) -> Value:
+        try:
+            value = self.rule.evaluate(context)
+        except TransformError as error:
+            raise MappingError(
+                f"{self.keyword}: {error} (from {self._source()}, rule at {self.where})",
+                location=self._location(),
+            ) from None
+        if isinstance(value, str):
+            self.check(value)
+        return value
+
+    def check(self, value: str) -> None:
+        """Raise :class:`MappingError` when ``value`` does not fit the attribute's VR."""
+        problem = None
+        if "\\" in value and not self.multiple and self.vr not in _TEXT_VRS:
+            problem = "contains a backslash, which DICOM reads as a value separator"
+        elif " or " not in self.vr:
+            try:
+                validate_value(self.vr, value, pydicom_config.RAISE)
+            except ValueError as error:
+                problem = str(error).split(" Please see")[0]
+        if problem is None:
+            return
+        hint = ""
+        if "exceeds the maximum length" in problem:
+            hint = "; shorten it with transform: {truncate: N}"
+        raise MappingError(
+            f"{self.keyword} ({self.vr}) from {self._source()} = {value!r}: {problem}{hint} "
+            f"(rule at {self.where})",
+            location=self._location(),
+        )
+
+    def _source(self) -> str:
+        paths = self.rule.paths()
+        return " / ".join(dict.fromkeys(paths)) if paths else "a fixed value"
+
+    def _location(self) -> str | None:
+        paths = self.rule.paths()
+        return re.sub(r"\[\d+\]", "", paths[0]).split(".")[0] if paths else None
+
+    def paths(self) -> list[str]:
+        return self.rule.paths()
+
+
+class Section:
+    """The rules of one level (patient, order, procedure, step): keyword -> rule."""
+
+    __slots__ = ("attributes",)
+
+    def __init__(self, attributes: Sequence[AttributeRule] = ()) -> None:
+        self.attributes = list(attributes)
+
+    @property
+    def keywords(self) -> list[str]:
+        return [attribute.keyword for attribute in self.attributes]
+
+    def evaluate(self, context: Context) -> Attributes:
+        """Keyword -> value for every rule that gives one (CLEAR included, absent left out)."""
+        result: Attributes = {}
+        for attribute in self.attributes:
+            value = attribute.evaluate(context)
+            if value is not None:
+                result[attribute.keyword] = value
+        return result

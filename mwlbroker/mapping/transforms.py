@@ -1,0 +1,326 @@
+"""Named value transforms for mapping rules: a registry, like pydicom's hooks.
+
+A mapping file names a transform (``transform: hl7_date``) or gives it arguments
+(``transform: {truncate: 64}``). Each transform is registered with its parameters; the loader
+checks the arguments and calls the transform's *factory* once, when the mapping is loaded, so
+regular expressions are compiled and tables resolved before the first message arrives. The
+factory returns the function that runs per value: text in, text out, ``None`` for "no value".
+
+Transforms registered with ``components=True`` (``xpn_to_pn``, ``xcn_to_pn``) read a whole
+field repetition: they receive the list of its components and must come first in a chain.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TextFunction = Callable[[str], "str | None"]
+PartsFunction = Callable[[list[str]], "str | None"]
+
+
+class TransformError(ValueError):
+    """A value the transform cannot convert (the message is answered AE, naming the field)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of a transform: its type, whether it must be given, and its default."""
+
+    kind: type
+    required: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A code table from a profile's ``tables:``: one value per code, or a row of columns."""
+
+    name: str
+    rows: Mapping[str, str | Mapping[str, str]]
+    where: str = ""  # FILE:LINE of its definition
+
+    @property
+    def columns(self) -> frozenset[str] | None:
+        """The column names of a table whose rows are mappings; ``None`` for a plain table."""
+        names: set[str] = set()
+        for row in self.rows.values():
+            if not isinstance(row, Mapping):
+                return None
+            names.update(row)
+        return frozenset(names)
+
+
+@dataclass(frozen=True)
+class TransformSetup:
+    """What a factory may use besides its arguments: the profile's tables."""
+
+    profile: str
+    tables: Mapping[str, Table] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """A registered transform: how to build it, and what a mapping file may pass to it."""
+
+    name: str
+    factory: Callable[..., Callable[[Any], str | None]]
+    params: Mapping[str, Param]
+    shorthand: str | None  # the parameter a single value fills: {truncate: 64}
+    components: bool  # receives a repetition's components instead of one value
+    summary: str
+
+
+TRANSFORMS: dict[str, TransformSpec] = {}
+"""Every transform a mapping file can name, by name."""
+
+
+def register_transform(
+    name: str,
+    *,
+    params: Mapping[str, Param] | None = None,
+    shorthand: str | None = None,
+    components: bool = False,
+) -> Callable[[Callable[..., Callable[[Any], str | None]]], Callable[..., Any]]:
+    """Register ``factory(setup, **args)`` under ``name``; its docstring's first line is the help."""
+
+    def decorator(factory: Callable[..., Callable[[Any], str | None]]) -> Callable[..., Any]:
+        summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
+        TRANSFORMS[name] = TransformSpec(
+            name, factory, dict(params or {}), shorthand, components, summary
+        )
+        return factory
+
+    return decorator
+
+
+def _text_only(function: Callable[[str], str | None]) -> Callable[..., TextFunction]:
+    """A factory for a transform without arguments."""
+
+    def factory(_setup: TransformSetup) -> TextFunction:
+        return function
+
+    factory.__doc__ = function.__doc__
+    return factory
+
+
+# -- dates and times -------------------------------------------------------------------------
+
+# HL7 DTM / TS: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]
+_DTM = re.compile(
+    r"(\d{4})(?:(\d\d)(?:(\d\d)(?:(\d\d)(?:(\d\d)(?:(\d\d)(\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?"
+)
+
+
+def _split_dtm(value: str) -> tuple[str, ...]:
+    match = _DTM.fullmatch(value.strip())
+    if not match:
+        raise TransformError(f"{value!r} is not an HL7 date/time (YYYYMMDD[HHMM[SS[.SSSS]]])")
+    year, month, day, hour, minute, second, fraction = (part or "" for part in match.groups())
+    try:
+        if day:
+            datetime.date(int(year), int(month), int(day))
+        elif month and not 1 <= int(month) <= 12:
+            raise ValueError("month must be in 1..12")
+        if hour:
+            datetime.time(int(hour), int(minute or 0), min(int(second or 0), 59))
+    except ValueError as error:
+        raise TransformError(f"{value!r} is not a valid date/time: {error}") from None
+    return year, month, day, hour, minute, second, fraction
+
+
+def hl7_date(value: str) -> str | None:
+    """HL7 DTM/TS -> DICOM DA ``YYYYMMDD``; no value when the sender gave only year or month."""
+    year, month, day, *_ = _split_dtm(value)
+    return f"{year}{month}{day}" if day else None
+
+
+def hl7_time(value: str) -> str | None:
+    """HL7 DTM/TS -> DICOM TM ``HHMMSS[.FFFFFF]`` (minutes and seconds padded, offset ignored)."""
+    *_, hour, minute, second, fraction = _split_dtm(value)
+    if not hour:
+        return None
+    return f"{hour}{minute or '00'}{second or '00'}{fraction}"
+
+
+register_transform("hl7_date")(_text_only(hl7_date))
+register_transform("hl7_time")(_text_only(hl7_time))
+
+
+# -- names -----------------------------------------------------------------------------------
+
+_PN_DELIMITERS = str.maketrans({"^": " ", "=": " ", "\\": " "})
+
+
+def _person_name(family: str, given: str, middle: str, suffix: str, prefix: str) -> str | None:
+    # PS3.5 6.2: family^given^middle^prefix^suffix; a delimiter inside a part would shift the rest.
+    parts = [p.translate(_PN_DELIMITERS).strip() for p in (family, given, middle, prefix, suffix)]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts) or None
+
+
+def _part(parts: list[str], index: int) -> str:
+    value = parts[index] if index < len(parts) else ""
+    return "" if value == '""' else value
+
+
+def xpn_to_pn(parts: list[str]) -> str | None:
+    """HL7 XPN family^given^middle^suffix^prefix -> DICOM PN family^given^middle^prefix^suffix."""
+    return _person_name(*(_part(parts, i) for i in range(5)))
+
+
+def xcn_to_pn(parts: list[str]) -> str | None:
+    """HL7 XCN id^family^given^middle^suffix^prefix -> DICOM PN (the ID is dropped)."""
+    return _person_name(*(_part(parts, i) for i in range(1, 6)))
+
+
+register_transform("xpn_to_pn", components=True)(_text_only(xpn_to_pn))  # type: ignore[arg-type]
+register_transform("xcn_to_pn", components=True)(_text_only(xcn_to_pn))  # type: ignore[arg-type]
+
+
+# -- codes -----------------------------------------------------------------------------------
+
+# HL7 table 0001 Administrative Sex -> (0010,0040) Patient's Sex M / F / O.
+_SEX = {"M": "M", "F": "F", "O": "O", "A": "O", "N": "O", "X": "O"}
+
+
+def sex(value: str) -> str | None:
+    """HL7 administrative sex -> DICOM M / F / O (A, N, X -> O; U and unknown codes -> no value)."""
+    return _SEX.get(value.strip().upper())
+
+
+# HL7 table 0027 (ORC-7.6 / OBR-27.6) and 0485 (TQ1-9) -> (0040,1003) Requested Procedure
+# Priority, whose defined terms are STAT, HIGH, ROUTINE, MEDIUM, LOW.
+_PRIORITY = {"S": "STAT", "A": "HIGH", "R": "ROUTINE", "P": "LOW", "T": "MEDIUM"}
+_DICOM_PRIORITIES = frozenset({"STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW"})
+
+
+def priority(value: str) -> str | None:
+    """HL7 priority (S, A, R, P, T, TS30...) -> DICOM STAT / HIGH / ROUTINE / LOW / MEDIUM."""
+    code = value.strip().upper()
+    if code in _DICOM_PRIORITIES:
+        return code
+    if code in _PRIORITY:
+        return _PRIORITY[code]
+    if code[:1] == "T" and code[1:2] in {"S", "M", "H", "D", "W", "L"}:
+        return "MEDIUM"  # v2.5 timing critical within a given time (TS30, TM15, ...)
+    return None
+
+
+register_transform("sex")(_text_only(sex))
+register_transform("priority")(_text_only(priority))
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def upper(value: str) -> str | None:
+    """Upper case."""
+    return value.upper()
+
+
+def lower(value: str) -> str | None:
+    """Lower case."""
+    return value.lower()
+
+
+def strip(value: str) -> str | None:
+    """Remove leading and trailing spaces."""
+    return value.strip() or None
+
+
+register_transform("upper")(_text_only(upper))
+register_transform("lower")(_text_only(lower))
+register_transform("strip")(_text_only(strip))
+
+
+@register_transform("truncate", params={"length": Param(int, required=True)}, shorthand="length")
+def _truncate(_setup: TransformSetup, length: int) -> TextFunction:
+    """Keep the first LENGTH characters (DICOM limits: SH 16, LO 64, PN 64 per group)."""
+    if length < 1:
+        raise ValueError("truncate: length must be at least 1")
+    return lambda value: value[:length]
+
+
+_GROUP_REFERENCE = re.compile(r"\\(\d+)|\\g<([^>]*)>")
+
+
+@register_transform(
+    "regex",
+    params={"pattern": Param(str, required=True), "replace": Param(str, default="")},
+    shorthand="pattern",
+)
+def _regex(_setup: TransformSetup, pattern: str, replace: str) -> TextFunction:
+    """Replace what the regular expression PATTERN matches with REPLACE (\\1 for groups)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"regex: pattern {pattern!r} does not compile: {error}") from None
+    for number, name in _GROUP_REFERENCE.findall(replace):
+        if number and int(number) > compiled.groups:
+            raise ValueError(f"regex: replace refers to group {number}, pattern has fewer")
+        known = name in compiled.groupindex or (name.isdigit() and int(name) <= compiled.groups)
+        if name and not known:
+            raise ValueError(f"regex: replace refers to group {name!r}, pattern has none")
+
+    def apply(value: str) -> str | None:
+        return compiled.sub(replace, value) or None
+
+    return apply
+
+
+@register_transform(
+    "lookup",
+    params={
+        "table": Param(str, required=True),
+        "column": Param(str),
+        "default": Param(str),
+        "strict": Param(bool, default=False),
+    },
+    shorthand="table",
+)
+def _lookup(
+    setup: TransformSetup, table: str, column: str | None, default: str | None, strict: bool
+) -> TextFunction:
+    """The value's row in a table of ``tables:`` (a COLUMN of it for tables with columns)."""
+    if table not in setup.tables:
+        known = ", ".join(sorted(setup.tables)) or "none defined"
+        raise ValueError(f"lookup: no table {table!r} in profile {setup.profile} ({known})")
+    found = setup.tables[table]
+    columns = found.columns
+    if column is None and columns is not None:
+        raise ValueError(
+            f"lookup: table {table!r} has columns ({', '.join(sorted(columns))}): name one "
+            f"with column:"
+        )
+    if column is not None and columns is None:
+        raise ValueError(f"lookup: table {table!r} has no columns, remove column: {column}")
+    if column is not None and columns is not None and column not in columns:
+        raise ValueError(
+            f"lookup: table {table!r} has no column {column!r} ({', '.join(sorted(columns))})"
+        )
+    values: dict[str, str] = {}
+    for key, row in found.rows.items():
+        cell = row.get(column) if isinstance(row, Mapping) and column else row
+        if isinstance(cell, str) and cell:
+            values[key] = cell
+
+    def apply(value: str) -> str | None:
+        result = values.get(value)
+        if result is None:
+            result = values.get(value.strip())
+        if result is not None:
+            return result
+        if default is not None:
+            return default or None
+        if strict:
+            where = f" ({found.where})" if found.where else ""
+            what = f"column {column!r} of table {table!r}" if column else f"table {table!r}"
+            raise TransformError(f"{value!r} has no entry in {what}{where}")
+        return None
+
+    return apply

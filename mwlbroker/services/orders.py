@@ -1,0 +1,282 @@
+"""The order lifecycle: ORM^O01 and OMI^O23 become orders and worklist items, and follow them.
+
+ORC-1 decides what happens (NW creates; XO changes; CA/OC cancel; DC discontinues; SC sets a
+status; HD/RL hold and release) and the mapping's status table turns ORC-1 + ORC-5 into the
+step status. Anything surprising (a change for an unknown order, a second NW, a final order
+asked to change) raises a :class:`MessageError`: the message stays stored, answered AE with the
+reason, and can be reprocessed once the cause is dealt with.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mwlbroker.domain.errors import MessageError
+from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
+from mwlbroker.mapping.engine import MappingSet
+from mwlbroker.mapping.reader import HL7Message
+from mwlbroker.services.worklist import (
+    Context,
+    merge,
+    propagate_patient,
+    record,
+    refresh_step,
+    resolve_patient,
+    upsert_patient,
+)
+from mwlbroker.store import worklist as store
+from mwlbroker.store.messages import MessageRow
+from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
+
+ORDER_TYPES = ("ORM^O01", "OMI^O23")
+
+# Which steps each order control acts on (the rest are left as they are).
+_HOLDABLE = {StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY}
+
+
+class OrderService:
+    """Applies order messages inside the ingest transaction."""
+
+    def __init__(self, mappings: MappingSet) -> None:
+        self.mappings = mappings
+
+    def apply(self, session: Any, message: HL7Message, row: MessageRow) -> None:
+        mapped = self.mappings.map_order(message)
+        sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
+        ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
+        order = store.find_order(
+            session,
+            placer=mapped.placer_order_number,
+            filler=mapped.filler_order_number,
+            accession_numbers=[s.accession_number or "" for s in mapped.steps],
+        )
+        control = mapped.order_control
+        if control == "NW":
+            if order is not None:
+                raise MessageError(
+                    f"order {_name(mapped)} already exists (created by message "
+                    f"{order.created_message_id}); a second NW is not applied",
+                    error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                    location="ORC-2",
+                )
+            self._create(ctx, mapped)
+            return
+        if order is None:
+            raise MessageError(
+                f"ORC-1 {control} for unknown order {_name(mapped)}: no NW was received for it",
+                error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
+                location="ORC-2",
+            )
+        patient = self._same_patient(ctx, order, mapped)
+        steps = list(store.steps_of_order(session, order.id))
+        if steps and all(StepStatus(s.status).is_final for s in steps):
+            final = ", ".join(sorted({s.status for s in steps}))
+            if control != "XO" and all(s.status == mapped.step_status for s in steps):
+                record(ctx, order, "unchanged", detail=f"ORC-1 {control}: already {final}")
+                return
+            raise MessageError(
+                f"order {_name(mapped)} is {final}; ORC-1 {control} cannot change it",
+                error_code=HL7ErrorCode.APPLICATION_RECORD_LOCKED,
+                location="ORC-1",
+            )
+        order.order_control = control
+        order.updated_message_id = ctx.message_id
+        order.updated_at = ctx.now
+        if control == "XO":
+            self._change(ctx, order, patient, steps, mapped)
+        else:
+            self._set_status(ctx, order, patient, steps, mapped)
+
+    # -- NW ---------------------------------------------------------------------------------------
+
+    def _create(self, ctx: Context, mapped: MappedOrder) -> None:
+        patient, changed = upsert_patient(ctx, mapped.patient)
+        if changed:
+            propagate_patient(ctx, patient)
+        self._check_study_uids(ctx, patient, mapped.steps)
+        order = OrderRow(
+            placer_order_number=mapped.placer_order_number,
+            filler_order_number=mapped.filler_order_number,
+            patient_pk=patient.id,
+            profile=mapped.profile[:64],
+            order_control=mapped.order_control,
+            attributes=merge({}, mapped.order),
+            created_message_id=ctx.message_id,
+            updated_message_id=ctx.message_id,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+        store.add(ctx.session, order)
+        record(
+            ctx,
+            order,
+            "created",
+            after=mapped.step_status,
+            detail=f"{len(mapped.steps)} step(s), profile {mapped.profile}",
+        )
+        for mapped_step in mapped.steps:
+            self._add_step(ctx, order, patient, mapped_step, mapped.step_status)
+
+    def _add_step(
+        self,
+        ctx: Context,
+        order: OrderRow,
+        patient: PatientRow,
+        mapped: MappedStep,
+        status: StepStatus,
+    ) -> StepRow:
+        step = StepRow(
+            order_id=order.id,
+            patient_pk=patient.id,
+            patient_id=patient.patient_id,
+            status=status.value,
+            attributes={"procedure": merge({}, mapped.procedure), "step": merge({}, mapped.step)},
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+        refresh_step(step, patient, order)
+        store.add(ctx.session, step)
+        record(
+            ctx,
+            order,
+            "step added",
+            step=step,
+            after=status.value,
+            detail=f"SPS {step.sps_id} accession {step.accession_number}",
+        )
+        return step
+
+    # -- XO ---------------------------------------------------------------------------------------
+
+    def _change(
+        self,
+        ctx: Context,
+        order: OrderRow,
+        patient: PatientRow,
+        steps: list[StepRow],
+        mapped: MappedOrder,
+    ) -> None:
+        patient, changed = upsert_patient(ctx, mapped.patient)
+        if changed:
+            propagate_patient(ctx, patient)
+        self._check_study_uids(ctx, patient, mapped.steps)
+        order.attributes = merge(order.attributes, mapped.order)
+        by_key = {_step_key_of_row(s): s for s in steps}
+        seen: set[int] = set()
+        for mapped_step in mapped.steps:
+            existing = by_key.get(_step_key(mapped_step))
+            if existing is None:
+                self._add_step(ctx, order, patient, mapped_step, mapped.step_status)
+                continue
+            seen.add(existing.id)
+            if StepStatus(existing.status).is_final:
+                continue
+            before = existing.status
+            existing.attributes = {
+                "procedure": merge(existing.attributes.get("procedure", {}), mapped_step.procedure),
+                "step": merge(existing.attributes.get("step", {}), mapped_step.step),
+            }
+            existing.status = mapped.step_status.value
+            existing.updated_at = ctx.now
+            refresh_step(existing, patient, order)
+            record(ctx, order, "step changed", step=existing, before=before, after=existing.status)
+        for step in steps:
+            if step.id in seen or StepStatus(step.status).is_final:
+                continue
+            # The update no longer lists this step: it leaves the worklist, kept in history.
+            before = step.status
+            step.status = StepStatus.REMOVED.value
+            step.updated_at = ctx.now
+            refresh_step(step, patient, order)
+            record(
+                ctx,
+                order,
+                "step removed",
+                step=step,
+                before=before,
+                after=step.status,
+                detail="not in the order update",
+            )
+
+    # -- CA, OC, DC, SC, HD, RL -------------------------------------------------------------------
+
+    def _set_status(
+        self,
+        ctx: Context,
+        order: OrderRow,
+        patient: PatientRow,
+        steps: list[StepRow],
+        mapped: MappedOrder,
+    ) -> None:
+        target = mapped.step_status
+        control = mapped.order_control
+        changed = 0
+        for step in steps:
+            current = StepStatus(step.status)
+            if current.is_final or current == target:
+                continue
+            if control == "HD" and current not in _HOLDABLE:
+                continue
+            if control == "RL" and current != StepStatus.HELD:
+                continue
+            step.status = target.value
+            step.updated_at = ctx.now
+            refresh_step(step, patient, order)
+            record(
+                ctx,
+                order,
+                "status",
+                step=step,
+                before=current.value,
+                after=target.value,
+                detail=f"ORC-1 {control} ORC-5 {mapped.order_status or '(empty)'}",
+            )
+            changed += 1
+        if not changed:
+            record(ctx, order, "unchanged", detail=f"ORC-1 {control}: no step to change")
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def _same_patient(self, ctx: Context, order: OrderRow, mapped: MappedOrder) -> PatientRow:
+        patient = store.get_patient(ctx.session, order.patient_pk)
+        assert patient is not None
+        if mapped.patient.patient_id:
+            named = resolve_patient(ctx, mapped.patient.patient_id, mapped.patient.issuer)
+            if named is None or named.id != patient.id:
+                raise MessageError(
+                    f"order {_name(mapped)} belongs to patient {patient.patient_id}, but the "
+                    f"message names {mapped.patient.patient_id}; merge the patients (A40) or "
+                    "cancel and re-order",
+                    error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                    location="PID-3",
+                )
+        return patient
+
+    def _check_study_uids(self, ctx: Context, patient: PatientRow, steps: list[MappedStep]) -> None:
+        uids = [s.study_instance_uid or "" for s in steps]
+        for clash in store.steps_with_study_uid(ctx.session, uids, other_than_patient=patient.id):
+            raise MessageError(
+                f"Study Instance UID {clash.study_instance_uid} already belongs to patient "
+                f"{clash.patient_id} (accession {clash.accession_number}); it cannot be given "
+                f"to patient {patient.patient_id}",
+                error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                location="ZDS-1",
+            )
+
+
+def _name(mapped: MappedOrder) -> str:
+    return repr(mapped.placer_order_number or mapped.filler_order_number or "?")
+
+
+def _step_key(step: MappedStep) -> tuple[str, str]:
+    if step.sps_id:
+        return ("sps", step.sps_id)
+    return ("rp", f"{step.accession_number}/{step.requested_procedure_id}")
+
+
+def _step_key_of_row(step: StepRow) -> tuple[str, str]:
+    if step.sps_id:
+        return ("sps", step.sps_id)
+    return ("rp", f"{step.accession_number}/{step.requested_procedure_id}")

@@ -1,0 +1,184 @@
+"""The patient lifecycle from ADT: demographics, merges (A40) and identifier changes (A47).
+
+Every change to a patient writes an audit record with what it was before; open worklist items
+follow the patient's current demographics at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from mwlbroker.domain.errors import MessageError
+from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.worklist import MappedPatientEvent
+from mwlbroker.mapping.engine import MappingSet
+from mwlbroker.mapping.reader import HL7Message
+from mwlbroker.services.worklist import (
+    Context,
+    audit,
+    merge,
+    patient_snapshot,
+    propagate_patient,
+    record,
+    resolve_patient,
+    upsert_patient,
+)
+from mwlbroker.store import worklist as store
+from mwlbroker.store.messages import MessageRow
+from mwlbroker.store.worklist import PatientRow
+
+log = logging.getLogger("mwlbroker.patients")
+
+UPDATE_TRIGGERS = ("A01", "A04", "A05", "A08", "A31")
+MERGE_TRIGGERS = ("A40",)
+CHANGE_ID_TRIGGERS = ("A47",)
+TRIGGERS = UPDATE_TRIGGERS + MERGE_TRIGGERS + CHANGE_ID_TRIGGERS
+
+
+class PatientService:
+    """Applies ADT messages inside the ingest transaction."""
+
+    def __init__(self, mappings: MappingSet) -> None:
+        self.mappings = mappings
+
+    def apply(self, session: Any, message: HL7Message, row: MessageRow) -> None:
+        event = self.mappings.map_patient_event(message)
+        sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
+        ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
+        if event.trigger in MERGE_TRIGGERS:
+            self._merge(ctx, event)
+        elif event.trigger in CHANGE_ID_TRIGGERS:
+            self._change_identifier(ctx, event)
+        else:
+            patient, changed = upsert_patient(ctx, event.patient)
+            if changed:
+                propagate_patient(ctx, patient)
+
+    def _prior(self, ctx: Context, event: MappedPatientEvent) -> tuple[str, str]:
+        if not event.prior_patient_id:
+            raise MessageError(
+                f"ADT^{event.trigger} without a prior patient ID (MRG-1)",
+                error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+                location="MRG-1",
+            )
+        # MRG-1.4 empty: the prior ID is in the same assigning authority as PID-3.
+        return event.prior_patient_id, event.prior_issuer or event.patient.issuer
+
+    def _merge(self, ctx: Context, event: MappedPatientEvent) -> None:
+        """A40: the prior patient's orders and steps move to the surviving patient."""
+        prior_id, prior_issuer = self._prior(ctx, event)
+        survivor_id, survivor_issuer = event.patient.patient_id, event.patient.issuer
+        survivor = resolve_patient(ctx, survivor_id or "", survivor_issuer)
+        if survivor is None:
+            raise MessageError(
+                f"A40 merges {prior_id} into patient {survivor_id}, who is unknown here; "
+                "send the surviving patient (A04/A08) or an order first, then reprocess",
+                error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
+                location="PID-3",
+            )
+        prior = store.find_patient(ctx.session, prior_id, prior_issuer)
+        if prior is None:
+            # Nothing of the prior patient is here: only the survivor's demographics change.
+            log.info("A40: prior patient %s unknown, nothing to move", prior_id)
+            self._update_survivor(ctx, event)
+            return
+        if prior.id == survivor.id:
+            raise MessageError(
+                f"A40 merges patient {prior_id} into itself",
+                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                location="MRG-1",
+            )
+        if prior.merged_into_id is not None:
+            if resolve_patient(ctx, prior_id, prior_issuer) is survivor:
+                self._update_survivor(ctx, event)
+                return  # the same merge again: already done
+            raise MessageError(
+                f"patient {prior_id} was already merged into another patient",
+                error_code=HL7ErrorCode.APPLICATION_RECORD_LOCKED,
+                location="MRG-1",
+            )
+        orders = list(store.orders_of_patient(ctx.session, prior.id))
+        steps = list(store.steps_of_patient(ctx.session, prior.id))
+        before = {
+            "prior": patient_snapshot(prior),
+            "survivor": patient_snapshot(survivor),
+            "orders": [o.id for o in orders],
+            "steps": [s.id for s in steps],
+        }
+        for order in orders:
+            order.patient_pk = survivor.id
+            order.updated_at = ctx.now
+            record(
+                ctx,
+                order,
+                "patient merged",
+                detail=f"from {prior.patient_id} into {survivor.patient_id}",
+            )
+        for step in steps:
+            step.patient_pk = survivor.id
+        prior.merged_into_id = survivor.id
+        prior.updated_at = ctx.now
+        survivor = self._update_survivor(ctx, event)
+        propagate_patient(ctx, survivor, all_steps=True)
+        audit(
+            ctx,
+            "merge",
+            "patient",
+            survivor.id,
+            before=before,
+            after={
+                "survivor": patient_snapshot(survivor),
+                "merged": prior.id,
+                "orders": [o.id for o in orders],
+            },
+        )
+
+    def _update_survivor(self, ctx: Context, event: MappedPatientEvent) -> PatientRow:
+        survivor, changed = upsert_patient(ctx, event.patient)
+        if changed:
+            propagate_patient(ctx, survivor)
+        return survivor
+
+    def _change_identifier(self, ctx: Context, event: MappedPatientEvent) -> None:
+        """A47: the patient known under the prior ID is known under the new one from now on."""
+        prior_id, prior_issuer = self._prior(ctx, event)
+        new_id, new_issuer = event.patient.patient_id, event.patient.issuer
+        if not new_id:
+            raise MessageError(
+                "A47 without a new Patient ID (PID-3)",
+                error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+                location="PID-3",
+            )
+        patient = store.find_patient(ctx.session, prior_id, prior_issuer)
+        if patient is None:
+            if store.find_patient(ctx.session, new_id, new_issuer) is not None:
+                return  # already changed: the same A47 again
+            raise MessageError(
+                f"A47 changes the ID of patient {prior_id}, who is unknown here",
+                error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
+                location="MRG-1",
+            )
+        if store.find_patient(ctx.session, new_id, new_issuer) is not None:
+            raise MessageError(
+                f"A47 changes {prior_id} to {new_id}, but {new_id} already exists; "
+                "that is a merge (A40)",
+                error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                location="PID-3",
+            )
+        before = patient_snapshot(patient)
+        patient.patient_id = new_id
+        patient.issuer = new_issuer
+        identity = {"PatientID": new_id}
+        if new_issuer:
+            identity["IssuerOfPatientID"] = new_issuer
+        attributes = {k: v for k, v in patient.attributes.items() if k != "IssuerOfPatientID"}
+        patient.attributes = merge(attributes, identity)
+        patient.updated_at = ctx.now
+        ctx.session.flush()
+        patient, _ = upsert_patient(ctx, event.patient)
+        propagate_patient(ctx, patient, all_steps=True)
+        audit(
+            ctx, "change id", "patient", patient.id, before=before, after=patient_snapshot(patient)
+        )

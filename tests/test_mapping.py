@@ -1,0 +1,991 @@
+"""The HL7 -> worklist mapping: mapping files, rules, transforms, profiles, items (no database).
+
+Golden files in tests/golden/ hold what ``mwlbroker mappings test`` shows for every sample
+message; run with MWLBROKER_UPDATE_GOLDEN=1 to rewrite them after a deliberate change, then
+read the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.uid import UID
+
+from mwlbroker.domain.errors import MappingError
+from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.mapping import transforms as t
+from mwlbroker.mapping.engine import MappingSet, load_mappings, stable_uid
+from mwlbroker.mapping.loader import BUNDLED, MappingLoadError
+from mwlbroker.mapping.reader import FieldPath, HL7Message, parse_message
+from mwlbroker.mapping.report import check_mappings, explain_message, split_messages
+from mwlbroker.mapping.worklist_item import (
+    build_worklist_item,
+    item_from_json,
+    item_to_json,
+    worklist_items,
+)
+from tests.conftest import SAMPLES
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE_GOLDEN = os.environ.get("MWLBROKER_UPDATE_GOLDEN", "") not in ("", "0")
+MSH = "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||{type}|C1|P|2.3.1"
+PID = "PID|1||PID1^^^HOSPITAL^MR||DOE^JOHN||19700101|M"
+ORC = "ORC|NW|PL1|FL1||SC||^^^20261127143000^^R"
+
+
+def obr(accession: str = "ACC1", *, rp: str = "RP1", sps: str = "SPS1", modality: str = "CT"):
+    """An OBR with OBR-4, OBR-18/19/20 and OBR-24 filled."""
+    fields = ["OBR", "1", "PL1", "FL1", "CT01^CT chest^L"] + [""] * 13
+    fields += [accession, rp, sps, "", "", "", modality]
+    return "|".join(fields)
+
+
+def message(*segments: str, type_name: str = "ORM^O01", msh: str = MSH) -> HL7Message:
+    return parse_message("\r".join([msh.format(type=type_name), *segments]).encode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def bundled() -> MappingSet:
+    return load_mappings()
+
+
+def sample(name: str) -> HL7Message:
+    return parse_message((SAMPLES / name).read_bytes())
+
+
+def site_folder(tmp_path: Path) -> Path:
+    """The bundled mappings with the site example switched on."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for path in BUNDLED.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        (folder / path.name).write_text(
+            text.replace("\nenabled: false", "\nenabled: true"), encoding="utf-8"
+        )
+    return folder
+
+
+def profile_folder(tmp_path: Path, text: str, name: str = "site.yaml") -> Path:
+    folder = tmp_path / "mappings"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def load_profile(tmp_path: Path, text: str) -> MappingSet:
+    return load_mappings(profile_folder(tmp_path, text))
+
+
+def order_profile(step: str = "", procedure: str = "", patient: str = "", extra: str = "") -> str:
+    """A small profile for orders; sections are indented YAML lines."""
+    return f"""\
+profile: t
+status: {{NW/*: SCHEDULED, CA/*: CANCELED}}
+{extra}
+messages:
+  ORM^O01:
+    patient:
+      PatientID: PID-3.1
+{patient}
+    procedure:
+      AccessionNumber: OBR-18
+{procedure}
+    step:
+      Modality: {{field: OBR-24, transform: upper}}
+{step}
+"""
+
+
+def load_errors(folder: Path) -> list[str]:
+    with pytest.raises(MappingLoadError) as raised:
+        load_mappings(folder)
+    return [str(error) for error in raised.value.errors]
+
+
+# -- golden files: every sample message, as "mappings test" shows it -----------------------------
+
+GOLDEN_CASES = [(path, None) for path in sorted(SAMPLES.glob("*.hl7"))] + [
+    (GOLDEN / "site_stmary_orm_o01.hl7", "site")
+]
+
+
+@pytest.mark.parametrize(
+    ("message_file", "folder"), GOLDEN_CASES, ids=[path.stem for path, _ in GOLDEN_CASES]
+)
+def test_golden(message_file: Path, folder: str | None, tmp_path: Path):
+    mappings_folder = site_folder(tmp_path) if folder == "site" else None
+    report = explain_message(message_file, mappings_folder)
+    assert report.ok, report.text
+    golden = GOLDEN / f"{message_file.stem}.txt"
+    text = report.text + "\n"
+    if UPDATE_GOLDEN:
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run with MWLBROKER_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def test_every_sample_has_a_golden_file():
+    for path in SAMPLES.glob("*.hl7"):
+        assert (GOLDEN / f"{path.stem}.txt").exists(), path.name
+
+
+# -- the samples, field by field -------------------------------------------------------------------
+
+
+def test_orm_new_order_fields_come_from_the_right_places(bundled):
+    order = bundled.map_order(sample("02_orm_o01_nw_v231.hl7"))
+    assert (order.order_control, order.order_status) == ("NW", "SC")
+    assert order.step_status is StepStatus.SCHEDULED
+    assert order.profile == "ihe-swf"
+    assert (order.placer_order_number, order.filler_order_number) == (
+        "PLC20261120001",
+        "FIL20261120001",
+    )
+    patient = order.patient.attributes
+    assert patient == {
+        "PatientID": "PID123456",
+        "IssuerOfPatientID": "HOSPITAL",
+        "PatientName": "DOE^JOHN^Q^MR",  # XPN prefix MR goes to PN component 4
+        "PatientBirthDate": "19650412",
+        "PatientSex": "M",
+    }
+    assert order.order["ReferringPhysicianName"] == "SMITH^ROBERT^A^DR"  # PV1-8
+    assert order.order["RequestingPhysician"] == "JONES^MARY^^DR"  # OBR-16
+    assert order.order["CurrentPatientLocation"] == "OPD RAD1 01"  # PV1-3
+    assert order.order["AdmissionID"] == "V20261118001"  # PV1-19
+    [step] = order.steps
+    assert step.accession_number == "ACC20261127001"
+    assert step.requested_procedure_id == "RP20261127001"
+    assert step.sps_id == "SPS20261127001"
+    assert step.study_instance_uid == "1.2.826.0.1.3680043.10.543.20261127.1"  # ZDS-1.1
+    assert step.procedure["RequestedProcedureCodeSequence"] == [
+        {
+            "CodeValue": "71260",
+            "CodingSchemeDesignator": "C4",
+            "CodeMeaning": "CT THORAX W/CONTRAST",
+        }
+    ]
+    assert step.procedure["RequestedProcedurePriority"] == "ROUTINE"  # ORC-7.6 R
+    assert step.step == {
+        "ScheduledProcedureStepID": "SPS20261127001",
+        "Modality": "CT",
+        "ScheduledProcedureStepStartDate": "20261127",
+        "ScheduledProcedureStepStartTime": "143000",
+    }
+
+
+def test_change_and_cancel_of_the_same_order(bundled):
+    change = bundled.map_order(sample("03_orm_o01_xo_v231.hl7"))
+    assert change.order_control == "XO" and change.step_status is StepStatus.SCHEDULED
+    assert change.steps[0].step["ScheduledProcedureStepStartTime"] == "160000"
+    cancel = bundled.map_order(sample("04_orm_o01_ca_v231.hl7"))
+    assert (cancel.order_control, cancel.order_status) == ("CA", "CA")
+    assert cancel.step_status is StepStatus.CANCELED
+    assert cancel.steps[0].sps_id == change.steps[0].sps_id == "SPS20261127001"
+
+
+def test_omi_takes_the_procedure_and_step_from_ipc_and_tq1(bundled):
+    order = bundled.map_order(sample("10_omi_o23_nw_v251.hl7"))
+    assert order.patient.attributes["PatientName"] == "García López^José Ángel"
+    assert order.order["ReferringPhysicianName"] == "Wójcik^Łukasz^^Dr."
+    [step] = order.steps
+    assert step.procedure["AccessionNumber"] == "ACC20261130003"  # IPC-1
+    assert step.procedure["RequestedProcedureID"] == "RP20261130003"  # IPC-2
+    assert step.procedure["StudyInstanceUID"] == "1.2.826.0.1.3680043.10.543.20261130.3"  # IPC-3
+    assert step.procedure["RequestedProcedurePriority"] == "ROUTINE"  # TQ1-9
+    assert step.step["ScheduledProcedureStepID"] == "SPS20261130003"  # IPC-4
+    assert step.step["Modality"] == "MR"  # IPC-5
+    assert step.step["ScheduledProtocolCodeSequence"] == [
+        {"CodeValue": "KNEE_STD", "CodingSchemeDesignator": "L", "CodeMeaning": "Rodilla estándar"}
+    ]  # IPC-6
+    assert step.step["ScheduledStationName"] == "MR2"  # IPC-7
+    assert step.step["ScheduledProcedureStepLocation"] == "MRROOM2"  # IPC-8
+    assert step.step["ScheduledStationAETitle"] == "MRSCANNER2"  # IPC-9
+    assert step.step["ScheduledProcedureStepStartDate"] == "20261130"  # TQ1-7
+    assert step.step["ScheduledProcedureStepStartTime"] == "091500"
+
+
+def test_latin1_names_are_decoded(bundled):
+    order = bundled.map_order(sample("08_orm_o01_latin1_v231.hl7"))
+    assert order.patient.attributes["PatientName"] == "MÜLLER^JÖRG"
+    assert order.order["ReferringPhysicianName"] == "Böhm^Anna^^Dr."
+    assert order.steps[0].study_instance_uid == "1.2.826.0.1.3680043.10.543.20261128.1"
+
+
+def test_multi_obr_gives_one_item_per_obr_each_with_its_own_zds(bundled):
+    order = bundled.map_order(sample("09_orm_o01_multi_obr_v231.hl7"))
+    assert [(s.accession_number, s.requested_procedure_id, s.sps_id) for s in order.steps] == [
+        ("ACC20261130001", "RP20261130001", "SPS20261130001"),
+        ("ACC20261130002", "RP20261130002", "SPS20261130002"),
+    ]
+    assert [s.study_instance_uid for s in order.steps] == [
+        "1.2.826.0.1.3680043.10.543.20261130.1",
+        "1.2.826.0.1.3680043.10.543.20261130.2",
+    ]
+    codes = [s.procedure["RequestedProcedureCodeSequence"][0]["CodeValue"] for s in order.steps]
+    assert codes == ["70551", "72148"]
+
+
+def test_adt_update_and_merges(bundled):
+    update = bundled.map_patient_event(sample("05_adt_a08_v251.hl7"))
+    assert update.trigger == "A08" and update.prior_patient_id is None
+    assert update.patient.attributes["PatientName"] == "DOE^JOHN^QUINCY^MR"
+    for name in ("06_adt_a40_v251.hl7", "07_adt_a40_v231.hl7"):
+        merge = bundled.map_patient_event(sample(name))
+        assert merge.trigger == "A40"
+        assert (merge.patient.patient_id, merge.patient.issuer) == ("PID123456", "HOSPITAL")
+        assert (merge.prior_patient_id, merge.prior_issuer) == ("PID999999", "HOSPITAL")
+
+
+def test_supported_types(bundled):
+    assert bundled.supported_types == {
+        "ORM^O01",
+        "OMI^O23",
+        *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
+    }
+
+
+def test_site_example_routes_by_procedure_code_and_picks_the_hospital_id(tmp_path):
+    mappings = load_mappings(site_folder(tmp_path))
+    order = mappings.map_order(parse_message((GOLDEN / "site_stmary_orm_o01.hl7").read_bytes()))
+    assert order.profile == "site-example"
+    patient = order.patient.attributes
+    assert (patient["PatientID"], patient["IssuerOfPatientID"]) == ("SM0012345", "STMARY")
+    assert patient["OtherPatientIDsSequence"] == [
+        {"PatientID": "4857711", "IssuerOfPatientID": "NHS", "TypeOfPatientID": "TEXT"}
+    ]
+    ct, xray = order.steps
+    assert ct.step["ScheduledStationAETitle"] == "CT_ER"  # emergency patient, CT
+    assert xray.step["ScheduledStationAETitle"] == "DR_ROOM2"  # from the procedures table
+    assert (ct.step["Modality"], xray.step["Modality"]) == ("CT", "DX")
+    assert ct.procedure["RequestedProcedurePriority"] == "STAT"  # OBR-5 S
+    assert xray.procedure["RequestedProcedurePriority"] == "ROUTINE"
+    assert xray.step["ScheduledProcedureStepStartTime"] == "093000"  # its own OBR-27
+    assert ct.step["ScheduledProtocolCodeSequence"][0]["CodeValue"] == "CTCHEST_C"
+    assert ct.step["CommentsOnTheScheduledProcedureStep"].startswith("Patient on trolley")
+    assert "CommentsOnTheScheduledProcedureStep" not in xray.step  # not the CT's note
+    assert ct.sps_id == ct.accession_number == "SM26A00042"  # missing: from_accession
+    for step in order.steps:  # no ZDS: generated under the hospital's root
+        uid = step.study_instance_uid
+        assert uid.startswith("1.2.826.0.1.3680043.10.543.") and UID(uid).is_valid
+    assert ct.study_instance_uid != xray.study_instance_uid
+
+
+def test_site_example_ships_disabled(bundled):
+    [site] = [p for p in bundled.profiles if p.name == "site-example"]
+    assert not site.enabled
+    assert bundled.profile_for("CENTRICITY RIS", "STMARY").name == "ihe-swf"
+
+
+# -- profile selection ------------------------------------------------------------------------------
+
+SELECTION = """\
+profile: {name}
+priority: {priority}
+match: {{sending_application: "{app}", sending_facility: "{facility}"}}
+status: {{NW/*: SCHEDULED}}
+messages:
+  {types}
+"""
+
+
+def test_profile_for_sender_by_priority_then_specificity(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    profiles = [
+        ("default", 0, "*", "*", "ORM^O01: {}\n  ADT: {}"),
+        ("centricity", 5, "CENTRICITY*", "*", "ORM^O01: {}"),
+        ("stmary", 5, "CENTRICITY*", "STMARY", "ORM^O01: {}"),
+        ("urgent", 9, "ER-RIS", "*", "ORM^O01: {}"),
+    ]
+    for name, priority, app, facility, types in profiles:
+        (folder / f"{name}.yaml").write_text(
+            SELECTION.format(name=name, priority=priority, app=app, facility=facility, types=types)
+        )
+    mappings = load_mappings(folder)
+    assert mappings.profile_for("RIS", "HOSPITAL").name == "default"
+    assert mappings.profile_for("Centricity RIS", "HOSPITAL").name == "centricity"
+    assert mappings.profile_for("CENTRICITY RIS", "STMARY").name == "stmary"  # more specific
+    assert mappings.profile_for("ER-RIS", "STMARY").name == "urgent"  # higher priority
+    # A profile that does not map the type leaves it to the next one.
+    assert mappings.profile_for("CENTRICITY RIS", "STMARY", "ADT^A08").name == "default"
+
+
+def test_no_profile_for_sender_is_a_mapping_error(tmp_path):
+    text = SELECTION.format(name="only", priority=0, app="PACS", facility="*", types="ORM^O01: {}")
+    mappings = load_profile(tmp_path, text)
+    with pytest.raises(MappingError, match=r"no mapping profile .*'RIS'"):
+        mappings.map_order(message(PID, ORC, obr()))
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+def test_hl7_null_clears_and_is_never_transformed_or_defaulted(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(
+            patient="      PatientName: {field: PID-5, transform: xpn_to_pn}\n"
+            "      PatientSex: {field: PID-8, transform: sex, default: O}\n"
+            "      PatientBirthDate: {field: PID-7, transform: hl7_date}",
+        ),
+    )
+    order = mappings.map_order(message('PID|1||PID1||""||""|""', ORC, obr()))
+    patient = order.patient.attributes
+    assert patient["PatientName"] is CLEAR
+    assert patient["PatientSex"] is CLEAR  # not "O": the sender said "clear it"
+    assert patient["PatientBirthDate"] is CLEAR
+    order = mappings.map_order(message("PID|1||PID1||||", ORC, obr()))
+    assert "PatientName" not in order.patient.attributes  # empty: keep what is stored
+    assert order.patient.attributes["PatientSex"] == "O"  # default applies to empty only
+
+
+def test_first_join_value_and_default(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(
+            step="      ScheduledStationName: {first: [ZXX-1, OBR-21, {value: ANY}]}\n"
+            "      ScheduledProcedureStepLocation: {join: [PV1-3.1, PV1-3.2], sep: '/'}\n"
+            "      ScheduledStationAETitle: {field: ZXX-2, default: DEFAULT_AE}",
+        ),
+    )
+    order = mappings.map_order(message(PID, "PV1|1|O|OPD^RAD1", ORC, obr()))
+    assert order.steps[0].step["ScheduledStationName"] == "ANY"
+    assert order.steps[0].step["ScheduledProcedureStepLocation"] == "OPD/RAD1"
+    assert order.steps[0].step["ScheduledStationAETitle"] == "DEFAULT_AE"
+    order = mappings.map_order(message(PID, "PV1|1|O|OPD", ORC, obr(), "ZXX|ST1|AE1"))
+    assert order.steps[0].step["ScheduledStationName"] == "ST1"
+    assert order.steps[0].step["ScheduledProcedureStepLocation"] == "OPD"
+    assert order.steps[0].step["ScheduledStationAETitle"] == "AE1"
+
+
+def test_conditions(tmp_path):
+    rule = """\
+      ScheduledStationAETitle:
+        rules:
+          - when: {all: [{field: OBR-24, equals: CT}, {field: PV1-2, in: [E, I]}]}
+            value: CT_ER
+          - when: {field: OBR-24, transform: upper, matches: "^(MR|MRI)$"}
+            value: MR1
+          - when: {any: [{field: OBR-24, empty: true}, {not: {field: OBR-24, in: [CT, US]}}]}
+            value: UNKNOWN
+          - field: OBR-24
+            transform: lower
+      ScheduledStationName:
+        when: {field: ZDS-1, empty: false}
+        then: {value: HAS_UID}
+        else: {value: NO_UID}
+"""
+    mappings = load_profile(tmp_path, order_profile(step=rule))
+
+    def station(modality: str, patient_class: str = "O", *extra: str) -> tuple[str, str]:
+        order = mappings.map_order(
+            message(PID, f"PV1|1|{patient_class}", ORC, obr(modality=modality), *extra)
+        )
+        step = order.steps[0].step
+        return step["ScheduledStationAETitle"], step["ScheduledStationName"]
+
+    assert station("CT", "E") == ("CT_ER", "NO_UID")
+    assert station("CT", "O", "ZDS|1.2.3") == ("ct", "HAS_UID")
+    assert station("mri") == ("MR1", "NO_UID")
+    assert station("") == ("UNKNOWN", "NO_UID")
+    assert station("XA") == ("UNKNOWN", "NO_UID")
+    assert station("US") == ("us", "NO_UID")
+
+
+def test_repetition_chosen_by_assigning_authority(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(extra="missing: {PatientID: allow}").replace(
+            "      PatientID: PID-3.1",
+            "      PatientID: {field: PID-3.1, where: {component: 4, equals: LOCAL}}\n"
+            "      IssuerOfPatientID: {field: PID-3.4, where: {component: 4, equals: LOCAL}}\n"
+            "      OtherPatientIDsSequence:\n"
+            "        items:\n"
+            "          - PatientID: {field: PID-3.1, where: {component: 4, in: [NAT, NHS]}}\n"
+            "            IssuerOfPatientID: {field: PID-3.4, where: {component: 4, in: [NAT, NHS]}}",
+        ),
+    )
+    order = mappings.map_order(message("PID|1||N77^^^NAT~L55^^^LOCAL^MR", ORC, obr()))
+    patient = order.patient.attributes
+    assert (patient["PatientID"], patient["IssuerOfPatientID"]) == ("L55", "LOCAL")
+    assert patient["OtherPatientIDsSequence"] == [{"PatientID": "N77", "IssuerOfPatientID": "NAT"}]
+    order = mappings.map_order(message("PID|1||L55^^^LOCAL", ORC, obr()))
+    assert "OtherPatientIDsSequence" not in order.patient.attributes  # empty item left out
+    order = mappings.map_order(message("PID|1||N77^^^NAT", ORC, obr()))
+    assert "PatientID" not in order.patient.attributes
+
+
+def test_code_sequences(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(
+            procedure="      RequestedProcedureCodeSequence: {code: [OBR-44, OBR-4]}",
+            step="      ScheduledProtocolCodeSequence:\n"
+            "        code: {value: OBR-45.1, meaning: {value: Fixed meaning}, scheme: {value: 99X}}",
+        ),
+    )
+    order = mappings.map_order(message(PID, ORC, obr()))
+    assert order.steps[0].procedure["RequestedProcedureCodeSequence"] == [
+        {"CodeValue": "CT01", "CodingSchemeDesignator": "L", "CodeMeaning": "CT chest"}
+    ]  # OBR-44 empty: from OBR-4
+    assert "ScheduledProtocolCodeSequence" not in order.steps[0].step
+    long_code = "urn:oid:1.2.3.4.5.6.7.8"
+    fields = obr() + "|" + "|" * 19 + f"CPT1^Chest^C4|{long_code}"
+    step = mappings.map_order(message(PID, ORC, fields)).steps[0]
+    assert step.procedure["RequestedProcedureCodeSequence"][0]["CodeValue"] == "CPT1"
+    assert step.step["ScheduledProtocolCodeSequence"] == [
+        {
+            "LongCodeValue": long_code,
+            "CodingSchemeDesignator": "99X",
+            "CodeMeaning": "Fixed meaning",
+        }
+    ]
+
+
+def test_segment_groups_for_repeated_orc_and_obr(bundled):
+    zds = "ZDS|{uid}^100^Application^DICOM"
+    first = [PID, ORC, obr("A1", sps="S1"), zds.format(uid="1.2.1")]
+    second = [obr("A2", sps="S2"), zds.format(uid="1.2.2")]
+    both = [[*first, ORC, *second], [*first, *second]]  # ORC OBR ZDS (ORC) OBR ZDS
+    for segments in both:
+        order = bundled.map_order(message(*segments))
+        assert [s.study_instance_uid for s in order.steps] == ["1.2.1", "1.2.2"]
+    # An OBR without its own ZDS never takes its neighbour's UID: one is generated.
+    order = bundled.map_order(
+        message(PID, ORC, obr("A1", sps="S1"), zds.format(uid="1.2.1"), obr("A2", sps="S2"))
+    )
+    first, second = (s.study_instance_uid for s in order.steps)
+    assert first == "1.2.1" and second.startswith("2.25.") and UID(second).is_valid
+
+
+def test_orc_segments_must_agree(bundled):
+    cancel = "ORC|CA|PL1|FL1||CA"
+    with pytest.raises(MappingError, match=r"disagree .*NW/SC, CA/CA"):
+        bundled.map_order(message(PID, ORC, obr("A1"), cancel, obr("A2", sps="S2")))
+    other = "ORC|NW|PL2|FL2||SC"
+    with pytest.raises(MappingError, match="different placer orders"):
+        bundled.map_order(message(PID, ORC, obr("A1"), other, obr("A2", sps="S2")))
+
+
+# -- status, structure and identifier policies ------------------------------------------------------
+
+
+def test_unknown_status_pair_names_the_pair_and_the_file(bundled):
+    with pytest.raises(MappingError) as raised:
+        bundled.map_order(message(PID, "ORC|XX|PL1|FL1||YY", obr()))
+    text = str(raised.value)
+    assert "no status for ORC-1 'XX' with ORC-5 'YY' in profile ihe-swf" in text
+    assert re.search(r"add it to status: in .*ihe-swf\.yaml:\d+", text)
+    assert raised.value.location == "ORC-1"
+
+
+def test_status_table_wildcards_and_empty_order_status(tmp_path):
+    text = order_profile().replace(
+        "status: {NW/*: SCHEDULED, CA/*: CANCELED}",
+        "status: {NW/: ARRIVED, NW/SC: SCHEDULED, '*/CM': COMPLETED, DC/*: DISCONTINUED}",
+    )
+    mappings = load_profile(tmp_path, text)
+
+    def status(orc_1: str, orc_5: str) -> StepStatus:
+        return mappings.map_order(message(PID, f"ORC|{orc_1}|PL1|FL1||{orc_5}", obr())).step_status
+
+    assert status("NW", "") is StepStatus.ARRIVED
+    assert status("nw", "sc") is StepStatus.SCHEDULED
+    assert status("XO", "CM") is StepStatus.COMPLETED
+    assert status("DC", "CA") is StepStatus.DISCONTINUED
+    with pytest.raises(MappingError, match="ORC-1 'NW' with ORC-5 'IP'"):
+        status("NW", "IP")
+
+
+def test_message_without_orc_or_without_obr(bundled):
+    with pytest.raises(MappingError, match="without an ORC") as raised:
+        bundled.map_order(message(PID, obr()))
+    assert raised.value.location == "ORC"
+    with pytest.raises(MappingError, match="without an OBR segment"):
+        bundled.map_order(message(PID, ORC))
+    with pytest.raises(MappingError, match="without an IPC segment"):
+        bundled.map_order(message(PID, ORC, obr(), type_name="OMI^O23"))
+
+
+def test_adt_merge_without_mrg(bundled):
+    with pytest.raises(MappingError, match=r"without a prior patient ID \(MRG-1\)"):
+        bundled.map_patient_event(message(PID, type_name="ADT^A40"))
+    with pytest.raises(MappingError, match="2 MRG segments"):
+        bundled.map_patient_event(message(PID, "MRG|X1", PID, "MRG|X2", type_name="ADT^A40"))
+    assert bundled.map_patient_event(message(PID, type_name="ADT^A08")).prior_patient_id is None
+
+
+def test_missing_patient_id_is_rejected_by_default(bundled):
+    with pytest.raises(MappingError, match=r"without a Patient ID .*PID-3\.1"):
+        bundled.map_patient_event(message("PID|1||", type_name="ADT^A08"))
+
+
+def test_missing_policy_reject_names_the_field(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(
+            procedure="      RequestedProcedureID: OBR-19",
+            extra="missing: {RequestedProcedureID: reject}",
+        ),
+    )
+    with pytest.raises(MappingError) as raised:
+        mappings.map_order(message(PID, ORC, obr(rp="")))
+    assert "RequestedProcedureID is missing for the order" in str(raised.value)
+    assert "missing: RequestedProcedureID: reject at " in str(raised.value)
+
+
+def test_missing_policy_from_accession(tmp_path):
+    mappings = load_profile(tmp_path, order_profile())  # defaults: from_accession
+    order = mappings.map_order(message(PID, ORC, obr("ACC9", rp="", sps="")))
+    assert (order.steps[0].requested_procedure_id, order.steps[0].sps_id) == ("ACC9", "ACC9")
+    # Two steps of one requested procedure: the SPS IDs are told apart.
+    order = mappings.map_order(
+        message(
+            PID, ORC, obr("ACC9", rp="", sps=""), obr("ACC9", rp="", sps=""), obr("ACC8", sps="")
+        )
+    )
+    assert [s.sps_id for s in order.steps] == ["ACC9-1", "ACC9-2", "ACC8"]
+    assert [s.requested_procedure_id for s in order.steps] == ["ACC9", "ACC9", "ACC8"]
+    with pytest.raises(MappingError, match="no accession number to use"):
+        mappings.map_order(message(PID, ORC, obr("", sps="")))
+
+
+def test_missing_policy_generate_is_stable_and_valid(tmp_path, bundled):
+    new = message(PID, ORC, obr("ACC7"))
+    change = message(PID, ORC.replace("NW", "XO"), obr("ACC7"))
+    uid = bundled.map_order(new).steps[0].study_instance_uid
+    assert uid == bundled.map_order(change).steps[0].study_instance_uid
+    assert uid.startswith("2.25.") and UID(uid).is_valid and len(uid) <= 64
+    other = bundled.map_order(message(PID, ORC, obr("ACC8"))).steps[0].study_instance_uid
+    assert other != uid
+    local = load_profile(
+        tmp_path,
+        order_profile(
+            extra="uid_root: '1.2.826.0.1.3680043.10.543'\n"
+            "missing: {RequestedProcedureID: generate, ScheduledProcedureStepID: generate}"
+        ),
+    )
+    step = local.map_order(message(PID, ORC, obr("ACC7", rp="", sps=""))).steps[0]
+    assert step.study_instance_uid.startswith("1.2.826.0.1.3680043.10.543.")
+    assert UID(step.study_instance_uid).is_valid and len(step.study_instance_uid) <= 64
+    assert re.fullmatch(r"[0-9A-F]{16}", step.requested_procedure_id)
+    assert re.fullmatch(r"[0-9A-F]{16}", step.sps_id) and step.sps_id != step.requested_procedure_id
+
+
+def test_stable_uid_fits_any_root():
+    for root in ("2.25", "1.2.3", "1.2.826.0.1.3680043.10.543.123456789.987654321"):
+        uid = stable_uid(root, "key")
+        assert uid == stable_uid(root, "key") and UID(uid).is_valid and len(uid) <= 64
+
+
+def test_values_are_checked_against_the_vr(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(
+            step="      ScheduledStationAETitle: ZXX-1", patient="      PatientSex: PID-8"
+        ),
+    )
+    with pytest.raises(MappingError) as raised:
+        mappings.map_order(message(PID, ORC, obr(), "ZXX|AN_AE_TITLE_FAR_TOO_LONG"))
+    text = str(raised.value)
+    assert "ScheduledStationAETitle (AE) from ZXX-1" in text and "truncate" in text
+    assert re.search(r"rule at .*site\.yaml:\d+", text)
+    assert raised.value.location == "ZXX-1"
+    with pytest.raises(MappingError, match=r"PatientSex \(CS\) from PID-8 = 'm'"):
+        mappings.map_order(message("PID|1||PID1||DOE||19700101|m", ORC, obr()))  # CS: upper
+
+
+def test_transform_errors_name_the_attribute(tmp_path):
+    mappings = load_profile(
+        tmp_path,
+        order_profile(patient="      PatientBirthDate: {field: PID-7, transform: hl7_date}"),
+    )
+    with pytest.raises(MappingError, match=r"PatientBirthDate: '1965-04-12' is not an HL7 date"):
+        mappings.map_order(message("PID|1||PID1||X||1965-04-12", ORC, obr()))
+
+
+# -- transforms ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "date", "time_"),
+    [
+        ("20261127143000", "20261127", "143000"),
+        ("202611271430", "20261127", "143000"),
+        ("2026112714", "20261127", "140000"),
+        ("20261127", "20261127", None),
+        ("20261127143000.1234", "20261127", "143000.1234"),
+        ("20261127143000+0100", "20261127", "143000"),
+        ("202611", None, None),
+        ("2026", None, None),
+    ],
+)
+def test_hl7_date_and_time(value, date, time_):
+    assert t.hl7_date(value) == date
+    assert t.hl7_time(value) == time_
+
+
+@pytest.mark.parametrize("value", ["2026-11-27", "20261332", "20260230", "2026112725", "abc"])
+def test_hl7_date_rejects_what_is_not_a_date(value):
+    with pytest.raises(t.TransformError):
+        t.hl7_date(value)
+
+
+def test_person_names():
+    assert t.xpn_to_pn(["DOE", "JOHN", "Q", "", "MR"]) == "DOE^JOHN^Q^MR"
+    assert t.xpn_to_pn(["DOE", "JOHN", "Q", "JR", "MR", "MD"]) == "DOE^JOHN^Q^MR^JR"
+    assert t.xpn_to_pn(["DOE", "JOHN"]) == "DOE^JOHN"
+    assert t.xpn_to_pn(["DOE", "", "", "III"]) == "DOE^^^^III"
+    assert t.xpn_to_pn(["", ""]) is None
+    assert t.xpn_to_pn(["A^B", "C=D"]) == "A B^C D"  # delimiters inside a part
+    assert t.xcn_to_pn(["1234", "SMITH", "ROBERT", "A", "", "DR"]) == "SMITH^ROBERT^A^DR"
+    assert t.xcn_to_pn(["1234"]) is None
+
+
+def test_sex_priority_and_text():
+    assert [t.sex(v) for v in ("M", "f", "O", "A", "N", "U", "Z")] == [
+        "M",
+        "F",
+        "O",
+        "O",
+        "O",
+        None,
+        None,
+    ]
+    assert [t.priority(v) for v in ("S", "A", "R", "P", "T", "TS30", "STAT", "x")] == [
+        "STAT",
+        "HIGH",
+        "ROUTINE",
+        "LOW",
+        "MEDIUM",
+        "MEDIUM",
+        "STAT",
+        None,
+    ]
+    assert t.upper("ct") == "CT" and t.lower("CT") == "ct"
+    strip_spaces = t.strip
+    assert strip_spaces(" a ") == "a" and strip_spaces(" ") is None
+
+
+def build(name: str, tables: dict | None = None, **arguments):
+    spec = t.TRANSFORMS[name]
+    setup = t.TransformSetup("p", {k: t.Table(k, v) for k, v in (tables or {}).items()})
+    values = {key: param.default for key, param in spec.params.items()} | arguments
+    return spec.factory(setup, **values)
+
+
+def test_truncate_regex_lookup():
+    assert build("truncate", length=3)("ABCDEF") == "ABC"
+    assert build("regex", pattern=r"^0+(\d)", replace=r"\1")("000123") == "123"
+    assert build("regex", pattern="[^A-Z]")("a1b2") is None
+    tables = {
+        "priority": {"S": "STAT", "R": "ROUTINE"},
+        "rooms": {"CT01": {"station": "CT1", "modality": "CT"}},
+    }
+    assert build("lookup", tables, table="priority")("S") == "STAT"
+    assert build("lookup", tables, table="priority")("X") is None
+    assert build("lookup", tables, table="priority", default="LOW")("X") == "LOW"
+    assert build("lookup", tables, table="rooms", column="station")("CT01") == "CT1"
+    with pytest.raises(t.TransformError, match="'MR9' has no entry in column 'station'"):
+        build("lookup", tables, table="rooms", column="station", strict=True)("MR9")
+    for arguments, problem in (
+        ({"table": "nope"}, "no table 'nope'"),
+        ({"table": "rooms"}, "has columns"),
+        ({"table": "rooms", "column": "x"}, "no column 'x'"),
+        ({"table": "priority", "column": "x"}, "has no columns"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            build("lookup", tables, **arguments)
+    with pytest.raises(ValueError, match="does not compile"):
+        build("regex", pattern="(")
+    with pytest.raises(ValueError, match="group 2"):
+        build("regex", pattern="(a)", replace=r"\2")
+
+
+# -- broken mapping files: every error, with FILE:LINE ---------------------------------------------
+
+BROKEN = """\
+profile: broken
+status: {NW/*: SCHEDULED}
+messages:
+  ORM^O01:
+    patient:
+      PatientNme: PID-5
+      PatientID: PID-3.x
+      PatientBirthDate: {field: PID-7, transform: hl7_dat}
+    step:
+      ScheduledStationAETitle: {field: OBR-4.1, transform: {lookup: {table: rooms}}}
+      Modality: {field: OBR-24, colour: red}
+"""
+
+
+def test_broken_file_reports_every_error_with_its_line(tmp_path):
+    folder = profile_folder(tmp_path, BROKEN, "broken.yaml")
+    path = folder / "broken.yaml"
+    errors = load_errors(folder)
+    expected = [
+        (6, "'PatientNme' is not a DICOM keyword (did you mean PatientName?)"),
+        (7, "'PID-3.x' is not an HL7 field path"),
+        (8, "unknown transform 'hl7_dat' (did you mean hl7_date?)"),
+        (10, "lookup: no table 'rooms' in profile broken"),
+        (11, "unknown key 'colour' in a rule"),
+    ]
+    assert len(errors) == len(expected), errors
+    for error, (line, text) in zip(errors, expected, strict=True):
+        assert error.startswith(f"{path}:{line}: "), error
+        assert text in error
+
+
+def test_yaml_syntax_error_has_its_line(tmp_path):
+    folder = profile_folder(
+        tmp_path, "profile: x\nmessages:\n  ORM^O01: patient: PID-3\n", "syntax.yaml"
+    )
+    [error] = load_errors(folder)
+    assert error.startswith(f"{folder / 'syntax.yaml'}:3: YAML syntax: mapping values")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("profile: x\nstatus: {NW/*: SCHEDULED}\nmesages: {}\n", 3, "unknown key 'mesages'"),
+        ("profile: x\nstatus: {NW/*: PLANNED}\nmessages: {}\n", 2, "'PLANNED' is not a step"),
+        ("profile: x\nstatus: {NEW: SCHEDULED}\nmessages: {}\n", 2, "must be ORC-1/ORC-5"),
+        ("profile: x\nmessages:\n  ORU^R01: {}\n", 3, "not one the broker maps"),
+        ("profile: x\nmessages:\n  ADT:\n    patient:\n      Modality: OBR-24\n", 5, "step:"),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientName: {field: PID-5.1, "
+            "transform: xpn_to_pn}\n",
+            5,
+            "write PID-5, not PID-5.1",
+        ),
+        ("profile: x\nmessages:\n  ADT:\n    patient:\n      PatientID: CT\n", 5, "{value: CT}"),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      OtherPatientIDsSequence: PID-3\n",
+            5,
+            "is a sequence (SQ)",
+        ),
+        ("profile: x\nuid_root: 1.02.3\nmessages: {}\n", 2, "not a UID root"),
+        ("profile: x\nmissing: {PatientID: generate}\nmessages: {}\n", 2, "reject | allow"),
+        ("profile: x\nextends: nothing\nmessages: {}\n", 2, "no profile 'nothing'"),
+        ("profile: x\nmessages:\n  ORM^O01: {}\n", 1, "has no status: table"),
+        ("profile: x\npriority: high\nmessages: {}\n", 2, "whole number"),
+        ("profile: x\nmessages: {}\nmessages: {}\n", 3, "given twice"),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientSex: "
+            "{field: PID-8, transform: {truncate: many}}\n",
+            5,
+            "truncate length must be a whole number",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientSex:\n"
+            "        when: {field: PID-8}\n        then: {value: M}\n",
+            6,
+            "needs exactly one test",
+        ),
+    ],
+)
+def test_each_kind_of_error(tmp_path, text, line, problem):
+    folder = profile_folder(tmp_path, text, "p.yaml")
+    errors = load_errors(folder)
+    assert any(e.startswith(f"{folder / 'p.yaml'}:{line}: ") and problem in e for e in errors), (
+        errors
+    )
+
+
+def test_errors_of_every_file_are_collected(tmp_path):
+    profile_folder(tmp_path, "profile: a\nmessages: {ORX: {}}\n", "a.yaml")
+    folder = profile_folder(tmp_path, "profile: b\nmessages: [\n", "b.yaml")
+    errors = load_errors(folder)
+    assert [Path(e.split(":")[0]).name for e in errors] == ["a.yaml", "b.yaml"]
+
+
+def test_duplicate_profile_names_and_empty_folder(tmp_path):
+    profile_folder(tmp_path, "profile: same\nmessages: {}\n", "a.yaml")
+    folder = profile_folder(tmp_path, "profile: same\nmessages: {}\n", "b.yaml")
+    assert any("also defined in" in e for e in load_errors(folder))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_errors(empty) == [f"{empty}:0: holds no mapping files (*.yaml)"]
+
+
+def test_extends_merges_keyword_by_keyword_and_tilde_removes(tmp_path):
+    folder = profile_folder(
+        tmp_path,
+        """\
+profile: site
+extends: ihe-swf
+match: {sending_facility: HOSPITAL}
+priority: 1
+messages:
+  ORM^O01:
+    patient:
+      PatientSex: ~
+    step:
+      ScheduledStationAETitle: {value: CT1}
+  OMI^O23: ~
+""",
+    )
+    mappings = load_mappings(folder)  # ihe-swf comes from the bundled folder
+    assert [p.name for p in mappings.profiles] == ["site"]
+    order = mappings.map_order(sample("02_orm_o01_nw_v231.hl7"))
+    assert order.profile == "site"
+    assert "PatientSex" not in order.patient.attributes
+    assert order.patient.attributes["PatientName"] == "DOE^JOHN^Q^MR"  # inherited
+    assert order.steps[0].step["ScheduledStationAETitle"] == "CT1"
+    assert order.steps[0].step["Modality"] == "CT"  # inherited
+    assert "OMI^O23" not in mappings.supported_types
+
+
+def test_loading_compiles_everything_once(bundled):
+    # The rules are objects built at load time: nothing is parsed per message.
+    [ihe] = [p for p in bundled.profiles if p.name == "ihe-swf"]
+    attribute = ihe.messages["ORM^O01"].step.attributes[0]
+    assert attribute.keyword == "ScheduledProcedureStepID"
+    assert attribute.rule.path == FieldPath.parse("OBR-20")
+
+
+def test_mapping_an_order_is_fast(bundled):
+    raw = (SAMPLES / "02_orm_o01_nw_v231.hl7").read_bytes()
+    messages = [parse_message(raw) for _ in range(200)]
+    start = time.perf_counter()
+    for each in messages:
+        bundled.map_order(each)
+    per_message = (time.perf_counter() - start) / len(messages)
+    assert per_message < 0.001, f"{per_message * 1000:.2f} ms per ORM"
+
+
+# -- the worklist item ----------------------------------------------------------------------------
+
+
+def test_worklist_item_structure_and_json_round_trip(bundled):
+    order = bundled.map_order(sample("10_omi_o23_nw_v251.hl7"))
+    [item] = worklist_items(order)
+    assert item.SpecificCharacterSet == "ISO_IR 192"
+    assert item.AccessionNumber == "ACC20261130003"
+    assert str(item.PatientName) == "García López^José Ángel"
+    assert item.RequestedProcedureCodeSequence[0].CodeValue == "73721"
+    [sps] = item.ScheduledProcedureStepSequence
+    assert sps.ScheduledProcedureStepStatus == "SCHEDULED"
+    assert sps.Modality == "MR" and sps.ScheduledStationAETitle == "MRSCANNER2"
+    assert sps.ScheduledProtocolCodeSequence[0].CodeMeaning == "Rodilla estándar"
+    assert "Modality" not in item  # step attributes live only inside the sequence
+    data = item_to_json(item)
+    assert json.loads(json.dumps(data)) == data
+    assert data["00400100"]["Value"][0]["00400020"] == {"vr": "CS", "Value": ["SCHEDULED"]}
+    assert item_from_json(data) == item
+
+
+def test_worklist_item_leaves_out_cleared_values():
+    step = MappedStep(
+        procedure={"AccessionNumber": "A1", "RequestedProcedureDescription": CLEAR},
+        step={"Modality": "CT", "ScheduledStationAETitle": None},
+    )
+    item = build_worklist_item(
+        {"PatientID": "P1", "PatientName": CLEAR}, {}, step, StepStatus.STARTED, "ISO_IR 100"
+    )
+    assert item.SpecificCharacterSet == "ISO_IR 100"
+    assert "PatientName" not in item and "RequestedProcedureDescription" not in item
+    [sps] = item.ScheduledProcedureStepSequence
+    assert "ScheduledStationAETitle" not in sps
+    assert sps.ScheduledProcedureStepStatus == "STARTED"
+
+
+def test_worklist_item_refuses_values_that_do_not_fit():
+    step = MappedStep(procedure={"AccessionNumber": "A" * 17}, step={})
+    with pytest.raises(MappingError, match=r"AccessionNumber .*exceeds"):
+        build_worklist_item({}, {}, step, StepStatus.SCHEDULED)
+
+
+# -- the reports behind "mwlbroker mappings check / test" ------------------------------------------
+
+
+def test_check_report_lists_profiles_or_errors(tmp_path):
+    report = check_mappings()
+    assert report.ok
+    assert report.lines[0].endswith("2 profiles, ok")
+    assert any(line.startswith("profile ihe-swf (ihe-swf.yaml)") for line in report.lines)
+    assert any("DISABLED" in line for line in report.lines)
+    assert {p["name"] for p in report.data["profiles"]} == {"ihe-swf", "site-example"}
+    broken = check_mappings(profile_folder(tmp_path, BROKEN, "broken.yaml"))
+    assert not broken.ok
+    assert broken.lines[0].endswith("5 errors")
+    assert all(re.match(r".*broken\.yaml:\d+: ", line) for line in broken.lines[1:])
+    assert broken.data["errors"][0]["line"] == 6
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_message_report_reads_any_line_ending(tmp_path, ending):
+    raw = (SAMPLES / "02_orm_o01_nw_v231.hl7").read_bytes().replace(b"\n", ending)
+    path = tmp_path / "02_orm_o01_nw_v231.hl7"
+    path.write_bytes(raw)
+    report = explain_message(path)
+    assert report.ok
+    assert report.text + "\n" == (GOLDEN / "02_orm_o01_nw_v231.txt").read_text(encoding="utf-8")
+    assert report.data["step_status"] == "SCHEDULED"
+    assert report.data["items"][0]["00080050"]["Value"] == ["ACC20261127001"]
+    assert json.loads(report.json())["profile"] == "ihe-swf"
+
+
+def test_message_report_shows_errors_and_several_messages(tmp_path):
+    path = tmp_path / "two.hl7"
+    good = (SAMPLES / "01_adt_a04_v231.hl7").read_bytes()
+    bad = b"MSH|^~\\&|RIS|HOSPITAL|MWL|RAD|20261127||ORM^O01|C9|P|2.3.1\rPID|1||P9\rOBR|1\r"
+    path.write_bytes(good + bad)
+    assert len(split_messages(good + bad)) == 2
+    report = explain_message(path)
+    assert not report.ok
+    assert "== message 2 of 2" in report.lines
+    assert any(line.startswith("AE: ORM^O01 without an ORC") for line in report.lines)
+    assert report.data["messages"][1]["ack_code"] == "AE"
+    missing = explain_message(tmp_path / "nope.hl7")
+    assert not missing.ok and "cannot read" in missing.text
+
+
+def test_message_report_for_adt_shows_the_prior_id():
+    report = explain_message(SAMPLES / "06_adt_a40_v251.hl7")
+    assert "prior patient ID PID999999, issuer HOSPITAL (merged into this one)" in report.lines
+    assert report.data["prior_patient_id"] == "PID999999"
+    assert report.data["patient"]["00100020"]["Value"] == ["PID123456"]
+
+
+# -- the reader methods the mapping uses ------------------------------------------------------------
+
+
+def test_indexed_reads_give_the_same_answers_as_get():
+    messages = [parse_message(path.read_bytes()) for path in SAMPLES.glob("*.hl7")]
+    messages.append(message('PID|1||A1^^^ONE~B2^^^TWO||DOE&VAN^JOHN^\\S\\x^^MR|""|X||~Y|a&b'))
+    for each in messages:
+        for segment in {*each.segment_names, "ZZZ"}:
+            for occurrence in (1, 2):
+                for number in range(1, 30):
+                    for repetition, component, sub in ((1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 4, 2)):
+                        path = FieldPath(segment, number, repetition, component, sub, occurrence)
+                        assert each.value(path) == each.get(path), path
+
+
+def test_components_of_a_repetition():
+    parsed = message('PID|1||A1^^^ONE~B2^^^TWO||DOE&VAN^JOHN^\\S\\x^^MR|""|X')
+    assert parsed.components("PID-3(2)") == ["B2", "", "", "TWO"]
+    assert parsed.components("PID-5") == ["DOE", "JOHN", "^x", "", "MR"]
+    assert parsed.components("PID-6") == ['""']
+    assert parsed.components("PID-7") == ["X"]
+    assert parsed.components("PID-8") is None
+    assert parsed.components("PID-3(3)") is None
+    assert parsed.repetition_count(FieldPath("PID", 3)) == 2
+
+
+def test_build_keeps_every_order_step(bundled):
+    order = bundled.map_order(sample("09_orm_o01_multi_obr_v231.hl7"))
+    assert isinstance(order, MappedOrder)
+    items = worklist_items(order)
+    assert [i.AccessionNumber for i in items] == ["ACC20261130001", "ACC20261130002"]
+
+
+def test_bundled_folder_is_the_top_level_mappings_folder():
+    assert BUNDLED.resolve() == (Path(__file__).resolve().parent.parent / "mappings").resolve()
