@@ -276,6 +276,26 @@ def test_a08_updates_demographics_of_open_items_with_an_audit_record(broker):
     assert "message" in record.actor and record.message_id
 
 
+@pytest.mark.parametrize("trigger", ["A01", "A04", "A05", "A08", "A31"])
+def test_every_update_event_changes_demographics(broker, trigger):
+    acks = send(
+        broker,
+        order_message("M1", name="DOE^JANE"),
+        adt("M2", trigger, "PID|1||PAT1^^^HOSPITAL^MR||DOE^JANE^MARIE||19800102|F"),
+    )
+    assert [a[1] for a in acks] == ["AA", "AA"], acks
+    [step] = steps(broker)
+    assert item(step).PatientName == "DOE^JANE^MARIE"
+    assert item(step).PatientBirthDate == "19800102"
+
+
+def test_adt_for_an_unseen_patient_registers_them(broker):
+    message = adt("M1", "A04", "PID|1||FRESH^^^HOSPITAL^MR||NEW^PERSON||20000101|M")
+    assert send(broker, message)[0][1] == "AA"
+    registered = patient(broker, "FRESH")
+    assert registered is not None and registered.patient_name == "NEW^PERSON"
+
+
 def test_a40_moves_orders_to_the_surviving_patient(broker):
     acks = send(
         broker,
@@ -359,3 +379,31 @@ def test_mappings_test_prints_the_item_of_every_sample_touching_nothing(tmp_path
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert "profile ihe-swf" in shown.stdout
     assert not (tmp_path / "never.db").exists()
+
+
+def test_mappings_check_names_file_and_line_of_a_broken_mapping(tmp_path: Path):
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "broken.yaml").write_text(
+        "profile: broken\n"
+        "messages:\n"
+        "  ORM^O01:\n"
+        "    repeat: OBR\n"
+        "    patient:\n"
+        "      PatientID: PID-3.1\n"
+        "      PatientNmae: PID-5\n"
+    )
+    env = cli_env(f"sqlite:///{tmp_path / 'never.db'}")
+    checked = run_cli("mappings", "check", "--dir", str(folder), env=env)
+    assert checked.returncode == 1
+    assert f"{folder / 'broken.yaml'}:7:" in checked.stdout
+    assert "PatientNmae" in checked.stdout
+
+    # serve refuses to start on it, naming the same place.
+    served = run_cli(
+        "serve",
+        env={**env, "MWLBROKER_MAPPINGS_DIR": str(folder), "MWLBROKER_HL7_PORT": "0"},
+        cwd=tmp_path,
+    )
+    assert served.returncode == 2
+    assert "broken.yaml:7:" in served.stderr
