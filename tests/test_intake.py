@@ -24,7 +24,7 @@ def test_order_is_stored_and_acked_aa_answering_the_sender(broker):
     assert ack["MSA"][1:3] == ["AA", "MSG001"]
     assert ack["MSH"][3] == "MWLBROKER"  # MSH-3: us
     assert ack["MSH"][5:7] == ["RIS", "HOSPITAL"]  # MSH-5/6 answer the sender's MSH-3/4
-    assert ack["MSH"][9] == "ACK^O01"  # v2.3.1 form
+    assert ack["MSH"][9] == "ACK^O01^ACK"  # MSH-9.3 message structure exists from v2.3.1
     assert ack["MSH"][12] == "2.3.1"
     assert "ERR" not in ack
     [row] = stored(broker, control_id="MSG001")

@@ -1,6 +1,6 @@
 """Original-mode acknowledgments (HL7 v2 chapter 2): MSH answering the sender, MSA, ERR.
 
-Built with hl7apy, which knows each version's segment layout and escapes free text.
+hl7apy builds each ACK shape (version, trigger, code) once; values are filled in per message.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 from datetime import datetime
+from functools import lru_cache
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message
@@ -54,44 +55,89 @@ def build_ack(
 
     sender_version = received(12).split("^")[0]
     version = sender_version if sender_version in SUPPORTED_LIBRARIES else _FALLBACK_VERSION
+    if version in ("2.1", "2.2"):
+        version = "2.3"  # the oldest layout with MSH-18; MSH-12 still echoes the sender's
     trigger = received(9).split("^")[1] if received(9).count("^") >= 1 else ""
-    modern = version >= "2.4" and version not in {"2.1", "2.2"}
+    condition = HL7ErrorCode(error_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR)
+    segment, sequence, field = _location(location)
+    values = {
+        # Fields echoed from the sender are already in HL7 encoding: copied as they came.
+        "MSH3": escape(application),
+        "MSH4": escape(facility),
+        "MSH5": received(3),
+        "MSH6": received(4),
+        "MSH7": datetime.now().strftime("%Y%m%d%H%M%S"),
+        "MSH10": _next_control_id(),
+        "MSH11": received(11).split("^")[0] or "P",
+        "MSH12": escape(sender_version or version),
+        "MSH18": received(18).split("~")[0],
+        "MSA2": received(10),
+        # MSA-3 Text Message (ST, 80 in v2.3.1): what most RIS consoles show.
+        "MSA3": escape((text or "")[:80]),
+        "ERR1": f"{segment}^{sequence}^{field}^{condition.value}&{condition.text}&HL70357",
+        "ERR2": "^".join(filter(None, [segment, sequence, field])),
+        "ERR3CODE": str(condition.value),
+        "ERR3TEXT": escape(condition.text),
+        "ERR8": escape(text or ""),
+    }
+    template = _template(version, trigger, code.value)
+    er7 = _PLACEHOLDER.sub(lambda match: values[match[1]], template)
+    # Optional fields left empty would leave trailing separators: HL7 drops them.
+    er7 = "\r".join(line.rstrip("|^") for line in er7.split("\r"))
+    return er7.encode(codec, errors="replace")
 
+
+_PLACEHOLDER = re.compile(r"QQ([A-Z0-9]+)QQ")
+
+
+def escape(text: str) -> str:
+    """HL7 escape sequences for free text (chapter 2.7): \\ first, then the delimiters."""
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+        .replace("\r", "\\X0D\\")
+        .replace("\n", "\\X0A\\")
+    )
+
+
+@lru_cache(maxsize=512)
+def _template(version: str, trigger: str, code: str) -> str:
+    """The ACK's structure for one version, trigger and code, built by hl7apy once.
+
+    hl7apy knows each version's segments and fields (MSH-9's form, ERR-1 before v2.5 and
+    ERR-2..8 after); building a whole message with it costs milliseconds, so the broker builds
+    each shape once with placeholders and fills in the values per message.
+    """
+    # MSH-9.3 Message Structure exists from v2.3.1 on.
+    modern = version >= "2.3.1" and version not in {"2.1", "2.2"}
     ack = Message("ACK", version=version)
     header = ack.msh
-    header.msh_3 = application
-    if facility:
-        header.msh_4 = facility
-    if received(3):
-        header.msh_5 = received(3)
-    if received(4):
-        header.msh_6 = received(4)
+    header.msh_3 = "QQMSH3QQ"
+    header.msh_4 = "QQMSH4QQ"
+    header.msh_5 = "QQMSH5QQ"
+    header.msh_6 = "QQMSH6QQ"
+    header.msh_7 = "QQMSH7QQ"
     header.msh_9 = "^".join(
         ["ACK", trigger, "ACK"] if modern and trigger else ["ACK", trigger]
     ).rstrip("^")
-    header.msh_10 = _next_control_id()
-    header.msh_11 = received(11).split("^")[0] or "P"
-    header.msh_12 = sender_version or version
-    charset = received(18).split("~")[0]
-    if charset:
-        header.msh_18 = charset
-
-    ack.msa.msa_1 = code.value
-    ack.msa.msa_2 = received(10)
-    if text:
-        ack.msa.msa_3 = text[:80]  # MSA-3 Text Message, ST 80: read by most RIS consoles
+    header.msh_10 = "QQMSH10QQ"
+    header.msh_11 = "QQMSH11QQ"
+    header.msh_12 = "QQMSH12QQ"
+    header.msh_18 = "QQMSH18QQ"
+    ack.msa.msa_1 = code
+    ack.msa.msa_2 = "QQMSA2QQ"
+    ack.msa.msa_3 = "QQMSA3QQ"
     if code != AckCode.ACCEPT:
-        condition = HL7ErrorCode(error_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR)
-        segment, sequence, field = _location(location)
         err = ack.add_segment("ERR")
         if version >= "2.5":
-            if segment:
-                err.err_2 = "^".join(filter(None, [segment, sequence, field]))
-            err.err_3 = f"{condition.value}^{condition.text}^HL70357"
+            err.err_2 = "QQERR2QQ"
+            err.err_3 = "QQERR3CODEQQ^QQERR3TEXTQQ^HL70357"
             err.err_4 = "E"
-            if text:
-                err.err_8 = text
+            err.err_8 = "QQERR8QQ"
         else:
             # ERR-1 Error Code and Location: segment ^ sequence ^ field ^ code&text&table
-            err.err_1 = f"{segment}^{sequence}^{field}^{condition.value}&{condition.text}&HL70357"
-    return ack.to_er7().encode(codec, errors="replace")
+            err.err_1 = "QQERR1QQ"
+    return ack.to_er7()

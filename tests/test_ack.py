@@ -1,0 +1,50 @@
+"""ACKs are valid HL7 for the sender's version, as hl7apy's schemas define it."""
+
+from __future__ import annotations
+
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.hl7v2.ack import build_ack, escape
+from mwlbroker.mapping.reader import split_msh
+
+
+def received(version: str, control_id: str = "CTRL1") -> list[str]:
+    return split_msh(f"MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|{control_id}|P|{version}")
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"])
+@pytest.mark.parametrize("code", list(AckCode))
+def test_ack_passes_strict_validation(version, code):
+    ack = build_ack(
+        received(version),
+        code,
+        text=None if code == AckCode.ACCEPT else "field | with ^ delimiters & more ~ \\ end",
+        error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
+        location="ORC-2",
+    )
+    # v2.3 has no MSH-9.3, which hl7apy needs to check a structure strictly.
+    level = VALIDATION_LEVEL.TOLERANT if version == "2.3" else VALIDATION_LEVEL.STRICT
+    message = parse_message(ack.decode(), validation_level=level)
+    assert message.msa.msa_1.value == code.value
+    assert message.msa.msa_2.value == "CTRL1"
+    assert message.msh.msh_5.value == "RIS" and message.msh.msh_6.value == "HOSP"
+    assert message.msh.msh_12.value == version
+    if code == AckCode.ACCEPT:
+        assert "ERR" not in ack.decode()
+
+
+def test_free_text_is_escaped_and_reads_back():
+    text = "a|b^c&d~e\\f"
+    ack = build_ack(received("2.5.1"), AckCode.ERROR, text=text, error_code=207)
+    message = parse_message(ack.decode())
+    assert escape(text) in ack.decode()
+    assert message.err.err_8.to_er7() == escape(text)
+
+
+def test_unreadable_message_still_gets_an_ack():
+    ack = build_ack([], AckCode.REJECT, text="no MSH", error_code=100)
+    assert ack.startswith(b"MSH|^~\\&|MWLBROKER|")
+    assert b"\rMSA|AR||no MSH" in ack
