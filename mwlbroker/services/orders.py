@@ -94,7 +94,7 @@ class OrderService:
 
     def _create(self, ctx: Context, mapped: MappedOrder) -> None:
         patient, changed = upsert_patient(ctx, mapped.patient)
-        if changed:
+        if changed and patient.created_at != ctx.now:  # a new patient has no items to update
             propagate_patient(ctx, patient)
         self._check_study_uids(ctx, patient, mapped.steps)
         order = OrderRow(

@@ -187,6 +187,7 @@ def record(
             status_after=after,
             detail=detail[:2000],
         ),
+        flush=False,
     )
 
 
@@ -211,4 +212,5 @@ def audit(
             before=before,
             after=after,
         ),
+        flush=False,
     )

@@ -30,10 +30,11 @@ __all__ = [
 ]
 
 
-def add(session: Session, row: object) -> None:
-    """Insert any row and give it its id."""
+def add(session: Session, row: object, *, flush: bool = True) -> None:
+    """Insert any row; ``flush`` gives it its id now (history and audit rows need none)."""
     session.add(row)
-    session.flush()
+    if flush:
+        session.flush()
 
 
 def find_patient(session: Session, patient_id: str, issuer: str = "") -> PatientRow | None:
