@@ -15,7 +15,8 @@ from mwlbroker.store.migrate import head_revision
 from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, orm, run_cli
 
 # Every sample file: numbered so that a shell glob sends them in the order of their story
-# (John Doe is registered, ordered, changed, cancelled, updated and merged, then other orders).
+# (John Doe is registered, ordered, changed, cancelled, updated and merged, then other orders
+# and an appointment booked by SIU).
 SAMPLE_FILES = sorted(SAMPLES.glob("*.hl7"))
 GARBAGE = bytes(b for b in range(256) if b not in (0x0B, 0x1C)) * 4  # no MLLP block characters
 ACCEPTING_26 = {"MWLBROKER_HL7_ACCEPTED_VERSIONS": "2.3.1,2.5.1,2.6"}
@@ -80,7 +81,7 @@ def write_toml(tmp_path: Path, content: str) -> Path:
 
 
 def test_send_prints_aa_for_each_sample_file(broker: Broker, database_url: str) -> None:
-    assert len(SAMPLE_FILES) == 10
+    assert len(SAMPLE_FILES) == 11  # 11: an SIU^S12 appointment from the scheduler
     sent = send(broker, *SAMPLE_FILES, env=cli_env(database_url))
 
     assert sent.returncode == 0, sent.stdout + sent.stderr

@@ -19,7 +19,7 @@ from pydicom.uid import UID
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
 from mwlbroker.mapping import transforms as t
-from mwlbroker.mapping.engine import MappingSet, load_mappings, stable_uid
+from mwlbroker.mapping.engine import MappingSet, NotMappedForSender, load_mappings, stable_uid
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError
 from mwlbroker.mapping.reader import FieldPath, HL7Message, parse_message
 from mwlbroker.mapping.report import check_mappings, explain_message, split_messages
@@ -247,6 +247,7 @@ def test_supported_types(bundled):
         "ORM^O01",
         "OMI^O23",
         *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
+        *(f"SIU^{t}" for t in ("S12", "S13", "S14", "S15")),  # siu-example, sender SCHEDULER
     }
 
 
@@ -772,6 +773,12 @@ def test_yaml_syntax_error_has_its_line(tmp_path):
         ),
         ("profile: x\nuid_root: 1.02.3\nmessages: {}\n", 2, "not a UID root"),
         ("profile: x\nmissing: {PatientID: generate}\nmessages: {}\n", 2, "reject | allow"),
+        (
+            "profile: x\nmissing: {AccessionNumber: from_order}\nmessages: {}\n",
+            2,
+            "reject | from_placer | from_filler | generate | allow",
+        ),
+        ("profile: x\nmessages:\n  SIU^S16: {}\n", 3, "SIU (every trigger) or SIU^S12"),
         ("profile: x\nextends: nothing\nmessages: {}\n", 2, "no profile 'nothing'"),
         ("profile: x\nmessages:\n  ORM^O01: {}\n", 1, "has no status: table"),
         ("profile: x\npriority: high\nmessages: {}\n", 2, "whole number"),
@@ -908,10 +915,18 @@ def test_worklist_item_refuses_values_that_do_not_fit():
 def test_check_report_lists_profiles_or_errors(tmp_path):
     report = check_mappings()
     assert report.ok
-    assert report.lines[0].endswith("2 profiles, ok")
+    assert report.lines[0].endswith("3 profiles, ok")
     assert any(line.startswith("profile ihe-swf (ihe-swf.yaml)") for line in report.lines)
     assert any("DISABLED" in line for line in report.lines)
-    assert {p["name"] for p in report.data["profiles"]} == {"ihe-swf", "site-example"}
+    assert [line for line in report.lines if line.startswith("  maps SIU")] == [
+        "  maps SIU S12 S13 S14 S15 (one item per AIS; order control S12 NW, S13 XO, S14 XO, "
+        "S15 CA)"
+    ]
+    assert {p["name"] for p in report.data["profiles"]} == {
+        "ihe-swf",
+        "site-example",
+        "siu-example",
+    }
     broken = check_mappings(profile_folder(tmp_path, BROKEN, "broken.yaml"))
     assert not broken.ok
     assert broken.lines[0].endswith("5 errors")
@@ -989,3 +1004,334 @@ def test_build_keeps_every_order_step(bundled):
 
 def test_bundled_folder_is_the_top_level_mappings_folder():
     assert BUNDLED.resolve() == (Path(__file__).resolve().parent.parent / "mappings").resolve()
+
+
+# -- SIU: appointments as orders (siu-example, sender SCHEDULER) -----------------------------------
+
+SIU_MSH = (
+    "MSH|^~\\&|{app}|HOSPITAL|MWLBROKER|RADIOLOGY|20261201090000||SIU^{trigger}^SIU_S12|C1|P|2.5.1"
+)
+SIU_PID = "PID|1||PID1^^^HOSPITAL^MR||DOE^JANE||19800101|F"
+RESOURCES = (
+    "RGS|1|A",
+    "AIS|1|A|74177^CT ABDOMEN^C4|20261204103000|||20|min",
+    "AIG|1|A|CT01^CT scanner 1^L",
+    "AIL|1|A|RAD^CTROOM1^^HOSPITAL",
+)
+
+
+def sch(status: str = "Booked", appointment: str = "APT1", start: str = "20261204103000") -> str:
+    """An SCH with SCH-1/SCH-2 appointment IDs, SCH-11 timing (start, priority R), SCH-25."""
+    fields = ["SCH", "PA1^HIS", f"{appointment}^SCHEDULER"] + [""] * 23
+    fields[11] = f"^^M20^{start}^^R"
+    fields[25] = f"{status}^{status}^HL70278"
+    return "|".join(fields)
+
+
+def siu(
+    trigger: str = "S12",
+    *resources: str,
+    status: str = "Booked",
+    app: str = "SCHEDULER",
+    head: tuple[str, ...] = (),
+) -> HL7Message:
+    """An SIU^Sxx from the scheduler: MSH, SCH, PID, then the resource segments."""
+    segments = [
+        SIU_MSH.format(app=app, trigger=trigger),
+        *head,
+        sch(status),
+        SIU_PID,
+        *(resources or RESOURCES),
+    ]
+    return parse_message("\r".join(segments).encode("ascii"))
+
+
+def siu_profile(
+    section: str = "", extra: str = "", missing: str = "{AccessionNumber: from_filler}"
+) -> str:
+    """A small SIU profile; ``section`` holds extra lines of the SIU entry (4 spaces)."""
+    return f"""\
+profile: s
+status: {{NW/*: SCHEDULED, XO/*: SCHEDULED, XO/IP: STARTED, CA/*: CANCELED, SC/*: STARTED}}
+missing: {missing}
+{extra}
+messages:
+  SIU:
+{section}
+    patient:
+      PatientID: PID-3.1
+    procedure:
+      AccessionNumber: OBR-18
+    step:
+      ScheduledProcedureStepStartTime: {{first: [AIS-4, SCH-11.4], transform: hl7_time}}
+      ScheduledStationName: AIG-3.1
+"""
+
+
+def test_siu_sample_fields_come_from_sch_ais_aig_ail(bundled):
+    order = bundled.map_order(sample("11_siu_s12_v251.hl7"))
+    assert order.profile == "siu-example"
+    assert (order.order_control, order.order_status) == ("NW", "SC")  # S12, SCH-25 Booked
+    assert order.step_status is StepStatus.SCHEDULED
+    assert (order.placer_order_number, order.filler_order_number) == ("PA20261130017", "APT778123")
+    assert order.patient.attributes["PatientName"] == "LINDQVIST^ERIK^J^MR"
+    assert order.order["ReferringPhysicianName"] == "PATEL^ANIKA^^DR"
+    [step] = order.steps
+    # No accession in the SIU: the filler appointment ID (SCH-2) and the item number.
+    assert step.accession_number == step.requested_procedure_id == step.sps_id == "APT778123-1"
+    assert UID(step.study_instance_uid).is_valid
+    assert step.procedure["RequestedProcedureCodeSequence"][0]["CodeValue"] == "74177"  # AIS-3
+    assert step.procedure["RequestedProcedurePriority"] == "ROUTINE"  # SCH-11.6
+    assert step.step == {
+        "ScheduledProcedureStepStartDate": "20261204",  # AIS-4
+        "ScheduledProcedureStepStartTime": "103000",
+        "ScheduledProcedureStepEndDate": "20261204",  # + AIS-7 20 AIS-8 min
+        "ScheduledProcedureStepEndTime": "105000",
+        "ScheduledProcedureStepDescription": "CT ABDOMEN AND PELVIS W/CONTRAST",
+        "Modality": "CT",  # AIG-3.1 CT01 in the resources table
+        "ScheduledStationAETitle": "CT_MAIN",
+        "ScheduledStationName": "CT1",
+        "ScheduledProcedureStepLocation": "CTROOM1",  # AIL-3.2
+        "ScheduledProcedureStepID": "APT778123-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("trigger", "status", "control", "order_status", "step_status"),
+    [
+        ("S12", "Booked", "NW", "SC", StepStatus.SCHEDULED),
+        ("S13", "Booked", "XO", "SC", StepStatus.SCHEDULED),  # rescheduled
+        ("S14", "Booked", "XO", "SC", StepStatus.SCHEDULED),  # modified
+        ("S14", "Started", "XO", "IP", StepStatus.STARTED),
+        ("S14", "Noshow", "XO", "CA", StepStatus.CANCELED),  # siu-example's XO/CA
+        ("S15", "Cancelled", "CA", "CA", StepStatus.CANCELED),
+        ("S15", "", "CA", "", StepStatus.CANCELED),  # CA/* in ihe-swf
+        ("S12", "Unheard", "NW", "", StepStatus.SCHEDULED),  # not in the table: no status
+    ],
+)
+def test_siu_trigger_gives_the_order_control(
+    bundled, trigger, status, control, order_status, step_status
+):
+    order = bundled.map_order(siu(trigger, status=status))
+    assert (order.order_control, order.order_status) == (control, order_status)
+    assert order.step_status is step_status
+    assert order.steps[0].sps_id == "APT1-1"  # the same step in every message
+
+
+def test_siu_reschedule_moves_the_start_and_keeps_the_identifiers(bundled):
+    new = bundled.map_order(siu("S12")).steps[0]
+    moved = bundled.map_order(
+        siu("S13", "RGS|1|U", "AIS|1|U|74177^CT ABDOMEN^C4|20261205091500|||45|min", "AIG|1|U|CT01")
+    ).steps[0]
+    assert moved.step["ScheduledProcedureStepStartDate"] == "20261205"
+    assert moved.step["ScheduledProcedureStepEndTime"] == "100000"  # 09:15 + 45 min
+    for attribute in ("AccessionNumber", "RequestedProcedureID", "StudyInstanceUID"):
+        assert moved.procedure[attribute] == new.procedure[attribute]
+    assert moved.sps_id == new.sps_id
+
+
+def test_siu_start_falls_back_to_sch_11(bundled):
+    order = bundled.map_order(siu("S12", "RGS|1|A", "AIS|1|A|74177^CT ABDOMEN^C4", "AIG|1|A|CT01"))
+    step = order.steps[0].step
+    assert step["ScheduledProcedureStepStartTime"] == "103000"  # SCH-11.4
+    assert "ScheduledProcedureStepEndTime" not in step  # no AIS-7 duration
+
+
+def test_siu_items_read_the_resources_of_their_own_rgs_group(bundled):
+    order = bundled.map_order(
+        siu(
+            "S12",
+            "RGS|1|A",
+            "AIS|1|A|74177^CT ABDOMEN^C4|20261204103000|||20|min",
+            "AIS|2|A|71260^CT THORAX^C4|20261204105000|||15|min",
+            "AIG|1|A|CT01",
+            "RGS|2|A",
+            "AIS|3|A|70551^MR BRAIN^C4|20261204140000|||1|h",
+            "AIL|1|A|RAD^MRROOM1^^HOSPITAL",
+            "RGS|3|A",
+            "AIS|4|A|76700^US ABDOMEN^C4|20261204160000",
+        )
+    )
+    assert [s.step.get("ScheduledStationAETitle") for s in order.steps] == [
+        "CT_MAIN",  # the AIG after both AIS of the first group
+        "CT_MAIN",
+        "MR_NEURO",  # no AIG in its group: its room (AIL-3.2) in the table
+        None,  # nothing in its group; never the neighbours' AIG or AIL
+    ]
+    assert [s.step.get("ScheduledProcedureStepEndTime") for s in order.steps] == [
+        "105000",
+        "110500",
+        "150000",  # 1 h
+        None,
+    ]
+    assert [s.accession_number for s in order.steps] == ["APT1-1", "APT1-2", "APT1-3", "APT1-4"]
+
+
+def test_siu_cancellation_may_leave_out_the_services(bundled):
+    cancel = bundled.map_order(siu("S15", "RGS|1|D", status="Cancelled"))
+    assert (cancel.order_control, cancel.step_status) == ("CA", StepStatus.CANCELED)
+    assert cancel.steps == [] and cancel.filler_order_number == "APT1"
+    with pytest.raises(MappingError, match=r"SIU\^S12 without an AIS segment: nothing to schedule"):
+        bundled.map_order(siu("S12", "RGS|1|A"))
+
+
+def test_siu_order_numbers_come_from_an_orc_when_there_is_one(bundled):
+    order = bundled.map_order(siu("S12", head=("ORC|SC|ORD7^RIS|FORD7^RIS||CM",)))
+    assert (order.placer_order_number, order.filler_order_number) == ("ORD7", "FORD7")
+    assert order.order_control == "NW" and order.order_status == "SC"  # ORC-1 / ORC-5 not read
+    assert order.steps[0].accession_number == "FORD7-1"
+
+
+def test_siu_from_another_sender_is_not_mapped_and_answered_ar(bundled):
+    with pytest.raises(NotMappedForSender) as raised:
+        bundled.map_order(siu("S12", app="RIS"))
+    assert raised.value.ack_code == "AR" and raised.value.location == "MSH-3"
+    assert "mapped only for other senders: siu-example for SCHEDULER / *" in str(raised.value)
+    assert isinstance(raised.value, MappingError)
+
+
+def test_siu_control_table_changes_and_leaves_out_triggers(tmp_path):
+    text = siu_profile(
+        "    control: {S14: SC, S13: ~}\n    order_status: {field: SCH-25, transform: upper}"
+    )
+    mappings = load_profile(tmp_path, text.replace("SC/*: STARTED", "SC/ST: STARTED"))
+    assert mappings.supported_types == {"SIU^S12", "SIU^S14", "SIU^S15"}
+    order = mappings.map_order(siu("S14", status="St"))
+    assert (order.order_control, order.order_status) == ("SC", "ST")
+    assert order.step_status is StepStatus.STARTED
+    with pytest.raises(MappingError) as raised:
+        mappings.map_order(siu("S14", status="Booked"))
+    text = str(raised.value)
+    assert "no status for SIU^S14 (order control 'SC', control: at " in text
+    assert "with order status 'BOOKED' (from SCH-25, order_status: at " in text
+    assert "turn it into an ORC-5 code" in text and raised.value.location == "SCH-25"
+
+
+def test_siu_per_trigger_entry_and_extends(tmp_path):
+    folder = profile_folder(
+        tmp_path,
+        siu_profile(
+            "    repeat: AIS",
+            extra="match: {sending_application: SCHEDULER}",
+            missing="{AccessionNumber: allow, RequestedProcedureID: allow, "
+            "ScheduledProcedureStepID: generate}",
+        ),
+        "base.yaml",
+    )
+    profile_folder(
+        tmp_path,
+        """\
+profile: child
+extends: s
+priority: 1
+match: {sending_application: SCHEDULER}
+messages:
+  SIU:
+    control: {S15: ~}
+  SIU^S15:
+    control: DC
+    patient: {PatientID: PID-3.1}
+""",
+        "child.yaml",
+    )
+    (folder / "base.yaml").write_text(
+        (folder / "base.yaml")
+        .read_text()
+        .replace("CA/*: CANCELED", "CA/*: CANCELED, DC/*: DISCONTINUED")
+    )
+    mappings = load_mappings(folder)
+    [child] = [p for p in mappings.profiles if p.name == "child"]
+    assert child.handled_types == {"SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15"}
+    assert child.messages["SIU"].control == {"S12": "NW", "S13": "XO", "S14": "XO"}
+    cancel = mappings.map_order(siu("S15", "RGS|1|D"))
+    assert (cancel.profile, cancel.order_control) == ("child", "DC")
+    assert cancel.step_status is StepStatus.DISCONTINUED
+    new = mappings.map_order(siu("S12"))
+    assert new.profile == "child" and new.steps[0].step["ScheduledStationName"] == "CT01"
+    assert new.steps[0].accession_number is None  # missing: AccessionNumber: allow
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("from_placer", "PA1-1"), ("from_filler", "APT1-1"), ("generate", r"[0-9A-F]{16}")],
+)
+def test_missing_accession_from_the_order_numbers(tmp_path, policy, expected):
+    mappings = load_profile(tmp_path, siu_profile(missing=f"{{AccessionNumber: {policy}}}"))
+    step = mappings.map_order(siu("S12")).steps[0]
+    assert re.fullmatch(expected, step.accession_number)
+    assert step.sps_id == step.requested_procedure_id == step.accession_number  # from_accession
+    assert mappings.map_order(siu("S14")).steps[0].accession_number == step.accession_number
+
+
+def test_missing_accession_from_placer_for_orders_and_its_limits(tmp_path):
+    mappings = load_profile(
+        tmp_path, order_profile(extra="missing: {AccessionNumber: from_placer}")
+    )
+    order = mappings.map_order(message(PID, ORC, obr(""), obr("", sps="SPS2")))
+    assert [s.accession_number for s in order.steps] == ["PL1-1", "PL1-2"]
+    assert [s.sps_id for s in order.steps] == ["PL1-1", "PL1-2"]  # from_accession
+    long_order = "ORC|NW|PLACER-NUMBER-15||SC"
+    with pytest.raises(MappingError, match="'PLACER-NUMBER-15-1' is longer than 16"):
+        mappings.map_order(message(PID, long_order, obr("")))
+    with pytest.raises(MappingError, match="no placer or filler number to use"):
+        mappings.map_order(message(PID, "ORC|NW|||SC", "OBR|1|||CT01||||||||||||||||||CT"))
+
+
+BROKEN_SIU = """\
+profile: broken-siu
+status: {NW/*: SCHEDULED, XO/*: SCHEDULED}
+messages:
+  SIU:
+    control: {S16: NW, S14: NEW}
+    ordr_status: SCH-25
+    step:
+      ScheduledProcedureStepEndTime: {end: {start: AIS-4}, transform: hl7_time}
+      ScheduledProcedureStepEndDate: {end: {start: AIS-4, duration: AIS-7, unit: AIS-8}}
+  SIU^S13:
+    control: {S13: ~}
+  ORM^O01:
+    control: {S12: NW}
+"""
+
+
+def test_broken_siu_entries_report_every_error_with_its_line(tmp_path):
+    folder = profile_folder(tmp_path, BROKEN_SIU, "broken.yaml")
+    errors = load_errors(folder)
+    expected = [
+        (4, "SIU^S15 maps to order control CA, but status: has no CA/... entry"),
+        (5, "control: 'S16' is not a trigger of SIU (use S12 S13 S14 S15)"),
+        (5, "control: S14: 'NEW' is not an order control the broker acts on"),
+        (6, "unknown key 'ordr_status' in messages: SIU (did you mean order_status?)"),
+        (8, "end: needs duration:"),
+        (9, "unknown key 'unit' in end (did you mean units?)"),
+        (10, "SIU^S13 leaves out its own trigger in control:"),
+        (13, "unknown key 'control' in messages: ORM^O01"),
+    ]
+    assert len(errors) == len(expected), errors
+    for error, (line, text) in zip(errors, expected, strict=True):
+        assert error.startswith(f"{folder / 'broken.yaml'}:{line}: "), error
+        assert text in error, error
+
+
+def test_end_of_a_time_span():
+    assert t.end_of("20261204103000", "20", "min") == "20261204105000"
+    assert t.end_of("202612042330", "90", "") == "20261205010000"  # minutes by default
+    assert t.end_of("20261204103000+0100", "1.5", "h") == "20261204120000"
+    assert t.end_of("20261204103000", "30", "S") == "20261204103030"
+    assert t.end_of("20261231220000", "1", "d") == "20270101220000"
+    assert t.end_of("20261204", "20", "min") is None  # no time of day to add to
+    with pytest.raises(t.TransformError, match="'twenty' is not a number"):
+        t.end_of("20261204103000", "twenty", "min")
+    with pytest.raises(t.TransformError, match="duration unit 'fortnight' is not known"):
+        t.end_of("20261204103000", "1", "fortnight")
+    with pytest.raises(t.TransformError, match="not an HL7 date/time"):
+        t.end_of("2026-12-04", "1", "h")
+
+
+def test_bad_duration_names_the_attribute(bundled):
+    resources = ("RGS|1|A", "AIS|1|A|74177^CT^C4|20261204103000|||20|weeks", "AIG|1|A|CT01")
+    with pytest.raises(MappingError) as raised:
+        bundled.map_order(siu("S12", *resources))
+    assert "ScheduledProcedureStepEndDate: duration unit 'weeks' is not known" in str(raised.value)
+    assert "(from AIS-4 / SCH-11.4 / AIS-7 / AIS-8, rule at " in str(raised.value)
+    assert raised.value.location == "AIS-4"

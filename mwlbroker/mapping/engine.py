@@ -2,19 +2,23 @@
 
 :func:`load_mappings` reads and compiles a folder of profiles once; the resulting
 :class:`MappingSet` picks the profile for a sender and maps messages:
-:meth:`MappingSet.map_order` for ORM^O01 / OMI^O23 and :meth:`MappingSet.map_patient_event`
-for ADT. Both raise :class:`MappingError` (answered AE, reprocessable once the mapping or the
-message is fixed) with a text that names the field and the mapping line involved.
+:meth:`MappingSet.map_order` for ORM^O01 / OMI^O23 and SIU^S12..S15 (scheduling, where a
+profile maps it) and :meth:`MappingSet.map_patient_event` for ADT. Both raise
+:class:`MappingError` (answered AE, reprocessable once the mapping or the message is fixed)
+with a text that names the field and the mapping line involved; a message type that no
+profile maps for its sender raises :class:`NotMappedForSender` (answered AR).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from mwlbroker.domain.errors import MappingError
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.domain.worklist import (
     CLEAR,
     Attributes,
@@ -35,6 +39,7 @@ __all__ = [
     "MappingFileError",
     "MappingLoadError",
     "MappingSet",
+    "NotMappedForSender",
     "Profile",
     "load_mappings",
     "stable_uid",
@@ -43,6 +48,18 @@ __all__ = [
 # Name-based UUIDs (RFC 9562 version 5) for 2.25 roots live in the broker's own namespace.
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mwlbroker:generated-uid")
 _SH_MAX = 16  # (0040,0009) / (0040,1001) are SH
+
+
+class NotMappedForSender(MappingError):
+    """No enabled profile for the sender maps the message type (answered AR).
+
+    The sender gets the same answer as for a type the broker does not take at all, whatever
+    other senders' profiles map; the message is still stored and can be reprocessed once a
+    profile maps it.
+    """
+
+    ack_code = AckCode.REJECT
+    error_code = HL7ErrorCode.UNSUPPORTED_EVENT_CODE
 
 
 def load_mappings(folder: Path | None = None) -> MappingSet:
@@ -134,13 +151,22 @@ class MappingSet:
         ]
         if not candidates:
             what = f" maps {type_name} and" if type_name else ""
-            raise MappingError(
+            text = (
                 f"no mapping profile{what} matches sending application "
                 f"{sending_application!r} / facility {sending_facility!r} "
                 f"(enabled profiles: "
-                f"{', '.join(p.name for p in self.profiles if p.enabled) or 'none'})",
-                location="MSH-3",
+                f"{', '.join(p.name for p in self.profiles if p.enabled) or 'none'})"
             )
+            if type_name is None:
+                raise MappingError(text, location="MSH-3")
+            mapping = [
+                f"{p.name} for {p.sending_application} / {p.sending_facility}"
+                for p in self.profiles
+                if p.enabled and type_name in p.handled_types
+            ]
+            if mapping:
+                text += f"; {type_name} is mapped only for other senders: {', '.join(mapping)}"
+            raise NotMappedForSender(text, location="MSH-3")
         return min(candidates, key=lambda p: (-p.priority, -p.specificity, p.name))
 
     def handles(self, type_name: str) -> bool:
@@ -162,36 +188,43 @@ class MappingSet:
     # -- orders --
 
     def map_order(self, message: HL7Message) -> MappedOrder:
-        """An ORM^O01 / OMI^O23 as an order with one :class:`MappedStep` per repeat segment."""
+        """An ORM^O01 / OMI^O23 / SIU as an order with one :class:`MappedStep` per repeat segment.
+
+        For an order message ORC-1 and ORC-5 give the order control and status; for SIU the
+        trigger gives the control (the profile's ``control:`` table) and ``order_status:`` the
+        status. Either way the profile's ``status:`` table makes the step status of the pair.
+        """
         header = Sender.of(message)
         profile, entry = self._entry(header)
         if not entry.is_order:
             raise MappingError(f"{header.type_name} is not an order message", location="MSH-9")
-        if message.count("ORC") == 0:
+        if not entry.is_schedule and message.count("ORC") == 0:
             raise MappingError(
                 f"{header.type_name} without an ORC segment: no order control", location="ORC"
             )
         layout = Layout(message)
-        groups, shared = layout.groups(entry.repeat)
-        if not groups:
+        grouping = layout.groups(entry.repeat, entry.ends, entry.block)
+        control = order_status = ""
+        if entry.is_schedule:
+            control, order_status = _schedule_control(entry, header, Context(layout))
+        # An SIU cancellation (or any control but NW / XO) may name the appointment only.
+        if not grouping.groups and not (entry.is_schedule and control not in ("NW", "XO")):
             raise MappingError(
                 f"{header.type_name} without an {entry.repeat} segment: nothing to schedule "
                 f"(profile {profile.name} makes one worklist item per {entry.repeat})",
                 location=entry.repeat,
             )
-        control, order_status = _order_control(message)
+        if not entry.is_schedule:
+            control, order_status = _order_control(message)
         step_status = profile.status_for(control, order_status)
         if step_status is None:
-            raise MappingError(
-                f"no status for ORC-1 {control!r} with ORC-5 {order_status!r} in profile "
-                f"{profile.name} (add it to status: in {profile.status_where or profile.file})",
-                location="ORC-1",
-            )
-        contexts = [Context(layout, start, end, shared) for start, end in groups]
+            raise _no_status(profile, entry, header, control, order_status)
+        contexts = [Context(layout, start, end, grouping) for start, end in grouping.groups]
+        first = contexts[0] if contexts else Context(layout)
         patient = entry.patient.evaluate(Context(layout))
-        order = entry.order.evaluate(contexts[0])
-        placer = _text(_evaluate(entry.placer, contexts[0]))
-        filler = _text(_evaluate(entry.filler, contexts[0]))
+        order = entry.order.evaluate(first)
+        placer = _text(_evaluate(entry.placer, first))
+        filler = _text(_evaluate(entry.filler, first))
         steps = [
             MappedStep(entry.procedure.evaluate(context), entry.step.evaluate(context))
             for context in contexts
@@ -244,6 +277,41 @@ class MappingSet:
 
 def _evaluate(rule: Rule | None, context: Context) -> Value:
     return rule.evaluate(context) if rule is not None else None
+
+
+def _schedule_control(entry: MessageMapping, header: Sender, context: Context) -> tuple[str, str]:
+    """The order control an SIU trigger stands for, and the order status its rule reads."""
+    control = entry.control[header.trigger_event]  # the entry maps only triggers it has
+    status = _evaluate(entry.order_status, context)
+    text = status.strip().upper() if isinstance(status, str) else ""
+    return control, text
+
+
+def _no_status(
+    profile: Profile, entry: MessageMapping, header: Sender, control: str, order_status: str
+) -> MappingError:
+    where = profile.status_where or profile.file
+    if not entry.is_schedule:
+        return MappingError(
+            f"no status for ORC-1 {control!r} with ORC-5 {order_status!r} in profile "
+            f"{profile.name} (add it to status: in {where})",
+            location="ORC-1",
+        )
+    paths = entry.order_status.paths() if entry.order_status else []
+    read = ""
+    if entry.order_status is not None:
+        source = " / ".join(dict.fromkeys(paths)) or "a fixed value"
+        read = f" (from {source}, order_status: at {entry.order_status.where})"
+    if len(order_status) > 2:  # a status: key holds an ORC-5 code of one or two letters
+        fix = "turn it into an ORC-5 code (SC, IP, CM, CA...) with a lookup in order_status:"
+    else:
+        fix = f"add {control}/{order_status} to status: in {where}"
+    return MappingError(
+        f"no status for {header.type_name} (order control {control!r}, control: at "
+        f"{entry.control_where.get(header.trigger_event, entry.where)}) with order status "
+        f"{order_status!r}{read} in profile {profile.name} ({fix})",
+        location=re.sub(r"\[\d+\]", "", paths[0]).split(".")[0] if paths else "MSH-9",
+    )
 
 
 def _order_control(message: HL7Message) -> tuple[str, str]:
@@ -330,10 +398,30 @@ def _fill_identifiers(
             )
         return f"{sender}|order:{order}#{number}"
 
+    accession_policy = profile.policy("AccessionNumber").action
+    for number, step in enumerate(steps, 1):
+        if accessions[number - 1]:
+            continue
+        if accession_policy == "reject":
+            raise problem("AccessionNumber", number, "the message has none")
+        if accession_policy in ("from_placer", "from_filler", "generate"):
+            order = (filler or placer) if accession_policy == "from_filler" else (placer or filler)
+            if not order:
+                raise problem(
+                    "AccessionNumber", number, "and there is no placer or filler number to use"
+                )
+            if accession_policy == "generate":
+                value = stable_id(f"{sender}|order:{order}#{number}|AccessionNumber")
+            else:
+                value = f"{order}-{number}"
+                if len(value) > _SH_MAX:
+                    raise problem(
+                        "AccessionNumber", number, f"{value!r} is longer than 16 characters"
+                    )
+            step.procedure["AccessionNumber"] = accessions[number - 1] = value
+
     for number, step in enumerate(steps, 1):
         accession = accessions[number - 1]
-        if not accession and profile.policy("AccessionNumber").action == "reject":
-            raise problem("AccessionNumber", number, "the message has none")
         for keyword, attributes in (
             ("RequestedProcedureID", step.procedure),
             ("ScheduledProcedureStepID", step.step),

@@ -19,8 +19,14 @@ from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for
 from mwlbroker.domain.worklist import SPS_KEYWORDS, StepStatus
 from mwlbroker.mapping.profile import (
     ADT_TRIGGERS,
+    DEFAULT_SIU_CONTROL,
     MISSING_POLICIES,
+    ORDER_CONTROLS,
     ORDER_MESSAGES,
+    SIU_BLOCK,
+    SIU_BOUNDARIES,
+    SIU_REPEAT,
+    SIU_TRIGGERS,
     MessageMapping,
     Policy,
     Profile,
@@ -34,6 +40,7 @@ from mwlbroker.mapping.rules import (
     Condition,
     ConstantRule,
     DefaultRule,
+    EndRule,
     FieldRule,
     FirstRule,
     ItemsRule,
@@ -66,15 +73,17 @@ TOP_KEYS = (
 MATCH_KEYS = ("sending_application", "sending_facility")
 ORDER_SECTIONS = ("patient", "order", "procedure", "step")
 ORDER_KEYS = ("repeat", *ORDER_SECTIONS, "placer_order_number", "filler_order_number")
+SIU_KEYS = ("control", "order_status", *ORDER_KEYS)
 ADT_KEYS = ("patient", "merge")
 MERGE_KEYS = ("prior_patient_id", "prior_issuer")
 # Identifiers the broker and the missing: policies expect at the requested procedure level.
 PROCEDURE_ONLY = ("AccessionNumber", "RequestedProcedureID", "StudyInstanceUID")
 
-BASE_KEYS = ("field", "first", "value", "join", "when", "rules", "code", "items")
+BASE_KEYS = ("field", "first", "value", "join", "when", "rules", "code", "items", "end")
 RULE_KEYS = (*BASE_KEYS, "transform", "default", "where", "sep", "then", "else")
 TEST_KEYS = ("equals", "in", "matches", "empty")
 CODE_KEYS = ("value", "meaning", "scheme", "version")
+END_KEYS = ("start", "duration", "units")
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _UID_ROOT = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -85,6 +94,8 @@ _UID_ROOT_MAX = 40  # leaves at least 23 digits of a 64-character UID for the ge
 
 DEFAULT_PLACER = ("ORC-2.1", "OBR-2.1")  # ORC-2 Placer Order Number, else OBR-2
 DEFAULT_FILLER = ("ORC-3.1", "OBR-3.1")  # ORC-3 Filler Order Number, else OBR-3
+DEFAULT_SIU_PLACER = ("ORC-2.1", "SCH-1.1")  # an ORC's order number, else SCH-1 Placer Appt ID
+DEFAULT_SIU_FILLER = ("ORC-3.1", "SCH-2.1")  # ... else SCH-2 Filler Appointment ID
 DEFAULT_PRIOR_ID = "MRG-1.1"  # MRG-1 Prior Patient Identifier List, ID
 DEFAULT_PRIOR_ISSUER = "MRG-1.4"  # ... assigning authority
 
@@ -263,9 +274,16 @@ def _merge_message(base: Mapping, child: Mapping) -> Mapping:
         previous = merged.entries.get(key)
         if key in _MERGED_SECTIONS and previous is not None:
             merged.entries[key] = _merge_entry(previous, entry, _merge_mapping)
+        elif key == "control" and previous is not None:
+            # "S13: ~" must reach the compiler, which starts from the built-in table.
+            merged.entries[key] = _merge_entry(previous, entry, _overlay_mapping)
         else:
             merged.entries[key] = entry
     return merged
+
+
+def _overlay_mapping(base: Mapping, child: Mapping) -> Mapping:
+    return Mapping(child.file, child.line, {**base.entries, **child.entries})
 
 
 # -- compiling one profile -----------------------------------------------------------------------
@@ -285,6 +303,7 @@ class _ProfileCompiler:
         self.failed = False
         self.name = ""
         self.setup = TransformSetup(profile="")
+        self.controls: list[tuple[str, str, tuple[str, int]]] = []  # (type, control, where)
 
     # -- reporting --
 
@@ -356,6 +375,15 @@ class _ProfileCompiler:
                 f"profile {self.name} maps orders but has no status: table "
                 "(ORC-1/ORC-5 -> step status)",
             )
+        elif profile.status:
+            controls = {control for control, _ in profile.status}
+            for type_name, control, where in self.controls:
+                if control not in controls and "*" not in controls:
+                    self.error(
+                        where,
+                        f"{type_name} maps to order control {control}, but status: has no "
+                        f"{control}/... entry (add {control}/* or the pairs it needs)",
+                    )
         if not profile.messages and "messages" not in root.entries:
             self.error((root.file, root.line), "messages: is required (what to map, per type)")
         profile.__post_init__()
@@ -491,7 +519,13 @@ class _ProfileCompiler:
         messages = self.mapping(self.root.get("messages"), "messages")
         if messages is None:
             return {}
-        supported = [*ORDER_MESSAGES, "ADT", *(f"ADT^{t}" for t in ADT_TRIGGERS)]
+        supported = [
+            *ORDER_MESSAGES,
+            "ADT",
+            *(f"ADT^{t}" for t in ADT_TRIGGERS),
+            "SIU",
+            *(f"SIU^{t}" for t in SIU_TRIGGERS),
+        ]
         compiled = {}
         for key, entry in messages.entries.items():
             where = self.key_at(messages, key)
@@ -501,7 +535,8 @@ class _ProfileCompiler:
                     where,
                     f"message type {key!r} is not one the broker maps{_suggest(name, supported)}"
                     f"; use {', '.join(ORDER_MESSAGES)}, ADT (every trigger) or ADT^A01 ... "
-                    f"({' '.join(ADT_TRIGGERS)})",
+                    f"({' '.join(ADT_TRIGGERS)}), SIU (every trigger) or SIU^S12 ... "
+                    f"({' '.join(SIU_TRIGGERS)})",
                 )
                 continue
             section = self.mapping(entry.value, f"messages: {key}")
@@ -512,13 +547,17 @@ class _ProfileCompiler:
             mapping = MessageMapping(key=name, where=f"{where[0]}:{where[1]}")
             if name in ORDER_MESSAGES:
                 self.compile_order_message(mapping, section, ORDER_MESSAGES[name])
+            elif mapping.is_schedule:
+                self.compile_order_message(mapping, section, SIU_REPEAT)
+                self.compile_schedule(mapping, section, where)
             else:
                 self.compile_adt_message(mapping, section)
             compiled[name] = mapping
         return compiled
 
     def compile_order_message(self, mapping: MessageMapping, node: Mapping, repeat: str) -> None:
-        self.check_keys(node, ORDER_KEYS, f"messages: {mapping.key}")
+        schedule = mapping.is_schedule
+        self.check_keys(node, SIU_KEYS if schedule else ORDER_KEYS, f"messages: {mapping.key}")
         repeat_node = node.get("repeat")
         if repeat_node is not None:
             value = self.text(repeat_node, "repeat")
@@ -530,8 +569,80 @@ class _ProfileCompiler:
         seen: dict[str, str] = {}
         for level in ORDER_SECTIONS:
             setattr(mapping, level, self.compile_section(node, level, seen))
-        mapping.placer = self.optional_rule(node, "placer_order_number", DEFAULT_PLACER)
-        mapping.filler = self.optional_rule(node, "filler_order_number", DEFAULT_FILLER)
+        placer, filler = (
+            (DEFAULT_SIU_PLACER, DEFAULT_SIU_FILLER)
+            if schedule
+            else (DEFAULT_PLACER, DEFAULT_FILLER)
+        )
+        mapping.placer = self.text_rule(node, "placer_order_number", placer)
+        mapping.filler = self.text_rule(node, "filler_order_number", filler)
+
+    def compile_schedule(
+        self, mapping: MessageMapping, node: Mapping, where: tuple[str, int]
+    ) -> None:
+        """``control:`` and ``order_status:`` of ``SIU`` / ``SIU^S12``..., and its segments."""
+        mapping.ends = SIU_BOUNDARIES
+        mapping.block = SIU_BLOCK
+        own = mapping.key.partition("^")[2]  # "" for SIU (every trigger)
+        triggers = (own,) if own else SIU_TRIGGERS
+        control = {trigger: DEFAULT_SIU_CONTROL[trigger] for trigger in triggers}
+        places = dict.fromkeys(triggers, where)
+        table = node.get("control")
+        if isinstance(table, Mapping):
+            for key, entry in table.entries.items():
+                line = self.key_at(table, key)
+                trigger = key.strip().upper()
+                if trigger not in triggers:
+                    allowed = " ".join(triggers)
+                    self.error(
+                        line,
+                        f"control: {key!r} is not a trigger of {mapping.key} (use {allowed})"
+                        f"{_suggest(trigger, triggers)}",
+                    )
+                    continue
+                if isinstance(entry.value, Scalar) and entry.value.is_null:
+                    control.pop(trigger, None)  # "S14: ~": the profile does not map it
+                    continue
+                code = self.order_control(entry.value, f"control: {key}")
+                if code is not None:
+                    control[trigger], places[trigger] = code, line
+        elif own and isinstance(table, Scalar) and not table.is_null:
+            code = self.order_control(table, "control")
+            if code is not None:
+                control[own], places[own] = code, (table.file, table.line)
+        elif table is not None and not (isinstance(table, Scalar) and table.is_null):
+            example = "XO or {" + own + ": XO}" if own else "{S12: NW, S13: XO, S14: XO, S15: CA}"
+            self.error(table, f"control: is the order control per trigger, such as {example}")
+        if own and own not in control:
+            self.error(where, f"{mapping.key} leaves out its own trigger in control:")
+        mapping.control = control
+        mapping.control_where = {trigger: f"{f}:{line}" for trigger, (f, line) in places.items()}
+        for trigger, code in control.items():
+            self.controls.append((f"SIU^{trigger}", code, places[trigger]))
+        if "order_status" in node.entries:
+            mapping.order_status = self.text_rule(node, "order_status", ())
+
+    def order_control(self, node: Node, what: str) -> str | None:
+        text = self.text(node, what)
+        if text is None:
+            return None
+        code = text.strip().upper()
+        if code not in ORDER_CONTROLS:
+            self.error(
+                node,
+                f"{what}: {text!r} is not an order control the broker acts on "
+                f"({' '.join(ORDER_CONTROLS)}){_suggest(code, ORDER_CONTROLS)}",
+            )
+            return None
+        return code
+
+    def text_rule(self, node: Mapping, key: str, default: Any) -> Rule | None:
+        """A rule that must give text (order numbers, order status), or the default paths."""
+        rule = self.optional_rule(node, key, default)
+        if rule is not None and rule.kind == "sequence":
+            self.error(node.entries[key].value, f"{key}: must give text, not a sequence")
+            return None
+        return rule
 
     def compile_adt_message(self, mapping: MessageMapping, node: Mapping) -> None:
         self.check_keys(node, ADT_KEYS, f"messages: {mapping.key}")
@@ -546,6 +657,8 @@ class _ProfileCompiler:
         if node is not None and key in node.entries:
             return self.rule(node.entries[key].value)
         paths = (default,) if isinstance(default, str) else default
+        if not paths:
+            return None
         rules: list[Rule] = [
             FieldRule("built-in default", path, FieldPath.parse(path)) for path in paths
         ]
@@ -736,7 +849,31 @@ class _ProfileCompiler:
             return self.rules_list(node, value)
         if base == "code":
             return self.code(node, value)
+        if base == "end":
+            return self.end(node, value)
         return self.items(node, value)
+
+    def end(self, node: Mapping, value: Node) -> Rule | None:
+        if not isinstance(value, Mapping):
+            self.error(value, "end: takes {start: RULE, duration: RULE, units: RULE}")
+            return None
+        self.check_keys(value, END_KEYS, "end")
+        parts: dict[str, Rule] = {}
+        for key in END_KEYS:
+            if key not in value.entries:
+                if key != "units":
+                    self.error(value, f"end: needs {key}:")
+                    return None
+                continue
+            part = value.entries[key].value
+            rule = self.rule(part)
+            if rule is None:
+                return None
+            if rule.kind == "sequence":
+                self.error(part, f"end: {key} must give text")
+                return None
+            parts[key] = rule
+        return EndRule(node.where, parts["start"], parts["duration"], parts.get("units"))
 
     def choice_rule(
         self, node: Mapping, branches: list[tuple[Condition | None, Rule | None]]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.mapping.rules import Rule, Section
+from mwlbroker.mapping.rules import GROUP_BOUNDARIES, Rule, Section
 from mwlbroker.mapping.transforms import Table
 
 ORDER_MESSAGES = {"ORM^O01": "OBR", "OMI^O23": "IPC"}
@@ -19,10 +19,23 @@ ADT_TRIGGERS = ("A01", "A04", "A05", "A08", "A31", "A40", "A47")
 
 MERGE_TRIGGERS = frozenset({"A40", "A47"})
 
+SIU_TRIGGERS = ("S12", "S13", "S14", "S15")
+"""SIU trigger events a profile may map: new, rescheduled, modified, cancelled appointment."""
+
+DEFAULT_SIU_CONTROL = {"S12": "NW", "S13": "XO", "S14": "XO", "S15": "CA"}
+"""The order control each SIU trigger stands for, unless a profile's ``control:`` says otherwise."""
+
+ORDER_CONTROLS = ("NW", "XO", "CA", "OC", "DC", "SC", "HD", "RL")
+"""The order controls (ORC-1) the order lifecycle acts on."""
+
+SIU_REPEAT = "AIS"  # one worklist item per service of the appointment
+SIU_BLOCK = "RGS"  # a resource group: its AIG / AIL / AIP belong to its AIS
+SIU_BOUNDARIES = GROUP_BOUNDARIES | {"RGS", "AIS", "AIG", "AIL", "AIP"}
+
 # Identifiers a profile's ``missing:`` decides about, and the policies each one allows.
 MISSING_POLICIES: dict[str, tuple[str, ...]] = {
     "PatientID": ("reject", "allow"),
-    "AccessionNumber": ("reject", "allow"),
+    "AccessionNumber": ("reject", "from_placer", "from_filler", "generate", "allow"),
     "StudyInstanceUID": ("reject", "generate", "allow"),
     "RequestedProcedureID": ("reject", "from_accession", "generate", "allow"),
     "ScheduledProcedureStepID": ("reject", "from_accession", "generate", "allow"),
@@ -38,11 +51,13 @@ DEFAULT_MISSING = {
 
 @dataclass
 class MessageMapping:
-    """The compiled rules for one message type of a profile (``ORM^O01``, ``ADT``...)."""
+    """The compiled rules for one message type of a profile (``ORM^O01``, ``ADT``, ``SIU``...)."""
 
     key: str
     where: str  # FILE:LINE of the message type's key
-    repeat: str = ""  # orders: the segment that makes one item (OBR, IPC)
+    repeat: str = ""  # orders: the segment that makes one item (OBR, IPC, AIS)
+    ends: frozenset[str] = GROUP_BOUNDARIES  # segments that end an item's group
+    block: str = ""  # SIU: RGS, the segment that starts a block of resources
     patient: Section = field(default_factory=Section)
     order: Section = field(default_factory=Section)
     procedure: Section = field(default_factory=Section)
@@ -51,16 +66,27 @@ class MessageMapping:
     filler: Rule | None = None  # ORC-3.1, else OBR-3.1
     prior_patient_id: Rule | None = None  # MRG-1.1
     prior_issuer: Rule | None = None  # MRG-1.4
+    control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
+    control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
+    order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
 
     @property
     def is_order(self) -> bool:
-        return self.key in ORDER_MESSAGES
+        return self.key in ORDER_MESSAGES or self.is_schedule
+
+    @property
+    def is_schedule(self) -> bool:
+        """True for ``SIU`` and ``SIU^S12``...: the order control comes from the trigger."""
+        return self.key.split("^")[0] == "SIU"
 
     @property
     def handles(self) -> tuple[str, ...]:
-        """The MSH-9 types (``ADT^A08``) this entry maps."""
+        """The MSH-9 types (``ADT^A08``, ``SIU^S12``) this entry maps."""
         if self.key == "ADT":
             return tuple(f"ADT^{trigger}" for trigger in ADT_TRIGGERS)
+        if self.is_schedule:
+            triggers = SIU_TRIGGERS if self.key == "SIU" else (self.key.split("^")[1],)
+            return tuple(f"SIU^{trigger}" for trigger in triggers if trigger in self.control)
         return (self.key,)
 
 
@@ -118,7 +144,7 @@ class Profile:
         return frozenset(name for entry in self.messages.values() for name in entry.handles)
 
     def message_mapping(self, type_name: str) -> MessageMapping | None:
-        """The entry for ``ORM^O01`` / ``ADT^A08`` (a trigger's own entry before ``ADT``)."""
+        """The entry for ``ORM^O01``, ``ADT^A08``, ``SIU^S12``: a trigger's own entry first."""
         found = self.messages.get(type_name)
         if found is None and type_name in self.handled_types:
             found = self.messages.get(type_name.split("^")[0])

@@ -97,7 +97,13 @@ def _describe_profile(profile: Profile) -> list[str]:
     lines.append(f"  matches {profile.describe_match()}")
     handled = []
     for key, entry in profile.messages.items():
-        if entry.is_order:
+        if entry.is_schedule:
+            controls = ", ".join(f"{t} {c}" for t, c in sorted(entry.control.items()))
+            triggers = " ".join(name.split("^")[1] for name in entry.handles)
+            handled.append(
+                f"SIU {triggers} (one item per {entry.repeat}; order control {controls})"
+            )
+        elif entry.is_order:
             handled.append(f"{key} (one item per {entry.repeat})")
         elif key == "ADT":
             handled.append("ADT " + " ".join(name.split("^")[1] for name in entry.handles))

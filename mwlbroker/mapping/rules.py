@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydicom import config as pydicom_config
 from pydicom.valuerep import validate_value
@@ -19,11 +19,28 @@ from pydicom.valuerep import validate_value
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.worklist import CLEAR, Attributes
 from mwlbroker.mapping.reader import HL7_NULL, FieldPath, HL7Message
-from mwlbroker.mapping.transforms import TransformError
+from mwlbroker.mapping.transforms import TransformError, end_of
 
 # Segments that end a repeat group besides the repeat segment itself: a new order (ORC), or a
 # new order detail (OBR) when the items are IPC segments inside it.
 GROUP_BOUNDARIES = frozenset({"ORC", "OBR"})
+
+SHARED = 0  # scope of a segment every item may read (MSH, PID, PV1, ORC...)
+IN_GROUP = -1  # scope of a segment inside one item's group (its OBR, ZDS, NTE)
+
+
+class Grouping(NamedTuple):
+    """The items of one message and what each segment is visible to.
+
+    ``scopes[i]`` is :data:`SHARED`, :data:`IN_GROUP`, or the number (from 1) of the block
+    whose items share it; ``blocks[i]`` is the block segment ``i`` lies in (0: none) and
+    ``spans[n]`` the (start, end) of block ``n``.
+    """
+
+    groups: list[tuple[int, int]]
+    scopes: list[int]
+    blocks: list[int]
+    spans: dict[int, tuple[int, int]]
 
 
 class Layout:
@@ -40,48 +57,68 @@ class Layout:
             seen[name] = seen.get(name, 0) + 1
             self.ordinals.append(seen[name])
 
-    def groups(self, repeat: str) -> tuple[list[tuple[int, int]], list[bool]]:
-        """The items of a message: (start, end) of each group, and which segments are shared.
+    def groups(
+        self, repeat: str, ends: frozenset[str] = GROUP_BOUNDARIES, block: str = ""
+    ) -> Grouping:
+        """The items of a message: (start, end) of each group, and who may read each segment.
 
-        A group runs from a ``repeat`` segment up to the next repeat segment, ORC or OBR.
-        Segments outside every group (MSH, PID, PV1, ORC, TQ1...) are shared by the items.
+        A group runs from a ``repeat`` segment up to the next repeat segment or one of ``ends``
+        (ORC, OBR). Segments outside every group (MSH, PID, PV1, ORC, TQ1...) are shared by the
+        items. With ``block`` (SIU: RGS) the message is also cut into blocks, each from a
+        ``block`` segment to the next: a segment of a block outside every group (AIG, AIL) is
+        shared only by the items of that block.
         """
+        names = self.names
+        count = len(names)
+        blocks = [0] * count
+        spans: dict[int, tuple[int, int]] = {}
+        if block:
+            number = 0
+            for index, name in enumerate(names):
+                if name == block:
+                    number += 1
+                    spans[number] = (index, count)
+                    if number > 1:
+                        spans[number - 1] = (spans[number - 1][0], index)
+                blocks[index] = number
+        scopes = list(blocks)
         groups = []
-        shared = [True] * len(self.names)
-        for start, name in enumerate(self.names):
+        for start, name in enumerate(names):
             if name != repeat:
                 continue
             end = start + 1
-            while end < len(self.names):
-                name = self.names[end]
-                if name == repeat or name in GROUP_BOUNDARIES:
+            while end < count:
+                name = names[end]
+                if name in (repeat, block) or name in ends:
                     break
                 end += 1
             groups.append((start, end))
-            shared[start:end] = [False] * (end - start)
-        return groups, shared
+            scopes[start:end] = [IN_GROUP] * (end - start)
+        return Grouping(groups, scopes, blocks, spans)
 
 
 class Context:
     """Reads fields for one worklist item, or for the whole message.
 
-    For an item, a segment of its own group is read first; else the nearest shared segment
-    before the group (ORC, TQ1, OBR for IPC items, PV1, PID); else the first shared one.
-    A segment inside another item's group (its ZDS, NTE) is never read: so with
-    ORC/OBR/ZDS/OBR/ZDS each OBR gets its own ZDS, and an OBR without a ZDS gets none.
+    For an item, a segment of its own group is read first; then, when the item lies in a
+    block (SIU: an RGS with its AIS, AIG, AIL, AIP), the block's shared segments after the
+    item, then before it; else the nearest shared segment before the group (ORC, TQ1, OBR for
+    IPC items, PV1, PID); else the first shared one after it. A segment inside another item's
+    group (its ZDS, NTE) or another block (its AIG) is never read: so with ORC/OBR/ZDS/OBR/ZDS
+    each OBR gets its own ZDS, and an OBR without a ZDS gets none.
     For the whole message (no group), the first occurrence is read.
     """
 
-    __slots__ = ("_occurrences", "end", "layout", "message", "shared", "start")
+    __slots__ = ("_occurrences", "end", "grouping", "layout", "message", "start")
 
     def __init__(
-        self, layout: Layout, start: int = 0, end: int = 0, shared: list[bool] | None = None
+        self, layout: Layout, start: int = 0, end: int = 0, grouping: Grouping | None = None
     ) -> None:
         self.layout = layout
         self.message = layout.message
         self.start = start
         self.end = end
-        self.shared = shared
+        self.grouping = grouping
         self._occurrences: dict[str, int] = {}
 
     def occurrence(self, segment: str) -> int:
@@ -89,21 +126,31 @@ class Context:
         found = self._occurrences.get(segment)
         if found is not None:
             return found
-        found = 1 if self.shared is None else self._find(segment)
+        found = 1 if self.grouping is None else self._find(segment)
         self._occurrences[segment] = found
         return found
 
     def _find(self, segment: str) -> int:
-        names, ordinals, shared = self.layout.names, self.layout.ordinals, self.shared
-        assert shared is not None
+        names, ordinals = self.layout.names, self.layout.ordinals
+        assert self.grouping is not None
+        scopes = self.grouping.scopes
         for index in range(self.start, self.end):
             if names[index] == segment:
                 return ordinals[index]
+        block = self.grouping.blocks[self.start] if self.start < len(names) else 0
+        if block:
+            first, last = self.grouping.spans[block]
+            for index in range(self.end, last):
+                if names[index] == segment and scopes[index] == block:
+                    return ordinals[index]
+            for index in range(self.start - 1, first - 1, -1):
+                if names[index] == segment and scopes[index] == block:
+                    return ordinals[index]
         for index in range(self.start - 1, -1, -1):
-            if names[index] == segment and shared[index]:
+            if names[index] == segment and scopes[index] == SHARED:
                 return ordinals[index]
         for index in range(self.end, len(names)):
-            if names[index] == segment and shared[index]:
+            if names[index] == segment and scopes[index] == SHARED:
                 return ordinals[index]
         return 0
 
@@ -492,6 +539,32 @@ class DefaultRule(Rule):
 
     def paths(self) -> list[str]:
         return self.inner.paths()
+
+
+class EndRule(Rule):
+    """``{end: {start: AIS-4, duration: AIS-7, units: AIS-8}}``: the HL7 date/time a span ends."""
+
+    __slots__ = ("duration", "start", "units")
+
+    def __init__(self, where: str, start: Rule, duration: Rule, units: Rule | None) -> None:
+        super().__init__(where)
+        self.start = start
+        self.duration = duration
+        self.units = units
+
+    def evaluate(self, context: Context) -> Value:
+        start = self.start.evaluate(context)
+        duration = self.duration.evaluate(context)
+        if not isinstance(start, str) or not start or not isinstance(duration, str):
+            return None
+        if not duration.strip():
+            return None
+        units = self.units.evaluate(context) if self.units is not None else None
+        return end_of(start, duration, units if isinstance(units, str) else None)
+
+    def paths(self) -> list[str]:
+        rules = [self.start, self.duration, *([self.units] if self.units else [])]
+        return [path for rule in rules for path in rule.paths()]
 
 
 _TEXT_VRS = frozenset({"LT", "ST", "UT"})  # may hold a backslash; every other string VR splits

@@ -149,6 +149,41 @@ def hl7_time(value: str) -> str | None:
 register_transform("hl7_date")(_text_only(hl7_date))
 register_transform("hl7_time")(_text_only(hl7_time))
 
+# Duration units (SIU AIS-8 / AIG-12 / AIL-10, ISO+ or UCUM codes; HL7 TQ letters): seconds.
+DURATION_UNITS = {
+    **dict.fromkeys(("S", "SEC", "SECOND", "SECONDS"), 1),
+    **dict.fromkeys(("M", "MIN", "MINUTE", "MINUTES"), 60),
+    **dict.fromkeys(("H", "HR", "HOUR", "HOURS"), 3600),
+    **dict.fromkeys(("D", "DAY", "DAYS"), 86400),
+}
+
+
+def end_of(start: str, duration: str, units: str | None = None) -> str | None:
+    """``start`` (HL7 DTM) plus ``duration`` ``units`` (minutes when empty), as HL7 DTM.
+
+    The result is ``YYYYMMDDHHMMSS`` in the start's own clock (its offset is ignored, as
+    ``hl7_time`` does); no value when the start has no time of day.
+    """
+    year, month, day, hour, minute, second, _fraction = _split_dtm(start)
+    if not day or not hour:
+        return None
+    try:
+        amount = float(duration.strip())
+    except ValueError:
+        raise TransformError(f"duration {duration!r} is not a number") from None
+    if not 0 <= amount < 1e6:
+        raise TransformError(f"duration {duration!r} is out of range")
+    unit = (units or "").strip().upper() or "MIN"
+    factor = DURATION_UNITS.get(unit)
+    if factor is None:
+        raise TransformError(
+            f"duration unit {units!r} is not known (s, min, h, d and their long forms)"
+        )
+    begin = datetime.datetime(
+        int(year), int(month), int(day), int(hour), int(minute or 0), min(int(second or 0), 59)
+    )
+    return (begin + datetime.timedelta(seconds=amount * factor)).strftime("%Y%m%d%H%M%S")
+
 
 # -- names -----------------------------------------------------------------------------------
 
