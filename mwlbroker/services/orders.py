@@ -54,6 +54,7 @@ class OrderService:
             accession_numbers=[s.accession_number or "" for s in mapped.steps],
         )
         control = mapped.order_control
+        said = _said(message, control)
         if control == "NW":
             if order is not None:
                 raise MessageError(
@@ -66,7 +67,7 @@ class OrderService:
             return
         if order is None:
             raise MessageError(
-                f"ORC-1 {control} for unknown order {_name(mapped)}: no NW was received for it",
+                f"{said} for unknown order {_name(mapped)}: it was never created (no NW)",
                 error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
                 location="ORC-2",
             )
@@ -75,10 +76,10 @@ class OrderService:
         if steps and all(StepStatus(s.status).is_final for s in steps):
             final = ", ".join(sorted({s.status for s in steps}))
             if control != "XO" and all(s.status == mapped.step_status for s in steps):
-                record(ctx, order, "unchanged", detail=f"ORC-1 {control}: already {final}")
+                record(ctx, order, "unchanged", detail=f"{said}: already {final}")
                 return
             raise MessageError(
-                f"order {_name(mapped)} is {final}; ORC-1 {control} cannot change it",
+                f"order {_name(mapped)} is {final}; {said} cannot change it",
                 error_code=HL7ErrorCode.APPLICATION_RECORD_LOCKED,
                 location="ORC-1",
             )
@@ -265,6 +266,13 @@ class OrderService:
                 error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
                 location="ZDS-1",
             )
+
+
+def _said(message: HL7Message, control: str) -> str:
+    """How the message asked for ``control``: "ORC-1 XO", or "SIU^S13 (XO)" for appointments."""
+    if message.get("MSH-9.1") == "SIU":
+        return f"SIU^{message.get('MSH-9.2')} ({control})"
+    return f"ORC-1 {control}"
 
 
 def _name(mapped: MappedOrder) -> str:
