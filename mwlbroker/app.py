@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from mwlbroker.config import Config
+from mwlbroker.dicom.server import DicomServer, start_dicom_server
 from mwlbroker.hl7v2.listener import MLLPListener
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
@@ -115,6 +116,7 @@ class Broker:
         self.db = open_database(config)
         self.ingest: IngestService | None = None  # built in start(): mappings can fail to load
         self.hl7: MLLPListener | None = None  # bound in start(), once the database is ready
+        self.dicom: DicomServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -138,11 +140,20 @@ class Broker:
                 f"{error.strerror or error}"
             ) from None
         self.hl7.start()
+        try:
+            self.dicom = start_dicom_server(config, self.db)
+        except OSError as error:
+            raise StartupError(
+                f"dicom.port: cannot listen on {config['dicom.host']}:{config['dicom.port']}: "
+                f"{error.strerror or error}"
+            ) from None
         log.info(
-            "mwlbroker ready: database %s, MLLP %s:%d",
+            "mwlbroker ready: database %s, MLLP %s:%d, DICOM %s on %s:%d",
             self.db.describe(),
             *self.hl7.address,
-            extra={"event": "ready", "hl7_port": self.hl7.port},
+            config["dicom.ae_title"],
+            *self.dicom.address,
+            extra={"event": "ready", "hl7_port": self.hl7.port, "dicom_port": self.dicom.port},
         )
 
     def stop(self) -> None:
@@ -152,6 +163,8 @@ class Broker:
         started = self.hl7 is not None
         if self.hl7 is not None:
             self.hl7.stop()
+        if self.dicom is not None:
+            self.dicom.stop()  # flushes the query log, so before the database goes
         self.db.dispose()
         if started:
             log.info("mwlbroker stopped", extra={"event": "stopped"})

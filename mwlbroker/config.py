@@ -8,6 +8,7 @@ because a broker that starts on a half-understood configuration loses messages q
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -15,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mwlbroker.domain.charsets import RESPONSE_CHARSETS
 
 ENV_PREFIX = "MWLBROKER_"
 
@@ -150,6 +153,85 @@ def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(destinations)
 
 
+def _as_ae_title_list(value: Any) -> tuple[str, ...]:
+    return tuple(_as_ae_title(title) for title in _as_str_list(value))
+
+
+# (0040,0020) Scheduled Procedure Step Status values a worklist may serve.
+_SERVABLE_STATUSES = (
+    "SCHEDULED",
+    "ARRIVED",
+    "READY",
+    "STARTED",
+    "COMPLETED",
+    "DISCONTINUED",
+    "CANCELED",
+)
+
+
+def _as_statuses(value: Any) -> tuple[str, ...]:
+    statuses = tuple(s.strip().upper() for s in _as_str_list(value))
+    if not statuses:
+        raise ValueError("must name at least one status")
+    for status in statuses:
+        if status not in _SERVABLE_STATUSES:
+            raise ValueError(f"{status!r} is not one of {', '.join(_SERVABLE_STATUSES)}")
+    return statuses
+
+
+_PROFILE_KEYS = {
+    "calling_ae": "glob of the calling AE titles it applies to",
+    "fill_station_ae": "fill an empty Scheduled Station AE Title with the caller's AE title",
+    "date_window_days": "with no start date asked: today plus and minus this many days",
+    "pn_case_insensitive": "overrides dicom.pn_case_insensitive",
+    "charset": "Specific Character Set to answer in",
+}
+
+
+def _as_profiles(value: Any) -> tuple[dict[str, Any], ...]:
+    if isinstance(value, str):
+        # Environment form: the list of tables as JSON.
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as error:
+            raise ValueError(f"must be a JSON list of objects: {error.msg}") from None
+    if not isinstance(value, list):
+        raise ValueError("must be a list of tables ([[dicom.profiles]]) with calling_ae")
+    return tuple(_as_profile(index, item) for index, item in enumerate(value, start=1))
+
+
+def _as_profile(index: int, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValueError(f"entry {index} must be a table with calling_ae")
+    unknown = set(item) - set(_PROFILE_KEYS)
+    if unknown:
+        raise ValueError(f"entry {index} has unknown key {sorted(unknown)[0]!r}")
+    try:
+        pattern = _as_str(item["calling_ae"]).strip()
+        if not pattern or len(pattern) > 64 or not pattern.isascii():
+            raise ValueError(f"calling_ae must be a glob of AE titles, got {pattern!r}")
+        profile: dict[str, Any] = {
+            "calling_ae": pattern,
+            "fill_station_ae": _as_bool(item.get("fill_station_ae", False)),
+        }
+        if "date_window_days" in item:
+            profile["date_window_days"] = _as_int(0, 366)(item["date_window_days"])
+        if "pn_case_insensitive" in item:
+            profile["pn_case_insensitive"] = _as_bool(item["pn_case_insensitive"])
+        if "charset" in item:
+            charset = _as_str(item["charset"]).strip()
+            if charset not in RESPONSE_CHARSETS:
+                raise ValueError(
+                    f"charset must be one of {', '.join(RESPONSE_CHARSETS)}, got {charset!r}"
+                )
+            profile["charset"] = charset
+    except KeyError as missing:
+        raise ValueError(f"entry {index} is missing {missing.args[0]!r}") from None
+    except ValueError as error:
+        raise ValueError(f"entry {index}: {error}") from None
+    return profile
+
+
 def _destination_from_text(text: str) -> dict[str, Any]:
     match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*(\S+):(\d+)\s*", text)
     if not match:
@@ -250,6 +332,92 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "host", "127.0.0.1", _as_host, "address the DICOM listener binds to"),
     Setting("dicom", "port", 11112, _as_int(0, 65535), "DICOM listener port"),
     Setting("dicom", "ae_title", "MWLBROKER", _as_ae_title, "the broker's AE title"),
+    Setting(
+        "dicom",
+        "max_associations",
+        20,
+        _as_int(1, 1000),
+        "concurrent DICOM associations; more are rejected (transient, local limit exceeded)",
+    ),
+    Setting(
+        "dicom",
+        "acse_timeout",
+        30.0,
+        _as_float(0.1, 3600),
+        "seconds to wait for association negotiation and release messages",
+    ),
+    Setting(
+        "dicom",
+        "dimse_timeout",
+        30.0,
+        _as_float(0.1, 3600),
+        "seconds to wait for the next DIMSE message (a C-FIND request, a C-CANCEL)",
+    ),
+    Setting(
+        "dicom",
+        "network_timeout",
+        60.0,
+        _as_float(0.1, 86400),
+        "seconds an association may stay silent before it is aborted",
+    ),
+    Setting(
+        "dicom",
+        "max_pdu",
+        16382,
+        _as_int(0, 2**32 - 1),
+        "largest PDU the broker receives, in bytes (0: no limit)",
+    ),
+    Setting(
+        "dicom",
+        "allowed_calling_aets",
+        (),
+        _as_ae_title_list,
+        "calling AE titles accepted; empty: any (others are rejected: calling AE not recognized)",
+    ),
+    Setting(
+        "dicom",
+        "require_called_aet",
+        False,
+        _as_bool,
+        "reject associations whose called AE title is not dicom.ae_title",
+    ),
+    Setting(
+        "dicom",
+        "worklist_statuses",
+        ("SCHEDULED",),
+        _as_statuses,
+        "step statuses the worklist serves",
+    ),
+    Setting(
+        "dicom",
+        "max_matches",
+        1000,
+        _as_int(1, 100000),
+        "most items one worklist query may return; more is refused (out of resources)",
+    ),
+    Setting(
+        "dicom",
+        "pn_case_insensitive",
+        False,
+        _as_bool,
+        "match Patient's Name insensitive to case and accents",
+    ),
+    Setting(
+        "dicom",
+        "query_log_days",
+        30,
+        _as_int(1, 36500),
+        "days a worklist query stays in the query log",
+    ),
+    Setting(
+        "dicom",
+        "profiles",
+        (),
+        _as_profiles,
+        "query profiles chosen by calling AE title: [[dicom.profiles]] tables with calling_ae "
+        "and fill_station_ae, date_window_days, pn_case_insensitive, charset; "
+        "in the environment a JSON list",
+    ),
     Setting("web", "host", "127.0.0.1", _as_host, "address the web page and API bind to"),
     Setting("web", "port", 8080, _as_int(0, 65535), "HTTP port of the web page and API"),
     Setting(

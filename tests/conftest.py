@@ -209,6 +209,7 @@ class ServeProcess:
     hl7_port: int
     log: list[dict] = field(default_factory=list)
     reader: threading.Thread | None = None
+    dicom_port: int = 0
 
     def kill(self) -> None:
         self.process.kill()
@@ -271,7 +272,7 @@ def start_serve(
         text=True,
     )
     lines: list[dict] = []
-    ready: queue.Queue[int | None] = queue.Queue()
+    ready: queue.Queue[dict | None] = queue.Queue()
 
     def read() -> None:
         assert process.stderr is not None
@@ -282,20 +283,21 @@ def start_serve(
                 record = {"message": line.rstrip()}
             lines.append(record)
             if record.get("event") == "ready":
-                ready.put(int(record["hl7_port"]))
+                ready.put(record)
         ready.put(None)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     served = ServeProcess(process, 0, lines, reader)
     try:
-        port = ready.get(timeout=timeout)
+        record = ready.get(timeout=timeout)
     except queue.Empty:
-        port = None
-    if port is None:
+        record = None
+    if record is None:
         served.kill()
         raise RuntimeError(f"mwlbroker serve did not become ready: {lines[-5:]}")
-    served.hl7_port = port
+    served.hl7_port = int(record["hl7_port"])
+    served.dicom_port = int(record["dicom_port"])
     return served
 
 

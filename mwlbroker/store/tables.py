@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -17,7 +18,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from mwlbroker.domain.charsets import fold
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -144,6 +147,9 @@ class StepRow(Base):
     patient_id: Mapped[str] = mapped_column(String(64))  # (0010,0020)
     issuer: Mapped[str] = mapped_column(String(64), default="")  # (0010,0021)
     patient_name: Mapped[str] = mapped_column(String(324), default="")  # (0010,0010)
+    # The name without case and accents, kept by _fold_patient_name: PS3.4 C.2.2.2.1 lets
+    # names match case- and accent-insensitively, and this column lets an index do it.
+    patient_name_folded: Mapped[str] = mapped_column(String(324), default="", server_default="")
     accession_number: Mapped[str | None] = mapped_column(String(64))  # (0008,0050) | SH
     requested_procedure_id: Mapped[str | None] = mapped_column(String(64))  # (0040,1001) | SH
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))  # (0020,000D) | UI
@@ -165,10 +171,58 @@ class StepRow(Base):
         Index("ix_procedure_step_status_start", "status", "start_datetime"),
         Index("ix_procedure_step_accession_number", "accession_number"),
         Index("ix_procedure_step_patient_id", "patient_id"),
-        Index("ix_procedure_step_patient_name", "patient_name"),
+        # Pattern operators let PostgreSQL use the index for LIKE 'DOE%' in any collation.
+        Index(
+            "ix_procedure_step_patient_name",
+            "patient_name",
+            postgresql_ops={"patient_name": "varchar_pattern_ops"},
+        ),
+        Index(
+            "ix_procedure_step_patient_name_folded",
+            "patient_name_folded",
+            postgresql_ops={"patient_name_folded": "varchar_pattern_ops"},
+        ),
         Index("ix_procedure_step_study_instance_uid", "study_instance_uid"),
         Index("ix_procedure_step_order_id", "order_id"),
         Index("ix_procedure_step_patient_pk", "patient_pk"),
+    )
+
+    @validates("patient_name")
+    def _fold_patient_name(self, _key: str, value: str | None) -> str | None:
+        self.patient_name_folded = fold(value or "")[:324]
+        return value
+
+
+class QueryLogRow(Base):
+    """One Modality Worklist query: who asked, what, what it became, and what came back.
+
+    Enough to explain later why an item was or was not returned: the keys as the modality gave
+    them, the conditions actually applied (profile additions included), and the steps returned.
+    """
+
+    __tablename__ = "query_log"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the request arrived
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    called_ae: Mapped[str] = mapped_column(String(16), default="")
+    peer: Mapped[str] = mapped_column(String(64), default="")  # address:port
+    profile: Mapped[str] = mapped_column(String(64), default="")  # calling_ae glob of the profile
+    identifier: Mapped[dict] = mapped_column(JSON, default=dict)  # the keys as given (DICOM JSON)
+    conditions: Mapped[list] = mapped_column(JSON, default=list)  # what decided a match
+    notes: Mapped[list] = mapped_column(JSON, default=list)  # what the broker added, and why
+    status: Mapped[int] = mapped_column(Integer)  # final C-FIND status
+    error: Mapped[str | None] = mapped_column(Text)  # error comment of a failure
+    candidates: Mapped[int] = mapped_column(Integer, default=0)  # rows the SQL statement gave
+    matches: Mapped[int] = mapped_column(Integer, default=0)
+    returned: Mapped[int] = mapped_column(Integer, default=0)  # pending responses sent
+    step_ids: Mapped[list] = mapped_column(JSON, default=list)  # the matching steps, in order
+    milliseconds: Mapped[float] = mapped_column(Float, default=0.0)  # request to final status
+    first_response_ms: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_query_log_at", "at"),
+        Index("ix_query_log_calling_ae_at", "calling_ae", "at"),
     )
 
 

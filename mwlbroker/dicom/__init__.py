@@ -1,0 +1,1 @@
+"""The DICOM edge: the AE and its listener, the C-FIND and C-ECHO handlers, identifier reading."""
