@@ -104,6 +104,9 @@ class IngestService:
             truncated=truncated,
             attempts=1,
             duplicate_count=0,
+            error=None,
+            error_code=None,
+            error_location=None,
         )
         try:
             message, header = self._read(raw, truncated)
@@ -137,8 +140,13 @@ class IngestService:
                 )
                 messages.add(session, row)
                 return _result(row, msh, codec=message.codec)
-            # Provisional until the effects are applied, within this same transaction.
-            row.status, row.ack_code = MessageStatus.PROCESSED, AckCode.ACCEPT
+            # Provisional until the effects are applied, within this same transaction; set
+            # in full now so that success needs no second write of the row.
+            row.status, row.ack_code, row.processed_at = (
+                MessageStatus.PROCESSED.value,
+                AckCode.ACCEPT.value,
+                now,
+            )
             messages.add(session, row)
             self._apply(session, message, header, row, now)
         return _result(row, msh, codec=message.codec)
@@ -154,6 +162,9 @@ class IngestService:
             truncated=True,
             attempts=1,
             duplicate_count=0,
+            error=None,
+            error_code=None,
+            error_location=None,
         )
         rejection = MessageRejected(
             f"incomplete message: the connection ended ({reason}) before the end of the frame",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mwlbroker.store.tables import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
@@ -60,18 +60,21 @@ def find_order(
     accession_numbers: Iterable[str] = (),
 ) -> OrderRow | None:
     """The order a message refers to: by placer order number, else filler, else accession."""
-    if placer:
+    if placer or filler:
+        # One statement for both numbers; a placer match wins over a filler match.
+        conditions = []
+        if placer:
+            conditions.append(OrderRow.placer_order_number == placer)
+        if filler:
+            conditions.append(OrderRow.filler_order_number == filler)
         found = session.scalars(
-            select(OrderRow).where(OrderRow.placer_order_number == placer).with_for_update()
-        ).first()
-        if found is not None:
-            return found
-    if filler:
-        found = session.scalars(
-            select(OrderRow).where(OrderRow.filler_order_number == filler).with_for_update()
-        ).first()
-        if found is not None:
-            return found
+            select(OrderRow).where(or_(*conditions)).order_by(OrderRow.id).with_for_update()
+        ).all()
+        for order in found:
+            if placer and order.placer_order_number == placer:
+                return order
+        if found:
+            return found[0]
     accessions = [a for a in accession_numbers if a]
     if accessions and not placer and not filler:
         step = session.scalars(
