@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mwlbroker import __version__
 from mwlbroker.config import Config, ConfigError, load_config
@@ -261,12 +261,12 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
             return 0
         if args.messages_command == "show":
             with db.reading() as session:
-                row = messages.get(session, args.id)
-            if row is None:
+                found = messages.get(session, args.id)
+            if found is None:
                 print(f"mwlbroker: no message with id {args.id}", file=sys.stderr)
                 return 1
-            summary = _summary(row)
-            text = _decode(row)
+            summary = _summary(found)
+            text = _decode(found)
             summary["segments"] = [
                 s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s
             ]
@@ -311,7 +311,7 @@ def _decode(row: MessageRow) -> str:
         return raw.decode("latin-1")
 
 
-def _summary(r: MessageRow) -> dict[str, object]:
+def _summary(r: MessageRow) -> dict[str, Any]:
     return {
         "id": r.id,
         "received_at": r.received_at.isoformat(),

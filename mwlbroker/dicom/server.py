@@ -211,7 +211,7 @@ def _read_before_sending(association: Association) -> None:
             return False
         return send_queued()
 
-    dul._process_recv_primitive = process_recv_primitive  # type: ignore[method-assign]
+    dul._process_recv_primitive = process_recv_primitive
 
 
 def _peer_has_sent(association_socket: Any) -> bool:

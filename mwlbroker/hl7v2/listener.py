@@ -202,7 +202,7 @@ class _Server(socketserver.ThreadingTCPServer):
         self.threads: list[threading.Thread] = []
         super().__init__(address, handler)
 
-    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
         thread = threading.Thread(
             target=self.process_request_thread,
             args=(request, client_address),

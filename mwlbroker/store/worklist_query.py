@@ -66,7 +66,7 @@ def select_worklist(
     """
     sqlite = session.get_bind().dialect.name == "sqlite"
     clauses, exact, selective = _clauses(query, sqlite)
-    status = StepRow.status
+    status: ColumnElement[str] | InstrumentedAttribute[str] = StepRow.status
     if sqlite and selective:
         # Without statistics (nobody runs ANALYZE) SQLite picks the status + start index for
         # every query; an expression on status leaves it the more selective index instead.
