@@ -258,7 +258,7 @@ class OrderService:
 
     def _check_study_uids(self, ctx: Context, patient: PatientRow, steps: list[MappedStep]) -> None:
         uids = [s.study_instance_uid or "" for s in steps]
-        for clash in store.steps_with_study_uid(ctx.session, uids, other_than_patient=patient.id):
+        for clash in store.study_uid_owners(ctx.session, uids, other_than_patient=patient.id):
             raise MessageError(
                 f"Study Instance UID {clash.study_instance_uid} already belongs to patient "
                 f"{clash.patient_id} (accession {clash.accession_number}); it cannot be given "

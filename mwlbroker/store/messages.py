@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from mwlbroker.store.insert import insert_row
 from mwlbroker.store.tables import MessageRow
 
 __all__ = ["MessageRow", "add", "by_dedup_key", "count_by_status", "get", "latest"]
@@ -15,19 +16,24 @@ __all__ = ["MessageRow", "add", "by_dedup_key", "count_by_status", "get", "lates
 
 def add(session: Session, row: MessageRow) -> MessageRow:
     """Insert a message row and give it its id."""
-    session.add(row)
-    session.flush()
-    return row
+    return insert_row(session, row)
+
+
+# Built once: the intake looks this up for every message.
+_ID_BY_DEDUP_KEY = select(MessageRow.id).where(MessageRow.dedup_key == bindparam("key"))
+_ID_BY_DEDUP_KEY_LOCKED = _ID_BY_DEDUP_KEY.with_for_update()
 
 
 def by_dedup_key(
     session: Session, dedup_key: str, *, for_update: bool = False
 ) -> MessageRow | None:
-    """The message already stored under this sender + MSH-10, if any."""
-    query = select(MessageRow).where(MessageRow.dedup_key == dedup_key)
-    if for_update:
-        query = query.with_for_update()
-    return session.scalars(query).first()
+    """The message already stored under this sender + MSH-10, if any.
+
+    A lean id lookup first: almost every message is new, and loading nothing is cheapest.
+    """
+    query = _ID_BY_DEDUP_KEY_LOCKED if for_update else _ID_BY_DEDUP_KEY
+    pk = session.execute(query, {"key": dedup_key}).scalar()
+    return None if pk is None else session.get(MessageRow, pk)
 
 
 def get(session: Session, message_id: int, *, for_update: bool = False) -> MessageRow | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from mwlbroker.store.insert import insert_row
 from mwlbroker.store.tables import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
 
 __all__ = [
@@ -26,22 +28,28 @@ __all__ = [
     "search_steps",
     "steps_of_order",
     "steps_of_patient",
-    "steps_with_study_uid",
+    "study_uid_owners",
 ]
 
 
 def add(session: Session, row: object, *, flush: bool = True) -> None:
     """Insert any row; ``flush`` gives it its id now (history and audit rows need none)."""
-    session.add(row)
     if flush:
-        session.flush()
+        insert_row(session, row)  # type: ignore[type-var]
+    else:
+        session.add(row)
+
+
+_PATIENT_ID = (
+    select(PatientRow.id)
+    .where(PatientRow.patient_id == bindparam("pid"), PatientRow.issuer == bindparam("issuer"))
+    .with_for_update()
+)
 
 
 def find_patient(session: Session, patient_id: str, issuer: str = "") -> PatientRow | None:
-    query = select(PatientRow).where(
-        PatientRow.patient_id == patient_id, PatientRow.issuer == issuer
-    )
-    return session.scalars(query.with_for_update()).first()
+    pk = session.execute(_PATIENT_ID, {"pid": patient_id, "issuer": issuer}).scalar()
+    return None if pk is None else session.get(PatientRow, pk)
 
 
 def get_patient(session: Session, pk: int) -> PatientRow | None:
@@ -50,6 +58,19 @@ def get_patient(session: Session, pk: int) -> PatientRow | None:
 
 def get_order(session: Session, pk: int) -> OrderRow | None:
     return session.get(OrderRow, pk)
+
+
+_ORDER_IDS = (
+    select(OrderRow.id, OrderRow.placer_order_number)
+    .where(
+        or_(
+            OrderRow.placer_order_number == bindparam("placer"),
+            OrderRow.filler_order_number == bindparam("filler"),
+        )
+    )
+    .order_by(OrderRow.id)
+    .with_for_update()
+)
 
 
 def find_order(
@@ -61,20 +82,15 @@ def find_order(
 ) -> OrderRow | None:
     """The order a message refers to: by placer order number, else filler, else accession."""
     if placer or filler:
-        # One statement for both numbers; a placer match wins over a filler match.
-        conditions = []
-        if placer:
-            conditions.append(OrderRow.placer_order_number == placer)
-        if filler:
-            conditions.append(OrderRow.filler_order_number == filler)
-        found = session.scalars(
-            select(OrderRow).where(or_(*conditions)).order_by(OrderRow.id).with_for_update()
+        # One lean statement for both numbers; a placer match wins over a filler match.
+        rows = session.execute(
+            _ORDER_IDS, {"placer": placer or None, "filler": filler or None}
         ).all()
-        for order in found:
-            if placer and order.placer_order_number == placer:
-                return order
-        if found:
-            return found[0]
+        for pk, order_placer in rows:
+            if placer and order_placer == placer:
+                return session.get(OrderRow, pk)
+        if rows:
+            return session.get(OrderRow, rows[0][0])
     accessions = [a for a in accession_numbers if a]
     if accessions and not placer and not filler:
         step = session.scalars(
@@ -104,16 +120,24 @@ def orders_of_patient(session: Session, patient_pk: int) -> Sequence[OrderRow]:
     return session.scalars(query.with_for_update()).all()
 
 
-def steps_with_study_uid(
-    session: Session, study_uids: Iterable[str], *, other_than_patient: int | None = None
-) -> Sequence[StepRow]:
+_STUDY_UID_OWNERS = select(
+    StepRow.study_instance_uid, StepRow.patient_id, StepRow.accession_number
+).where(
+    StepRow.study_instance_uid.in_(bindparam("uids", expanding=True)),
+    StepRow.patient_pk != bindparam("patient_pk"),
+)
+
+
+def study_uid_owners(
+    session: Session, study_uids: Iterable[str], *, other_than_patient: int
+) -> Sequence[Any]:
+    """(study_instance_uid, patient_id, accession_number) of steps of other patients."""
     uids = [u for u in study_uids if u]
     if not uids:
         return []
-    query = select(StepRow).where(StepRow.study_instance_uid.in_(uids))
-    if other_than_patient is not None:
-        query = query.where(StepRow.patient_pk != other_than_patient)
-    return session.scalars(query).all()
+    return session.execute(
+        _STUDY_UID_OWNERS, {"uids": uids, "patient_pk": other_than_patient}
+    ).all()
 
 
 def events_for_order(session: Session, order_id: int) -> Sequence[OrderEventRow]:
