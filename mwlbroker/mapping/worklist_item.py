@@ -101,3 +101,88 @@ def _element_value(keyword: str, vr: str, value: Any) -> Any:
         reason = str(error).split(" Please see")[0]
         raise MappingError(f"{keyword} ({vr}) = {value!r}: {reason}") from None
     return value
+
+
+# -- the same item straight to DICOM JSON, for the intake hot path ------------------------------
+
+# Text VRs whose value splits on backslash into several values; LT, ST, UT and UR never do.
+_MULTI_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+_ELEMENT_INFO: dict[str, tuple[str, str]] = {}
+
+
+def _info(keyword: str) -> tuple[str, str]:
+    """(tag as 8 hex digits, VR) of a keyword, looked up once."""
+    found = _ELEMENT_INFO.get(keyword)
+    if found is None:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise MappingError(f"{keyword!r} is not a DICOM keyword")
+        found = _ELEMENT_INFO[keyword] = (f"{tag:08X}", dictionary_VR(tag).split(" or ")[0])
+    return found
+
+
+def worklist_item_json(
+    patient: Attributes,
+    order: Attributes,
+    step: MappedStep,
+    status: StepStatus,
+    charset: str = "ISO_IR 192",
+) -> dict[str, Any]:
+    """``item_to_json(build_worklist_item(...))`` without building a pydicom dataset.
+
+    The mapping has already checked every value against its VR; this only writes the JSON
+    model (PS3.18 F.2). Elements of VRs it does not write itself go through pydicom.
+    """
+    item: dict[str, Any] = {}
+    _json_attributes(item, {"SpecificCharacterSet": charset})
+    for attributes in (patient, order, step.procedure):
+        _json_attributes(item, attributes)
+    scheduled_step: dict[str, Any] = {}
+    _json_attributes(scheduled_step, step.step)
+    _json_attributes(scheduled_step, {"ScheduledProcedureStepStatus": str(status)})
+    _json_attributes(item, {"ScheduledProcedureStepSequence": [scheduled_step]})
+    return dict(sorted(item.items()))
+
+
+def _json_attributes(target: dict[str, Any], attributes: Attributes) -> None:
+    for keyword, value in attributes.items():
+        if value is None or value is CLEAR:
+            continue
+        tag, vr = _info(keyword)
+        target[tag] = _json_element(keyword, vr, value)
+
+
+def _json_element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
+    if vr == "SQ":
+        if not isinstance(value, Iterable) or isinstance(value, str):
+            raise MappingError(f"{keyword} is a sequence, got {value!r}")
+        items = []
+        for entry in value:
+            if all(len(key) == 8 and isinstance(v, dict) for key, v in entry.items()):
+                items.append(dict(sorted(entry.items())))  # already JSON (the SPS item)
+                continue
+            converted: dict[str, Any] = {}
+            _json_attributes(converted, entry)
+            items.append(dict(sorted(converted.items())))
+        return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+    if not isinstance(value, str):
+        raise MappingError(f"{keyword} ({vr}) needs text, got {value!r}")
+    if vr == "PN":
+        names = [part for part in value.split("\\")]
+        return (
+            {"vr": "PN", "Value": [_person_name(name) for name in names]} if value else {"vr": "PN"}
+        )
+    if vr in _MULTI_TEXT_VRS:
+        return {"vr": vr, "Value": value.split("\\")} if value else {"vr": vr}
+    if vr in _SINGLE_TEXT_VRS:
+        return {"vr": vr, "Value": [value]} if value else {"vr": vr}
+    # Numbers and anything unusual: let pydicom write exactly what it would.
+    element = DataElement(tag_for_keyword(keyword), vr, _element_value(keyword, vr, value))
+    return element.to_json_dict(None, 1024)
+
+
+def _person_name(name: str) -> dict[str, str]:
+    groups = name.split("=")
+    labels = ("Alphabetic", "Ideographic", "Phonetic")
+    return {label: group for label, group in zip(labels, groups, strict=False) if group}

@@ -12,7 +12,7 @@ from typing import Any
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import CLEAR, Attributes, MappedPatient, MappedStep, StepStatus
-from mwlbroker.mapping.worklist_item import build_worklist_item, item_to_json
+from mwlbroker.mapping.worklist_item import worklist_item_json
 from mwlbroker.store import worklist as store
 from mwlbroker.store.worklist import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
 
@@ -121,10 +121,9 @@ def refresh_step(step: StepRow, patient: PatientRow, order: OrderRow) -> None:
     procedure = step.attributes.get("procedure", {})
     sps = step.attributes.get("step", {})
     status = StepStatus(step.status)
-    dataset = build_worklist_item(
+    step.dataset = worklist_item_json(
         patient.attributes, order.attributes, MappedStep(procedure, sps), status
     )
-    step.dataset = item_to_json(dataset)
     step.patient_pk = patient.id
     step.patient_id = patient.patient_id
     step.issuer = patient.issuer

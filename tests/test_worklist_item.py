@@ -1,0 +1,56 @@
+"""The worklist item written straight to DICOM JSON equals what pydicom writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.mapping.engine import load_mappings
+from mwlbroker.mapping.reader import parse_message
+from mwlbroker.mapping.worklist_item import (
+    build_worklist_item,
+    item_from_json,
+    item_to_json,
+    worklist_item_json,
+)
+from tests.conftest import SAMPLES
+
+ORDERS = [p for p in sorted(SAMPLES.glob("*.hl7")) if "_adt_" not in p.name]
+
+
+@pytest.mark.parametrize("path", ORDERS, ids=lambda p: p.name)
+def test_every_sample_item_is_the_same_both_ways(path):
+    mapped = load_mappings().map(parse_message(path.read_bytes()))
+    assert isinstance(mapped, MappedOrder)
+    for step in mapped.steps:
+        slow = build_worklist_item(
+            mapped.patient.attributes, mapped.order, step, mapped.step_status
+        )
+        fast = worklist_item_json(mapped.patient.attributes, mapped.order, step, mapped.step_status)
+        assert fast == item_to_json(slow)
+        assert item_from_json(fast) == slow
+
+
+def test_unusual_values_are_the_same_both_ways():
+    patient = {
+        "PatientName": "YAMADA^TARO=山田^太郎=やまだ^たろう",
+        "OtherPatientNames": "DOE^J\\DOE^JOHN",
+        "PatientWeight": "72.5",
+        "PatientSize": "1.8",
+        "PatientID": "X1",
+        "PatientComments": "multi\\line is one value",
+        "PatientAddress": CLEAR,
+        "EthnicGroup": None,
+    }
+    order = {"OtherPatientIDsSequence": [{"PatientID": "Y2", "IssuerOfPatientID": "OTHER"}]}
+    step = MappedStep(
+        {
+            "RequestedProcedureCodeSequence": [
+                {"CodeValue": "71260", "CodingSchemeDesignator": "C4"}
+            ]
+        },
+        {"Modality": "CT", "ScheduledStationAETitle": "CT1"},
+    )
+    slow = build_worklist_item(patient, order, step, StepStatus.HELD)
+    fast = worklist_item_json(patient, order, step, StepStatus.HELD)
+    assert fast == item_to_json(slow)
