@@ -154,6 +154,7 @@ def _json_attributes(target: dict[str, Any], attributes: Attributes) -> None:
 
 
 def _json_element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
+    tag = _info(keyword)[0]
     if vr == "SQ":
         if not isinstance(value, Iterable) or isinstance(value, str):
             raise MappingError(f"{keyword} is a sequence, got {value!r}")
@@ -178,7 +179,7 @@ def _json_element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
     if vr in _SINGLE_TEXT_VRS:
         return {"vr": vr, "Value": [value]} if value else {"vr": vr}
     # Numbers and anything unusual: let pydicom write exactly what it would.
-    element = DataElement(tag_for_keyword(keyword), vr, _element_value(keyword, vr, value))
+    element = DataElement(int(tag, 16), vr, _element_value(keyword, vr, value))
     return element.to_json_dict(None, 1024)
 
 
