@@ -96,18 +96,7 @@ class IngestService:
 
     def _ingest_once(self, raw: bytes, peer: str, truncated: bool) -> IngestResult:
         now = datetime.now(UTC)
-        row = MessageRow(
-            received_at=now,
-            peer=peer[:64],
-            raw=raw,
-            size=len(raw),
-            truncated=truncated,
-            attempts=1,
-            duplicate_count=0,
-            error=None,
-            error_code=None,
-            error_location=None,
-        )
+        row = _new_row(raw, peer, truncated, now)
         try:
             message, header = self._read(raw, truncated)
         except MessageRejected as rejection:
@@ -154,18 +143,7 @@ class IngestService:
     def ingest_incomplete(self, raw: bytes, *, peer: str = "", reason: str = "") -> IngestResult:
         """Keep the bytes of a message whose frame never ended; there is nobody to ACK."""
         now = datetime.now(UTC)
-        row = MessageRow(
-            received_at=now,
-            peer=peer[:64],
-            raw=raw,
-            size=len(raw),
-            truncated=True,
-            attempts=1,
-            duplicate_count=0,
-            error=None,
-            error_code=None,
-            error_location=None,
-        )
+        row = _new_row(raw, peer, True, now)
         rejection = MessageRejected(
             f"incomplete message: the connection ended ({reason}) before the end of the frame",
             error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
@@ -324,6 +302,22 @@ class IngestService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _new_row(raw: bytes, peer: str, truncated: bool, now: datetime) -> MessageRow:
+    # Every column the success path would touch is set here, so success writes the row once.
+    return MessageRow(
+        received_at=now,
+        peer=peer[:64],
+        raw=raw,
+        size=len(raw),
+        truncated=truncated,
+        attempts=1,
+        duplicate_count=0,
+        error=None,
+        error_code=None,
+        error_location=None,
+    )
 
 
 def _dedup_key(header: MessageHeader) -> str:
