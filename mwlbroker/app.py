@@ -8,19 +8,25 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from mwlbroker.config import Config
+from mwlbroker.dicom.forward import Forwarder
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
 from mwlbroker.hl7v2.listener import MLLPListener
+from mwlbroker.hl7v2.outbound import OutboundSender
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mapping.reader import CHARSETS
+from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.orders import ORDER_TYPES, OrderService
+from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
 from mwlbroker.services.patients import PatientService
+from mwlbroker.services.progress import ProgressService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
 
@@ -76,6 +82,14 @@ def build_ingest(config: Config, db: Database, mappings: MappingSet | None = Non
     )
 
 
+def build_progress(config: Config, db: Database, outbound: OutboundService) -> ProgressService:
+    """Exam progress (MPPS, image receipt), queueing a status message per change it makes."""
+    progress = ProgressService.from_config(config, db)
+    progress.listeners.append(outbound.on_status_changes)
+    progress.after_commit.append(outbound.wake)
+    return progress
+
+
 def prepare_database(db: Database) -> None:
     """Create a new database's schema; refuse to run on one that needs an upgrade first.
 
@@ -108,6 +122,35 @@ def prepare_database(db: Database) -> None:
     )
 
 
+class Periodic:
+    """Calls a service function every few seconds on its own thread; a failure is logged.
+
+    (A stand-in for the scheduler to come: each job is one call into a service.)
+    """
+
+    def __init__(self, name: str, seconds: float, job: Callable[[], object]) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.job = job
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.seconds):
+            try:
+                self.job()
+            except Exception:  # the database may be restarting: try again next time
+                log.exception("%s failed", self.name)
+
+
 class Broker:
     """Everything ``mwlbroker serve`` runs, in one process."""
 
@@ -117,6 +160,17 @@ class Broker:
         self.ingest: IngestService | None = None  # built in start(): mappings can fail to load
         self.hl7: MLLPListener | None = None  # bound in start(), once the database is ready
         self.dicom: DicomServer | None = None
+        self.outbound = OutboundService.from_config(config, self.db)
+        self.progress = build_progress(config, self.db, self.outbound)
+        self.forward: ForwardService | None = None
+        if config["forward.host"]:
+            assert self.progress.files is not None
+            self.forward = ForwardService.from_config(config, self.db, self.progress.files)
+            self.progress.instance_listeners.append(self.forward.on_instance)
+            self.progress.after_commit.append(self.forward.wake)
+        self.senders: list[OutboundSender] = []
+        self.forwarder: Forwarder | None = None
+        self.periodic: list[Periodic] = []
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -141,12 +195,26 @@ class Broker:
             ) from None
         self.hl7.start()
         try:
-            self.dicom = start_dicom_server(config, self.db)
+            self.dicom = start_dicom_server(config, self.db, self.progress)
         except OSError as error:
             raise StartupError(
                 f"dicom.port: cannot listen on {config['dicom.host']}:{config['dicom.port']}: "
                 f"{error.strerror or error}"
             ) from None
+        for destination in self.outbound.destinations:
+            sender = OutboundSender(self.outbound, destination)
+            sender.start()
+            self.senders.append(sender)
+        if self.forward is not None:
+            self.forwarder = Forwarder(self.forward)
+            self.forwarder.start()
+        # Studies whose images have gone quiet complete their steps (progress.complete_on).
+        quiet = config["progress.images_quiet_seconds"]
+        settle = Periodic(
+            "settle-studies", min(max(quiet / 4, 0.2), 5.0), self.progress.settle_studies
+        )
+        settle.start()
+        self.periodic.append(settle)
         log.info(
             "mwlbroker ready: database %s, MLLP %s:%d, DICOM %s on %s:%d",
             self.db.describe(),
@@ -165,6 +233,12 @@ class Broker:
             self.hl7.stop()
         if self.dicom is not None:
             self.dicom.stop()  # flushes the query log, so before the database goes
+        for job in self.periodic:
+            job.stop()
+        for sender in self.senders:
+            sender.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         self.db.dispose()
         if started:
             log.info("mwlbroker stopped", extra={"event": "stopped"})

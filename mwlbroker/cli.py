@@ -18,7 +18,7 @@ from mwlbroker import __version__
 from mwlbroker.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from mwlbroker.store.tables import MessageRow
+    from mwlbroker.store.tables import MessageRow, OutboundRow
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +96,150 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flag(reprocess)
     reprocess.add_argument("id", type=int)
+
+    out = commands.add_parser("outbound", help="the status messages queued for the RIS")
+    out_commands = out.add_subparsers(dest="outbound_command", metavar="ACTION", required=True)
+    out_list = out_commands.add_parser("list", help="newest outbound messages first")
+    _add_config_flag(out_list)
+    out_list.add_argument("--status", choices=["pending", "sent", "failed"])
+    out_list.add_argument("--destination", metavar="NAME", help="only this destination")
+    out_list.add_argument("--limit", type=int, default=50)
+    out_list.add_argument("--json", action="store_true", help="machine-readable output")
+    out_show = out_commands.add_parser("show", help="one outbound message: status, ACK, segments")
+    _add_config_flag(out_show)
+    out_show.add_argument("id", type=int)
+    out_show.add_argument("--json", action="store_true", help="machine-readable output")
+    out_retry = out_commands.add_parser(
+        "retry", help="send a failed (or waiting) message again, from attempt one"
+    )
+    _add_config_flag(out_retry)
+    out_retry.add_argument("id", type=int)
+
+    mpps = commands.add_parser("mpps", help="performed procedure steps the modalities reported")
+    mpps_commands = mpps.add_subparsers(dest="mpps_command", metavar="ACTION", required=True)
+    mpps_list = mpps_commands.add_parser("list", help="newest performed steps first")
+    _add_config_flag(mpps_list)
+    mpps_list.add_argument(
+        "--unscheduled", action="store_true", help="only those matching no scheduled step"
+    )
+    mpps_list.add_argument("--limit", type=int, default=50)
+    mpps_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    studies = commands.add_parser("studies", help="studies received over C-STORE")
+    study_commands = studies.add_subparsers(dest="studies_command", metavar="ACTION", required=True)
+    study_list = study_commands.add_parser("list", help="newest studies first")
+    _add_config_flag(study_list)
+    study_list.add_argument("--unmatched", action="store_true", help="only those matching no order")
+    study_list.add_argument("--limit", type=int, default=50)
+    study_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    fwd = commands.add_parser("forward", help="received instances forwarded to the PACS")
+    fwd_commands = fwd.add_subparsers(dest="forward_command", metavar="ACTION", required=True)
+    fwd_list = fwd_commands.add_parser("list", help="newest forward tasks first")
+    _add_config_flag(fwd_list)
+    fwd_list.add_argument("--status", choices=["pending", "sent", "failed"])
+    fwd_list.add_argument("--limit", type=int, default=50)
+    fwd_list.add_argument("--json", action="store_true", help="machine-readable output")
+    fwd_retry = fwd_commands.add_parser("retry", help="forward a failed instance again")
+    _add_config_flag(fwd_retry)
+    fwd_retry.add_argument("id", type=int)
+
+    modality = commands.add_parser(
+        "modality", help="act as a modality for go-live checks: worklist, MPPS, images"
+    )
+    modality_commands = modality.add_subparsers(
+        dest="modality_command", metavar="ACTION", required=True
+    )
+    emulated = {
+        "worklist": "query the worklist as a modality would",
+        "start": "N-CREATE an MPPS IN PROGRESS for a worklist item",
+        "store": "send generated images for a worklist item (C-STORE)",
+        "complete": "N-SET the item's MPPS COMPLETED, listing the generated images",
+        "discontinue": "N-SET the item's MPPS DISCONTINUED",
+    }
+    for action, description in emulated.items():
+        command = modality_commands.add_parser(action, help=description)
+        _add_config_flag(command)
+        command.add_argument("--host", help="SCP address (default: dicom.host, or 127.0.0.1)")
+        command.add_argument("--port", type=int, help="SCP port (default: dicom.port)")
+        command.add_argument("--aec", help="called AE title (default: dicom.ae_title)")
+        command.add_argument("--aet", default="MWLEMU", help="our AE title (default: MWLEMU)")
+        command.add_argument("--timeout", type=float, default=30.0, help="seconds per answer")
+        command.add_argument(
+            "--state",
+            default="var/modality",
+            metavar="DIR",
+            help="where the emulated modality keeps the items it picked (default: var/modality)",
+        )
+        if action == "worklist":
+            command.add_argument("--modality", default="", help="e.g. CT")
+            command.add_argument("--station", default="", help="Scheduled Station AE Title")
+            command.add_argument("--date", default="", help="YYYYMMDD, a range, or 'today'")
+            command.add_argument("--accession", default="")
+            command.add_argument("--patient-id", default="")
+            command.add_argument("--json", action="store_true", help="machine-readable output")
+            continue
+        command.add_argument("accession", metavar="ACCESSION", help="the worklist item's accession")
+        command.add_argument("--sps-id", default="", help="which step, when the item has several")
+        command.add_argument("--mpps-uid", help="MPPS SOP Instance UID (default: derived)")
+        if action in ("store", "complete"):
+            command.add_argument(
+                "--images", type=int, default=1, metavar="N", help="how many images (default 1)"
+            )
+
+    bench = commands.add_parser(
+        "bench", help="measure intake and worklist speed on this machine and database"
+    )
+    bench.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database to measure: sqlite:///PATH (new files next to PATH) or postgresql://... "
+        "(new schemas in it, dropped after); default: a temporary SQLite file",
+    )
+    bench.add_argument(
+        "--messages", type=int, default=2000, metavar="N", help="messages per intake run"
+    )
+    bench.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        metavar="K",
+        help="concurrent MLLP connections (a run on one connection follows)",
+    )
+    bench.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="length of the steady-rate run (100 msg/s)",
+    )
+    bench.add_argument(
+        "--sizes",
+        default="1000,10000",
+        metavar="N,N",
+        help="worklist sizes for the C-FIND part (0: none); --full: 1000,10000,100000",
+    )
+    bench.add_argument(
+        "--full", action="store_true", help="C-FIND at 1,000, 10,000 and 100,000 items"
+    )
+    bench.add_argument(
+        "--queries", type=int, default=5, metavar="R", help="timed repetitions of each query"
+    )
+    bench.add_argument("--no-wlmscpfs", action="store_true", help="do not compare with wlmscpfs")
+    bench.add_argument(
+        "--wlmscpfs-max",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="largest size to time wlmscpfs at (it reads every file per query)",
+    )
+    bench.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help="measure the intake of a broker already running there (MLLP), nothing else",
+    )
+    bench.add_argument("--keep", action="store_true", help="keep the databases it made")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -114,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "db": _db,
         "messages": _messages,
         "mappings": _mappings,
+        "outbound": _outbound,
+        "forward": _forward,
+        "modality": _modality,
+        "mpps": _reconciliation,
+        "studies": _reconciliation,
+        "bench": _bench,
     }[args.command]
     try:
         return handler(args, config)
@@ -299,6 +449,383 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
+
+
+def _bench(args: argparse.Namespace, config: Config) -> int:
+    from mwlbroker.bench.report import render
+    from mwlbroker.bench.run import FULL_SIZES, BenchOptions, run_bench, stderr_progress
+
+    try:
+        sizes = FULL_SIZES if args.full else _sizes(args.sizes)
+        target = _address(args.target) if args.target else None
+    except ValueError as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 2
+    if args.messages < 1 or args.connections < 1 or args.queries < 1:
+        print(
+            "mwlbroker: --messages, --connections and --queries must be 1 or more", file=sys.stderr
+        )
+        return 2
+    options = BenchOptions(
+        database_url=args.database_url,
+        messages=args.messages,
+        connections=args.connections,
+        steady_seconds=args.steady_seconds,
+        sizes=sizes,
+        queries=args.queries,
+        wlmscpfs=not args.no_wlmscpfs,
+        wlmscpfs_max=args.wlmscpfs_max,
+        target=target,
+        keep=args.keep,
+    )
+    result = run_bench(options, progress=stderr_progress)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else render(result))
+    return 0
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--sizes: {text!r} is not a list of numbers such as 1000,10000") from None
+    if any(size < 0 for size in sizes):
+        raise ValueError("--sizes: sizes cannot be negative")
+    return tuple(size for size in sizes if size > 0)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--target: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _outbound(args: argparse.Namespace, config: Config) -> int:
+    from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.services.outbound import OutboundService
+    from mwlbroker.store import outbound
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        if args.outbound_command == "list":
+            with db.reading() as session:
+                rows = outbound.latest(
+                    session, status=args.status, destination=args.destination, limit=args.limit
+                )
+            summaries = [_outbound_summary(row) for row in rows]
+            if args.json:
+                print(json.dumps(summaries, indent=2))
+                return 0
+            print(
+                f"{'ID':>7}  {'CREATED (UTC)':19}  {'DESTINATION':12} {'TYPE':8} ORC-5 "
+                f"{'CONTROL ID':15} {'STATUS':8} {'TRIES':>5}  ERROR"
+            )
+            for summary in summaries:
+                print(
+                    f"{summary['id']:>7}  {str(summary['created_at'])[:19]:19}  "
+                    f"{str(summary['destination'])[:12]:12} {summary['message_type']:8} "
+                    f"{summary['order_status']:5} {summary['control_id']:15} "
+                    f"{summary['status']:8} {summary['attempts']:>5}  "
+                    f"{str(summary['last_error'] or '')[:60]}"
+                )
+            return 0
+        if args.outbound_command == "show":
+            with db.reading() as session:
+                row = outbound.get(session, args.id)
+            if row is None:
+                print(f"mwlbroker: no outbound message with id {args.id}", file=sys.stderr)
+                return 1
+            summary = _outbound_summary(row)
+            text = row.payload.decode("utf-8", errors="replace")
+            summary["segments"] = [s for s in text.split("\r") if s]
+            summary["ack"] = row.ack
+            if args.json:
+                print(json.dumps(summary, indent=2, ensure_ascii=False))
+            else:
+                for key, value in summary.items():
+                    if key not in ("segments", "ack"):
+                        print(f"{key:20} {value if value is not None else ''}")
+                print()
+                for segment in summary["segments"]:
+                    print(segment)
+                if row.ack:
+                    print()
+                    print("answer:")
+                    for segment in row.ack.replace("\n", "\r").split("\r"):
+                        if segment:
+                            print(f"    {segment}")
+            return 0
+        try:
+            row = OutboundService.from_config(config, db).retry(args.id)
+        except (LookupError, ValueError) as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 1
+        print(f"outbound message {row.id} to {row.destination}: pending, due now")
+        return 0
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def _modality(args: argparse.Namespace, config: Config) -> int:
+    """``modality worklist | start | store | complete | discontinue``: a scanner, emulated."""
+    from datetime import date
+
+    from mwlbroker.dicom import modality as emulator
+
+    host = args.host or config["dicom.host"]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # listening on every address: talk to it locally
+    target = emulator.Target(
+        host=host,
+        port=args.port or config["dicom.port"],
+        called_ae=args.aec or config["dicom.ae_title"],
+        calling_ae=args.aet,
+        timeout=args.timeout,
+    )
+    scanner = emulator.ModalityEmulator(target)
+    state = emulator.EmulatorState(args.state)
+    action = args.modality_command
+    try:
+        if action == "worklist":
+            when = date.today().strftime("%Y%m%d") if args.date == "today" else args.date
+            items = scanner.worklist(
+                accession=args.accession,
+                modality=args.modality,
+                station=args.station,
+                date=when,
+                patient_id=args.patient_id,
+            )
+            rows = [emulator.summary(item) for item in items]
+            if args.json:
+                print(json.dumps(rows, indent=2, ensure_ascii=False))
+                return 0
+            print(f"{len(rows)} worklist item(s) for {target.calling_ae}")
+            for row in rows:
+                print(
+                    f"  {row['accession_number']:16} {row['patient_id']:12} "
+                    f"{row['patient_name'][:28]:28} {row['modality']:4} {row['station_ae']:10} "
+                    f"{row['start']:14} SPS {row['sps_id']:12} {row['procedure']}"
+                )
+            return 0
+        item, remembered = _emulated_item(scanner, state, args, fresh=action == "start")
+        uid = (
+            args.mpps_uid
+            or remembered.get("mpps_uid")
+            or emulator.mpps_uid_for(args.aet, args.accession, args.sps_id)
+        )
+        if action == "start":
+            state.save(args.accession, item, mpps_uid=uid)
+            outcome = scanner.start(item, uid)
+            print(f"start {args.accession}: MPPS {uid} IN PROGRESS: {outcome.describe()}")
+            return 0 if outcome.ok else 1
+        if action == "store":
+            images = emulator.images_for(item, args.aet, args.images)
+            outcomes = scanner.store(images)
+            refused = [o for o in outcomes if not o.ok]
+            print(
+                f"store {args.accession}: {len(outcomes) - len(refused)} of {len(outcomes)} "
+                f"image(s) stored in study {images[0].StudyInstanceUID}"
+                + (f"; {refused[0].describe()}" if refused else "")
+            )
+            return 1 if refused else 0
+        status = "COMPLETED" if action == "complete" else "DISCONTINUED"
+        images = emulator.images_for(item, args.aet, args.images) if action == "complete" else []
+        outcome = scanner.end(uid, status, images)
+        print(f"{action} {args.accession}: MPPS {uid} {status}: {outcome.describe()}")
+        return 0 if outcome.ok else 1
+    except emulator.EmulatorError as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+
+
+def _emulated_item(
+    scanner: Any, state: Any, args: argparse.Namespace, *, fresh: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The worklist item an emulator command acts on: asked for afresh to start, else the one
+    remembered since (it left the worklist once started), else asked for now."""
+    from mwlbroker.dicom import modality as emulator
+
+    remembered = state.load(args.accession)
+    if remembered is not None and not fresh:
+        return remembered
+    items = scanner.worklist(accession=args.accession, sps_id=args.sps_id)
+    if not items:
+        if remembered is not None:
+            return remembered
+        raise emulator.EmulatorError(
+            f"no worklist item with accession {args.accession!r}"
+            + (f" and SPS ID {args.sps_id!r}" if args.sps_id else "")
+        )
+    if len(items) > 1:
+        steps = ", ".join(emulator.summary(item)["sps_id"] for item in items)
+        raise emulator.EmulatorError(
+            f"accession {args.accession!r} has {len(items)} steps ({steps}); choose with --sps-id"
+        )
+    return items[0], {}
+
+
+def _forward(args: argparse.Namespace, config: Config) -> int:
+    """``forward list | retry ID``: where the instances for the PACS stand."""
+    from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.services.forward import ForwardService
+    from mwlbroker.store import forward
+    from mwlbroker.store.db import DatabaseUnavailable
+    from mwlbroker.store.files import InstanceFiles
+
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        if args.forward_command == "list":
+            with db.reading() as session:
+                found = forward.latest_with_instances(session, status=args.status, limit=args.limit)
+            rows = [
+                {
+                    "id": task.id,
+                    "created_at": task.created_at.isoformat(),
+                    "sop_instance_uid": uid,
+                    "study_id": study_id,
+                    "status": task.status,
+                    "attempts": task.attempts,
+                    "answer": task.answer,
+                    "last_error": task.last_error,
+                }
+                for task, uid, study_id in found
+            ]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            print(f"{'ID':>7}  {'STATUS':8} {'TRIES':>5}  {'SOP INSTANCE UID':64}  ERROR / ANSWER")
+            for row in rows:
+                print(
+                    f"{row['id']:>7}  {row['status']:8} {row['attempts']:>5}  "
+                    f"{row['sop_instance_uid']:64}  {row['last_error'] or row['answer'] or ''}"
+                )
+            return 0
+        service = ForwardService.from_config(config, db, InstanceFiles(config["storage.dir"]))
+        try:
+            task = service.retry(args.id)
+        except (LookupError, ValueError) as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 1
+        print(f"forward task {task.id}: pending, due now")
+        return 0
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def _reconciliation(args: argparse.Namespace, config: Config) -> int:
+    """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing."""
+    from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.store import images, progress
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        rows: list[dict[str, object]]
+        with db.reading() as session:
+            if args.command == "mpps":
+                rows = [
+                    {
+                        "id": r.id,
+                        "created_at": r.created_at.isoformat(),
+                        "sop_instance_uid": r.sop_instance_uid,
+                        "status": r.status,
+                        "scheduled": r.scheduled,
+                        "station_ae": r.station_ae,
+                        "modality": r.modality,
+                        "patient_id": r.patient_id,
+                        "patient_name": r.patient_name,
+                        "accession_number": r.accession_number,
+                        "study_instance_uid": r.study_instance_uid,
+                        "start": r.start_datetime,
+                        "end": r.end_datetime,
+                    }
+                    for r in progress.list_performed_steps(
+                        session, scheduled=False if args.unscheduled else None, limit=args.limit
+                    )
+                ]
+                columns = [
+                    "id",
+                    "status",
+                    "scheduled",
+                    "station_ae",
+                    "patient_id",
+                    "accession_number",
+                    "sop_instance_uid",
+                ]
+            else:
+                rows = [
+                    {
+                        "id": r.id,
+                        "first_received_at": r.first_received_at.isoformat(),
+                        "study_instance_uid": r.study_instance_uid,
+                        "order_id": r.order_id,
+                        "matched_by": r.matched_by or None,
+                        "patient_id": r.patient_id,
+                        "patient_name": r.patient_name,
+                        "accession_number": r.accession_number,
+                        "modalities": r.modalities,
+                        "series": r.series_count,
+                        "instances": r.instance_count,
+                        "calling_ae": r.calling_ae,
+                        "images_received_at": r.images_received_at.isoformat()
+                        if r.images_received_at
+                        else None,
+                    }
+                    for r in images.list_studies(
+                        session, matched=False if args.unmatched else None, limit=args.limit
+                    )
+                ]
+                columns = [
+                    "id",
+                    "order_id",
+                    "patient_id",
+                    "accession_number",
+                    "modalities",
+                    "series",
+                    "instances",
+                    "study_instance_uid",
+                ]
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+            return 0
+        print("  ".join(column.upper() for column in columns))
+        for row in rows:
+            print("  ".join("-" if row[c] is None else str(row[c]) for c in columns))
+        return 0
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def _outbound_summary(row: OutboundRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat(),
+        "destination": row.destination,
+        "order_id": row.order_id,
+        "step_id": row.step_id,
+        "message_type": row.message_type,
+        "order_status": row.order_status,
+        "control_id": row.control_id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.status == "pending" else None,
+        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "ack_code": row.ack_code,
+        "last_error": row.last_error,
+    }
 
 
 def _decode(row: MessageRow) -> str:

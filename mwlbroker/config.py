@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mwlbroker.domain.charsets import RESPONSE_CHARSETS
+from mwlbroker.domain.outbound import CHARSETS as OUTBOUND_CHARSETS
+from mwlbroker.domain.outbound import VERSIONS as OUTBOUND_VERSIONS
 
 ENV_PREFIX = "MWLBROKER_"
 
@@ -122,10 +124,28 @@ def _as_database_url(value: Any) -> str:
     return text
 
 
+_DESTINATION_KEYS = (
+    "name",
+    "host",
+    "port",
+    "version",
+    "receiving_application",
+    "receiving_facility",
+    "charset",
+)
+
+
 def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
     if isinstance(value, str):
-        # Environment form: "RIS=ris.example.org:2575,BILLING=10.1.2.3:6661"
-        value = [_destination_from_text(part) for part in value.split(",") if part.strip()]
+        if value.strip().startswith("["):
+            # Environment form with every key: a JSON list of objects.
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"must be a JSON list of objects: {error.msg}") from None
+        else:
+            # Short environment form: "RIS=ris.example.org:2575/2.5.1,BILLING=10.1.2.3:6661"
+            value = [_destination_from_text(part) for part in value.split(",") if part.strip()]
     if not isinstance(value, list):
         raise ValueError(
             "must be a list of tables with name, host and port ([[outbound.destinations]])"
@@ -135,13 +155,27 @@ def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise ValueError(f"entry {index + 1} must be a table with name, host and port")
-        unknown = set(item) - {"name", "host", "port"}
+        unknown = set(item) - set(_DESTINATION_KEYS)
         if unknown:
             raise ValueError(f"entry {index + 1} has unknown key {sorted(unknown)[0]!r}")
         try:
             name = _as_str(item["name"]).strip()
             host = _as_host(item["host"])
             port = _as_int(1, 65535)(item["port"])
+            version = _as_str(item.get("version", "2.3.1")).strip()
+            if version not in OUTBOUND_VERSIONS:
+                raise ValueError(
+                    f"version must be one of {', '.join(OUTBOUND_VERSIONS)}, got {version!r}"
+                )
+            charset = _as_str(item.get("charset", "UNICODE UTF-8")).strip().upper()
+            if charset not in OUTBOUND_CHARSETS:
+                raise ValueError(
+                    f"charset must be one of {', '.join(OUTBOUND_CHARSETS)}, got {charset!r}"
+                )
+            receiving = {
+                key: _as_str(item.get(key, "")).strip()
+                for key in ("receiving_application", "receiving_facility")
+            }
         except KeyError as missing:
             raise ValueError(f"entry {index + 1} is missing {missing.args[0]!r}") from None
         except ValueError as error:
@@ -149,7 +183,16 @@ def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
         if not name or name in names:
             raise ValueError(f"entry {index + 1}: name {name!r} is empty or used twice")
         names.add(name)
-        destinations.append({"name": name, "host": host, "port": port})
+        destinations.append(
+            {
+                "name": name,
+                "host": host,
+                "port": port,
+                "version": version,
+                **receiving,
+                "charset": charset,
+            }
+        )
     return tuple(destinations)
 
 
@@ -233,10 +276,13 @@ def _as_profile(index: int, item: Any) -> dict[str, Any]:
 
 
 def _destination_from_text(text: str) -> dict[str, Any]:
-    match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*(\S+):(\d+)\s*", text)
+    match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*([^\s/]+):(\d+)(?:/(\S+))?\s*", text)
     if not match:
-        raise ValueError(f"{text.strip()!r} is not NAME=HOST:PORT")
-    return {"name": match[1], "host": match[2], "port": int(match[3])}
+        raise ValueError(f"{text.strip()!r} is not NAME=HOST:PORT or NAME=HOST:PORT/VERSION")
+    destination: dict[str, Any] = {"name": match[1], "host": match[2], "port": int(match[3])}
+    if match[4]:
+        destination["version"] = match[4]
+    return destination
 
 
 @dataclass(frozen=True)
@@ -418,6 +464,81 @@ SETTINGS: tuple[Setting, ...] = (
         "and fill_station_ae, date_window_days, pn_case_insensitive, charset; "
         "in the environment a JSON list",
     ),
+    Setting(
+        "progress",
+        "complete_on",
+        "mpps",
+        _one_of("mpps", "images", "both"),
+        "what completes a step: its MPPS COMPLETED, its images received, or both",
+    ),
+    Setting(
+        "progress",
+        "images_quiet_seconds",
+        60.0,
+        _as_float(0, 86400),
+        "a study's images count as received once none has arrived for this long (0: at the "
+        "first), or as soon as every instance its completed MPPS lists is in",
+    ),
+    Setting(
+        "storage",
+        "keep_files",
+        False,
+        _as_bool,
+        "keep each received instance as a file under storage.dir; false: index only",
+    ),
+    Setting(
+        "storage",
+        "dir",
+        "var/instances",
+        _as_str,
+        "folder of kept instance files (STUDY/SERIES/SOP.dcm), also the spool of forwarding",
+    ),
+    Setting(
+        "forward",
+        "host",
+        "",
+        _as_str,
+        "PACS to forward every received instance to (C-STORE); empty: no forwarding",
+    ),
+    Setting("forward", "port", 104, _as_int(1, 65535), "the PACS's DICOM port"),
+    Setting("forward", "ae_title", "PACS", _as_ae_title, "the PACS's AE title (called AE)"),
+    Setting(
+        "forward",
+        "calling_ae",
+        "",
+        lambda value: _as_ae_title(value) if value else "",
+        "our AE title towards the PACS; empty: dicom.ae_title",
+    ),
+    Setting(
+        "forward",
+        "coerce",
+        True,
+        _as_bool,
+        "give a matched study's instances the patient and order attributes of the broker's "
+        "record, the old values kept in the Original Attributes Sequence",
+    ),
+    Setting(
+        "forward",
+        "retry_seconds",
+        5.0,
+        _as_float(0.01, 3600),
+        "first wait after a failed attempt; it doubles with each failure in a row",
+    ),
+    Setting(
+        "forward",
+        "retry_max_seconds",
+        300.0,
+        _as_float(0.01, 86400),
+        "longest wait between attempts",
+    ),
+    Setting(
+        "forward",
+        "max_attempts",
+        10,
+        _as_int(1, 1000),
+        "refusals by the PACS before an instance is marked failed; an unreachable PACS is "
+        "retried without limit",
+    ),
     Setting("web", "host", "127.0.0.1", _as_host, "address the web page and API bind to"),
     Setting("web", "port", 8080, _as_int(0, 65535), "HTTP port of the web page and API"),
     Setting(
@@ -435,8 +556,38 @@ SETTINGS: tuple[Setting, ...] = (
         "destinations",
         (),
         _as_destinations,
-        "HL7 destinations (the RIS): [[outbound.destinations]] tables with name, host, port; "
-        "in the environment NAME=HOST:PORT,...",
+        "HL7 destinations of status messages (the RIS): [[outbound.destinations]] tables with "
+        "name, host, port and optionally version, receiving_application, receiving_facility, "
+        "charset; in the environment NAME=HOST:PORT[/VERSION],... or a JSON list",
+    ),
+    Setting(
+        "outbound",
+        "ack_timeout",
+        30.0,
+        _as_float(0.1, 3600),
+        "seconds to wait for a destination's ACK before the attempt counts as failed",
+    ),
+    Setting(
+        "outbound",
+        "retry_seconds",
+        5.0,
+        _as_float(0.01, 3600),
+        "first wait after a failed attempt; it doubles with each failure in a row",
+    ),
+    Setting(
+        "outbound",
+        "retry_max_seconds",
+        300.0,
+        _as_float(0.01, 86400),
+        "longest wait between attempts",
+    ),
+    Setting(
+        "outbound",
+        "max_attempts",
+        10,
+        _as_int(1, 1000),
+        "attempts a destination may refuse (AE/AR, no ACK) before the message is marked failed; "
+        "an unreachable destination is retried without limit",
     ),
 )
 

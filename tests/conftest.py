@@ -7,6 +7,7 @@ unless CI=true or MWLBROKER_TEST_REQUIRE_POSTGRES=1, where they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -313,3 +314,107 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+# -- a RIS receiving the broker's status messages over a real MLLP socket ----------------------
+
+
+class RIS:
+    """An MLLP receiver acting as the RIS: keeps each message and answers it.
+
+    ``answer(message) -> "AA" | "AE" | "AR" | None`` decides each ACK (None: no answer at all).
+    Made on a socket that is bound but not yet listening, a connection to it is refused until
+    :meth:`listen` is called: the RIS is down, then up, on the same port.
+    """
+
+    def __init__(self, answer=None, *, listening: bool = True) -> None:
+        self.answer = answer or (lambda _message: "AA")
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.received: list[bytes] = []
+        self.connections = 0
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if listening:
+            self.listen()
+
+    def listen(self) -> None:
+        self.socket.listen(8)
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            with self._changed:
+                self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, connection: socket.socket) -> None:
+        decoder = FrameDecoder()
+        with connection:
+            while not self._stopping.is_set():
+                try:
+                    data = connection.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for received in decoder.feed(data):
+                    message = received.payload
+                    code = self.answer(message)
+                    with self._changed:
+                        self.received.append(message)
+                        self._changed.notify_all()
+                    if code is None:
+                        continue
+                    control_id = segment_fields(message, "MSH")[10]
+                    ack = hl7(
+                        "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER||20261127150000||ACK|"
+                        f"R{control_id}|P|2.3.1",
+                        f"MSA|{code}|{control_id}|" + ("" if code == "AA" else "not now"),
+                    )
+                    connection.sendall(frame(ack))
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[bytes]:
+        """The messages received, once there are at least ``count``; fails after ``timeout``."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(
+                    f"the RIS received {len(self.received)} message(s), not {count}, "
+                    f"within {timeout} s"
+                )
+            return list(self.received)
+
+    def close(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread on Linux
+        self.socket.close()
+
+    def __enter__(self) -> RIS:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def segment_fields(message: bytes, segment: str, occurrence: int = 1) -> list[str]:
+    """The fields of a segment, so that index n is field n (MSH-n for MSH); [] if absent."""
+    seen = 0
+    for line in message.decode("utf-8", errors="replace").split("\r"):
+        if line.startswith(segment + "|"):
+            seen += 1
+            if seen == occurrence:
+                parts = line.split("|")
+                return ["MSH", "|", *parts[1:]] if segment == "MSH" else parts
+    return []

@@ -25,6 +25,10 @@ def test_the_example_configuration_loads():
         "name": "RIS",
         "host": "ris.example.org",
         "port": 2575,
+        "version": "2.3.1",
+        "receiving_application": "RIS",
+        "receiving_facility": "HOSPITAL",
+        "charset": "UNICODE UTF-8",
     }
 
 
@@ -48,6 +52,8 @@ def test_defaults_file_then_environment(tmp_path):
         ({"MWLBROKER_LOG_LEVEL": "loud"}, "log.level"),
         ({"MWLBROKER_HL7_IDLE_TIMEOUT": "-1"}, "hl7.idle_timeout"),
         ({"MWLBROKER_OUTBOUND_DESTINATIONS": "RIS=nohostport"}, "outbound.destinations"),
+        ({"MWLBROKER_OUTBOUND_DESTINATIONS": "RIS=ris:2575/2.6"}, "outbound.destinations"),
+        ({"MWLBROKER_PROGRESS_COMPLETE_ON": "never"}, "progress.complete_on"),
         ({"MWLBROKER_HL7_PROT": "2575"}, "MWLBROKER_HL7_PROT"),
     ],
 )
@@ -74,3 +80,20 @@ def test_display_masks_the_database_password():
     config = load_config(environ={"MWLBROKER_DATABASE_URL": "postgresql://u:s3cret@db/x"})
     shown = dict((key, value) for key, value, _ in config.display())
     assert "s3cret" not in shown["database.url"] and "u:***@db" in shown["database.url"]
+
+
+def test_outbound_destinations_in_short_and_json_form():
+    short = load_config(
+        environ={"MWLBROKER_OUTBOUND_DESTINATIONS": "RIS=ris:2575,PACS-RIS=10.0.0.9:6661/2.5.1"}
+    )
+    first, second = short["outbound.destinations"]
+    assert (first["name"], first["version"], first["charset"]) == ("RIS", "2.3.1", "UNICODE UTF-8")
+    assert (second["host"], second["port"], second["version"]) == ("10.0.0.9", 6661, "2.5.1")
+    full = load_config(
+        environ={
+            "MWLBROKER_OUTBOUND_DESTINATIONS": '[{"name": "RIS", "host": "ris", "port": 2575, '
+            '"version": "2.5.1", "receiving_application": "RIS", "charset": "8859/1"}]'
+        }
+    )
+    [destination] = full["outbound.destinations"]
+    assert destination["receiving_application"] == "RIS" and destination["charset"] == "8859/1"

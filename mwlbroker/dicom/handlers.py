@@ -12,10 +12,15 @@ from functools import partial
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pydicom.uid import generate_uid
 from pynetdicom.events import Event
 
 from mwlbroker.dicom.identifier import read_identifier
+from mwlbroker.dicom.storage import read_instance
+from mwlbroker.domain.images import StorageRefused, StorageStatus
+from mwlbroker.domain.mpps import MPPSRefused, NStatus
 from mwlbroker.domain.query import Element, FindStatus, QueryError
+from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.worklist_query import Caller, FinalStatus, WorklistQueryService
 
 log = logging.getLogger("mwlbroker.dicom")
@@ -42,6 +47,140 @@ def handle_find(event: Event, worklist: WorklistQueryService) -> Iterator[FindRe
     finally:
         # pynetdicom stops asking when the association ends mid-way; still record the query.
         answer.abandon()
+
+
+def handle_n_create(
+    event: Event, progress: ProgressService
+) -> tuple[int | Dataset, Dataset | None]:
+    """EVT_N_CREATE for MPPS (PS3.4 F.7.2.1): store the performed step IN PROGRESS.
+
+    A request without an Affected SOP Instance UID gets one made here, returned in the
+    response (PS3.7 10.1.5.1.4).
+    """
+    requested = event.request.AffectedSOPInstanceUID
+    uid = str(requested) if requested else generate_uid()
+    calling_ae = caller_of(event).calling_ae
+    try:
+        dataset = attributes_json(event.attribute_list)
+        progress.create_performed_step(uid, dataset, calling_ae=calling_ae)
+    except MPPSRefused as refused:
+        _log_refused("N-CREATE", uid, calling_ae, refused)
+        return n_status(refused), None
+    except Exception as error:  # the database or an undecodable data set
+        return n_status(_failure("N-CREATE", uid, calling_ae, error)), None
+    reply = Dataset()
+    if not requested:
+        reply.AffectedSOPInstanceUID = uid  # (0000,1000), moved into the response command
+    return int(NStatus.SUCCESS), reply
+
+
+def handle_n_set(event: Event, progress: ProgressService) -> tuple[int | Dataset, Dataset | None]:
+    """EVT_N_SET for MPPS (PS3.4 F.7.2.2): update, complete or discontinue a performed step."""
+    uid = str(event.request.RequestedSOPInstanceUID or "")
+    calling_ae = caller_of(event).calling_ae
+    try:
+        modification = attributes_json(event.modification_list)
+        progress.set_performed_step(uid, modification, calling_ae=calling_ae)
+    except MPPSRefused as refused:
+        _log_refused("N-SET", uid, calling_ae, refused)
+        return n_status(refused, attribute_list=True), None
+    except Exception as error:  # the database or an undecodable data set
+        return n_status(_failure("N-SET", uid, calling_ae, error)), None
+    return int(NStatus.SUCCESS), Dataset()
+
+
+def handle_store(event: Event, progress: ProgressService) -> int | Dataset:
+    """EVT_C_STORE (PS3.4 B.2.2): index the instance, keep its file if configured, answer.
+
+    Success only once the index (and the file, when kept) is committed.
+    """
+    calling_ae = caller_of(event).calling_ae
+    uid = str(event.request.AffectedSOPInstanceUID or "")
+    try:
+        instance = read_instance(event, calling_ae)
+        data = event.encoded_dataset(include_meta=True) if progress.writes_files else None
+        progress.receive_instance(instance, data)
+    except StorageRefused as refused:
+        log.warning(
+            "C-STORE %s from %s refused (0x%04X): %s",
+            uid,
+            calling_ae,
+            int(refused.status),
+            refused.comment,
+            extra={"event": "store_refused", "sop_instance_uid": uid, "calling_ae": calling_ae},
+        )
+        return store_status(refused)
+    except Exception as error:  # the database or the disk
+        log.error(
+            "C-STORE %s from %s failed: %s",
+            uid,
+            calling_ae,
+            error,
+            exc_info=error,
+            extra={"event": "store_failed", "sop_instance_uid": uid, "calling_ae": calling_ae},
+        )
+        return store_status(StorageRefused(StorageStatus.OUT_OF_RESOURCES, f"not stored: {error}"))
+    return int(StorageStatus.SUCCESS)
+
+
+def store_status(refused: StorageRefused) -> Dataset:
+    """The status data set of a refused C-STORE: code and error comment."""
+    status = Dataset()
+    status.Status = int(refused.status)  # (0000,0900)
+    status.ErrorComment = refused.comment.encode("ascii", "replace").decode()[:64]  # (0000,0902)
+    return status
+
+
+def attributes_json(dataset: Dataset) -> dict:
+    """An N-CREATE attribute list or N-SET modification list in the DICOM JSON model."""
+    return dataset.to_json_dict()
+
+
+def n_status(refused: MPPSRefused, *, attribute_list: bool = False) -> Dataset:
+    """The status data set of a refused N-CREATE or N-SET: code, error comment, error ID.
+
+    N-SET responses also name the attributes at fault (0000,1005); N-CREATE responses cannot.
+    """
+    status = Dataset()
+    status.Status = int(refused.status)  # (0000,0900)
+    # (0000,0902) Error Comment | LO: the command set is always in the default repertoire
+    status.ErrorComment = refused.comment.encode("ascii", "replace").decode()[:64]
+    if refused.error_id is not None:
+        status.ErrorID = refused.error_id  # (0000,0903)
+    if attribute_list and refused.tags:
+        status.AttributeIdentifierList = [Tag(int(tag, 16)) for tag in refused.tags]
+    return status
+
+
+def _failure(operation: str, uid: str, calling_ae: str, error: Exception) -> MPPSRefused:
+    log.error(
+        "MPPS %s %s from %s failed: %s",
+        operation,
+        uid,
+        calling_ae,
+        error,
+        exc_info=error,
+        extra={"event": "mpps_failed", "sop_instance_uid": uid, "calling_ae": calling_ae},
+    )
+    return MPPSRefused(NStatus.PROCESSING_FAILURE, f"not stored: {error}"[:64])
+
+
+def _log_refused(operation: str, uid: str, calling_ae: str, refused: MPPSRefused) -> None:
+    log.warning(
+        "MPPS %s %s from %s refused (0x%04X): %s",
+        operation,
+        uid,
+        calling_ae,
+        int(refused.status),
+        refused.detail,
+        extra={
+            "event": "mpps_refused",
+            "sop_instance_uid": uid,
+            "calling_ae": calling_ae,
+            "status": int(refused.status),
+            "error": refused.detail,
+        },
+    )
 
 
 def handle_echo(event: Event) -> int:

@@ -1,4 +1,5 @@
-"""The broker's DICOM listener: one AE serving Modality Worklist C-FIND and Verification.
+"""The broker's DICOM listener: one AE serving Modality Worklist C-FIND, MPPS, Storage and
+Verification.
 
 Latency matters more than throughput here: a modality waits for its worklist. pynetdicom sends
 a response's command and data set as two small PDUs, and with Nagle's algorithm the second
@@ -24,11 +25,24 @@ from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from mwlbroker.config import Config
-from mwlbroker.dicom.handlers import handle_echo, handle_find, handle_rejected
+from mwlbroker.dicom.handlers import (
+    handle_echo,
+    handle_find,
+    handle_n_create,
+    handle_n_set,
+    handle_rejected,
+    handle_store,
+)
+from mwlbroker.dicom.storage import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.worklist_query import WorklistQueryService
 from mwlbroker.store.db import Database
 
@@ -75,11 +89,13 @@ class DicomServer:
         self,
         options: DicomOptions,
         worklist: WorklistQueryService,
+        progress: ProgressService,
         *,
         owns_worklist: bool = False,
     ) -> None:
         self.options = options
         self.worklist = worklist
+        self.progress = progress
         self._owns_worklist = owns_worklist
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -114,9 +130,15 @@ class DicomServer:
         ae.require_calling_aet = list(options.allowed_calling_aets)
         ae.require_called_aet = options.require_called_aet
         ae.add_supported_context(ModalityWorklistInformationFind)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
         ae.add_supported_context(Verification)
+        for storage_class in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(storage_class, list(TRANSFER_SYNTAXES))
         handlers = [
             (evt.EVT_C_FIND, handle_find, [self.worklist]),
+            (evt.EVT_N_CREATE, handle_n_create, [self.progress]),
+            (evt.EVT_N_SET, handle_n_set, [self.progress]),
+            (evt.EVT_C_STORE, handle_store, [self.progress]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_REJECTED, handle_rejected),
         ]
@@ -154,13 +176,18 @@ class DicomServer:
             self.worklist.close(timeout)
 
 
-def start_dicom_server(config: Config, db: Database) -> DicomServer:
+def start_dicom_server(
+    config: Config, db: Database, progress: ProgressService | None = None
+) -> DicomServer:
     """Build the worklist query service and the DICOM listener from the settings, and start it.
 
-    The returned server owns the service it built: ``stop()`` also flushes its query log.
+    ``progress`` follows MPPS (built from the settings when not given). The returned server
+    owns the worklist service it built: ``stop()`` also flushes its query log.
     """
     worklist = WorklistQueryService.from_config(config, db)
-    server = DicomServer(DicomOptions.from_config(config), worklist, owns_worklist=True)
+    if progress is None:
+        progress = ProgressService.from_config(config, db)
+    server = DicomServer(DicomOptions.from_config(config), worklist, progress, owns_worklist=True)
     try:
         server.start()
     except BaseException:

@@ -14,6 +14,10 @@ class SendError(Exception):
     """The peer could not be reached, closed the connection, or did not answer in time."""
 
 
+class AckTimeout(SendError):
+    """The message was sent but no ACK came back in time."""
+
+
 @dataclass(frozen=True)
 class Reply:
     """The ACK for one sent message, split into what a person wants to read."""
@@ -65,7 +69,7 @@ class MLLPClient:
                 if frames:
                     return Reply(frames[0].payload)
         except TimeoutError:
-            raise SendError(f"{self.peer}: no ACK within {self.timeout:g} s") from None
+            raise AckTimeout(f"{self.peer}: no ACK within {self.timeout:g} s") from None
         except OSError as error:
             raise SendError(f"{self.peer}: connection failed: {error.strerror or error}") from None
 

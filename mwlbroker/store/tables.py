@@ -260,3 +260,183 @@ class AuditRow(Base):
     after: Mapped[dict | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+
+
+class PerformedStepRow(Base):
+    """A Modality Performed Procedure Step (PS3.4 Annex F) as the modality reported it.
+
+    The columns copy what people look for; the data set (DICOM JSON) is the whole MPPS, every
+    N-SET applied. ``scheduled`` is false for a step that matched no scheduled step (the IHE
+    unscheduled case, or an order the broker never had): it waits for reconciliation.
+    """
+
+    __tablename__ = "performed_step"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)  # (0000,1000) | UI
+    status: Mapped[str] = mapped_column(String(16))  # (0040,0252) PPS Status | CS
+    pps_id: Mapped[str] = mapped_column(String(64), default="")  # (0040,0253) PPS ID | SH
+    station_ae: Mapped[str] = mapped_column(String(16), default="")  # (0040,0241) | AE
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")  # association's caller
+    modality: Mapped[str] = mapped_column(String(16), default="")  # (0008,0060) | CS
+    patient_id: Mapped[str] = mapped_column(String(64), default="")  # (0010,0020) | LO
+    patient_name: Mapped[str] = mapped_column(String(324), default="")  # (0010,0010) | PN
+    # First item of (0040,0270) Scheduled Step Attributes Sequence.
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")  # (0020,000D)
+    accession_number: Mapped[str] = mapped_column(String(64), default="")  # (0008,0050)
+    start_datetime: Mapped[str | None] = mapped_column(String(14))  # (0040,0244) + (0040,0245)
+    end_datetime: Mapped[str | None] = mapped_column(String(14))  # (0040,0250) + (0040,0251)
+    scheduled: Mapped[bool] = mapped_column(default=True)  # linked to at least one step
+    dataset: Mapped[dict] = mapped_column(JSON, default=dict)  # the MPPS, DICOM JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_performed_step_study_instance_uid", "study_instance_uid"),
+        Index("ix_performed_step_scheduled_created_at", "scheduled", "created_at"),
+    )
+
+
+class PerformedStepLinkRow(Base):
+    """Which scheduled step a performed step performed (several in the IHE group case)."""
+
+    __tablename__ = "performed_step_link"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    performed_step_id: Mapped[int] = mapped_column(ForeignKey("performed_step.id"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("procedure_step.id"))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "performed_step_id", "step_id", name="uq_performed_step_link_performed_step_id_step_id"
+        ),
+        Index("ix_performed_step_link_step_id", "step_id"),
+    )
+
+
+class OutboundRow(Base):
+    """One HL7 message for a destination (the RIS), kept until it is acknowledged, and after.
+
+    Written in the transaction that made the change it reports; a sender per destination
+    delivers the messages of each order in id order and records every attempt.
+    """
+
+    __tablename__ = "outbound_message"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))  # [[outbound.destinations]] name
+    order_id: Mapped[int] = mapped_column(ForeignKey("imaging_order.id"))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("procedure_step.id"))
+    message_type: Mapped[str] = mapped_column(String(16))  # MSH-9, e.g. ORM^O01
+    order_status: Mapped[str] = mapped_column(String(2))  # ORC-5: IP, CM, DC
+    control_id: Mapped[str] = mapped_column(String(20))  # MSH-10
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # the message as sent, CR-separated
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the sender may next try: after a back-off, or when a claim by a sender lapses.
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    ack_code: Mapped[str | None] = mapped_column(String(2))  # MSA-1 of the last answer
+    ack: Mapped[str | None] = mapped_column(Text)  # the last answer
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_outbound_message_destination_status", "destination", "status", "id"),
+        Index("ix_outbound_message_order_id", "order_id"),
+    )
+
+
+class StudyRow(Base):
+    """A study received over C-STORE, matched to its order or kept as unmatched."""
+
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)  # (0020,000D)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")  # (0010,0020) | LO
+    issuer: Mapped[str] = mapped_column(String(64), default="")  # (0010,0021) | LO
+    patient_name: Mapped[str] = mapped_column(String(324), default="")  # (0010,0010) | PN
+    accession_number: Mapped[str] = mapped_column(String(64), default="")  # (0008,0050) | SH
+    study_date: Mapped[str] = mapped_column(String(8), default="")  # (0008,0020) | DA
+    study_description: Mapped[str] = mapped_column(String(64), default="")  # (0008,1030) | LO
+    modalities: Mapped[str] = mapped_column(String(64), default="")  # (0008,0061), from series
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_order.id"))
+    matched_by: Mapped[str] = mapped_column(String(16), default="")  # "study uid", "accession"
+    series_count: Mapped[int] = mapped_column(Integer, default=0)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")  # sender of the first one
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When its images counted as received: every listed instance in, or quiet long enough.
+    images_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_study_order_id", "order_id"),
+        Index("ix_study_accession_number", "accession_number"),
+        Index(
+            "ix_study_images_received_at_last_received_at", "images_received_at", "last_received_at"
+        ),
+    )
+
+
+class SeriesRow(Base):
+    """A series of a received study."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)  # (0020,000E)
+    modality: Mapped[str] = mapped_column(String(16), default="")  # (0008,0060) | CS
+    series_number: Mapped[str] = mapped_column(String(12), default="")  # (0020,0011) | IS
+    series_description: Mapped[str] = mapped_column(String(64), default="")  # (0008,103E)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_series_study_id", "study_id"),)
+
+
+class InstanceRow(Base):
+    """One received SOP instance: where it is kept (if it is) and how often it came."""
+
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)  # (0008,0018) | UI
+    sop_class_uid: Mapped[str] = mapped_column(String(64))  # (0008,0016) | UI
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")  # (0002,0010)
+    instance_number: Mapped[str] = mapped_column(String(12), default="")  # (0020,0013) | IS
+    size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes as received
+    path: Mapped[str | None] = mapped_column(String(400))  # under storage.dir; None: index only
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    received_count: Mapped[int] = mapped_column(Integer, default=1)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_instance_series_id", "series_id"),
+        Index("ix_instance_study_id", "study_id"),
+    )
+
+
+class ForwardRow(Base):
+    """A received instance to forward to the PACS, and what became of each attempt."""
+
+    __tablename__ = "forward_task"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"))
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)  # the PACS's status, what was coerced
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_forward_task_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_forward_task_instance_id", "instance_id"),
+    )

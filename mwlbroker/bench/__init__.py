@@ -1,0 +1,1 @@
+"""``mwlbroker bench``: intake and worklist figures measured on the machine it runs on."""

@@ -1,0 +1,151 @@
+"""Deliver the outbound queue over MLLP: a sender thread per destination.
+
+Each sender takes the next due message, sends it on its connection and waits for the ACK
+before the next one, so the messages of an order arrive in the order they were written. What
+became of each attempt is recorded by the outbound service: an ACK (AA, or CA in enhanced
+mode) ends it; a negative or missing ACK makes the message wait and try again later, while
+other orders' messages go on; an unreachable destination makes the sender back off, doubling
+the wait up to ``outbound.retry_max_seconds``, and keep trying for as long as it takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from mwlbroker.domain.outbound import Destination
+from mwlbroker.hl7v2.sender import AckTimeout, MLLPClient, Reply, SendError
+from mwlbroker.services.outbound import POLL_SECONDS, Claim, OutboundService
+
+log = logging.getLogger("mwlbroker.outbound")
+
+_POSITIVE = ("AA", "CA")  # MSA-1: application accept, or commit accept (enhanced mode)
+
+
+class _Unreachable(Exception):
+    """The destination could not be connected to: the message never left."""
+
+
+class OutboundSender:
+    """Sends one destination's messages, one at a time, each waiting for its ACK."""
+
+    def __init__(self, service: OutboundService, destination: Destination) -> None:
+        self.service = service
+        self.destination = destination
+        self._client: MLLPClient | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"outbound-{destination.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info(
+            "outbound sender for %s (%s:%d, HL7 %s %s) started",
+            self.destination.name,
+            self.destination.host,
+            self.destination.port,
+            self.destination.version,
+            self.destination.message_type,
+            extra={"event": "outbound_started", "destination": self.destination.name},
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the message in hand (its ACK is waited for, up to the ACK timeout)."""
+        self._stopping.set()
+        self.service.wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._close()
+
+    def _run(self) -> None:
+        failures = 0  # connection failures in a row, for the back-off
+        seen = self.service.generation
+        while not self._stopping.is_set():
+            try:
+                claim = self.service.claim(self.destination.name)
+            except Exception as error:  # the database is restarting, or gone
+                failures += 1
+                log.error("outbound %s: cannot read the queue: %s", self.destination.name, error)
+                self._stopping.wait(self.service.options.backoff(failures))
+                continue
+            if claim is None:
+                seen = self.service.wait(seen, POLL_SECONDS)
+                continue
+            try:
+                reached = self._deliver(claim)
+            except Exception:  # never let the sender die: the queue is kept, log and go on
+                log.exception("outbound %s: message %d", self.destination.name, claim.id)
+                reached = False
+            if reached:
+                failures = 0
+            else:
+                failures += 1
+                self._stopping.wait(self.service.options.backoff(failures))
+
+    def _deliver(self, claim: Claim) -> bool:
+        """One attempt; returns False when the destination could not be reached."""
+        try:
+            reply = self._exchange(claim.payload)
+        except _Unreachable as error:
+            self.service.not_delivered(claim, str(error), sent=False)
+            return False
+        except SendError as error:
+            self._close()
+            self.service.not_delivered(claim, f"no ACK: {error}", sent=True)
+            return True
+        acknowledged = reply.field("MSA", 2)
+        code = reply.code
+        if acknowledged != claim.control_id:
+            # An answer to some other message: the conversation is out of step, start afresh.
+            self._close()
+            self.service.not_delivered(
+                claim,
+                f"the answer acknowledges {acknowledged!r}, not {claim.control_id!r}",
+                sent=True,
+                ack_code=code,
+                ack=reply.text,
+            )
+        elif code in _POSITIVE:
+            self.service.delivered(claim, code, reply.text)
+        else:
+            self.service.not_delivered(
+                claim,
+                f"answered {code or '(no MSA-1)'}: {_reason(reply)}",
+                sent=True,
+                ack_code=code,
+                ack=reply.text,
+            )
+        return True
+
+    def _exchange(self, payload: bytes) -> Reply:
+        """Send on the open connection, or a new one; a connection the peer closed while idle
+        is replaced once, silently."""
+        if self._client is not None:
+            try:
+                return self._client.send(payload)
+            except AckTimeout:
+                raise
+            except SendError:
+                self._close()  # closed by the destination while idle: try a fresh one
+        destination = self.destination
+        try:
+            self._client = MLLPClient(
+                destination.host, destination.port, timeout=self.service.options.ack_timeout
+            )
+        except SendError as error:
+            raise _Unreachable(str(error)) from None
+        return self._client.send(payload)
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _reason(reply: Reply) -> str:
+    """MSA-3, else ERR's text, else the whole answer: what the destination said was wrong."""
+    text = reply.field("MSA", 3) or reply.field("ERR", 8) or reply.field("ERR", 1)
+    return text or reply.text.replace("\r", " | ")[:300]

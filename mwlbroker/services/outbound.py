@@ -1,0 +1,280 @@
+"""The outbound queue: status messages for the RIS, written with the change, sent in order.
+
+A step's status change and the messages reporting it commit in one transaction (style
+convention 5), so a change is never lost nor reported before it happened. A sender per
+destination (the HL7 edge) claims the next message with :meth:`OutboundService.claim`, sends it,
+and records what became of it; within an order, a message waits until every earlier one has
+been acknowledged. A message the destination keeps refusing is marked failed, holding the later
+messages of its order back, until ``mwlbroker outbound retry ID`` releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from mwlbroker.config import Config
+from mwlbroker.domain.outbound import (
+    ORDER_STATUS_OF,
+    DeliveryStatus,
+    Destination,
+    StatusReport,
+)
+from mwlbroker.mapping.status_message import build_status_message
+from mwlbroker.services.progress import StepChange
+from mwlbroker.services.worklist import Context
+from mwlbroker.store import outbound as store
+from mwlbroker.store import worklist
+from mwlbroker.store.db import Database
+from mwlbroker.store.outbound import OutboundRow
+
+log = logging.getLogger("mwlbroker.outbound")
+
+POLL_SECONDS = 1.0  # how often a sender looks for due messages when nobody woke it
+
+
+@dataclass(frozen=True)
+class OutboundOptions:
+    """The [outbound] settings."""
+
+    destinations: tuple[Destination, ...] = ()
+    application: str = "MWLBROKER"  # MSH-3
+    facility: str = ""  # MSH-4
+    ack_timeout: float = 30.0
+    retry_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    max_attempts: int = 10
+
+    @classmethod
+    def from_config(cls, config: Config) -> OutboundOptions:
+        return cls(
+            destinations=tuple(Destination(**d) for d in config["outbound.destinations"]),
+            application=config["hl7.application"],
+            facility=config["hl7.facility"],
+            ack_timeout=config["outbound.ack_timeout"],
+            retry_seconds=config["outbound.retry_seconds"],
+            retry_max_seconds=config["outbound.retry_max_seconds"],
+            max_attempts=config["outbound.max_attempts"],
+        )
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
+        return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message a sender has taken to send: it is its own until the claim lapses."""
+
+    id: int
+    destination: str
+    control_id: str
+    payload: bytes
+    attempts: int  # attempts before this one
+
+
+class OutboundService:
+    """Queues status messages and keeps the record of their delivery."""
+
+    def __init__(self, db: Database, options: OutboundOptions | None = None) -> None:
+        self.db = db
+        self.options = options or OutboundOptions()
+        self._wake = threading.Condition()
+        self._generation = 0
+
+    @classmethod
+    def from_config(cls, config: Config, db: Database) -> OutboundService:
+        return cls(db, OutboundOptions.from_config(config))
+
+    @property
+    def destinations(self) -> tuple[Destination, ...]:
+        return self.options.destinations
+
+    # -- writing, inside the caller's transaction -------------------------------------------------
+
+    def on_status_changes(self, ctx: Context, changes: Sequence[StepChange]) -> None:
+        """Queue a status message per destination for each step whose status the RIS hears of."""
+        for change in changes:
+            order_status = ORDER_STATUS_OF.get(change.after)
+            if order_status is None:
+                continue
+            report = StatusReport(
+                order_status=order_status,
+                placer_order_number=change.order.placer_order_number,
+                filler_order_number=change.order.filler_order_number,
+                patient=dict(change.patient.attributes),
+                order=dict(change.order.attributes),
+                procedure=dict(change.step.attributes.get("procedure", {})),
+                step=dict(change.step.attributes.get("step", {})),
+                at=ctx.now,
+                started=change.started,
+                ended=change.ended,
+            )
+            for destination in self.destinations:
+                self._queue(ctx, change, report, destination)
+
+    def _queue(
+        self, ctx: Context, change: StepChange, report: StatusReport, destination: Destination
+    ) -> None:
+        row = OutboundRow(
+            destination=destination.name,
+            order_id=change.order.id,
+            step_id=change.step.id,
+            message_type=destination.message_type,
+            order_status=report.order_status.value,
+            control_id="",
+            payload=b"",
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=ctx.now,
+            created_at=ctx.now,
+        )
+        worklist.add(ctx.session, row)  # the id makes the control ID unique across nodes
+        row.control_id = f"MWLB{row.id:010d}"
+        row.payload = build_status_message(
+            report,
+            destination,
+            control_id=row.control_id,
+            application=self.options.application,
+            facility=self.options.facility,
+        )
+
+    # -- the senders ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the senders that messages were committed (called after commit)."""
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+
+    def wait(self, seen: int, timeout: float = POLL_SECONDS) -> int:
+        """Sleep until woken after generation ``seen`` or ``timeout``; returns the generation."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        with self._wake:
+            return self._generation
+
+    def claim(self, destination: str) -> Claim | None:
+        """Take the next due message for ``destination``, if any, for one attempt.
+
+        The claim lasts long enough to connect, send and wait for the ACK; if the process dies
+        meanwhile, the message becomes due again when it lapses and is sent again, with the
+        same MSH-10, so the receiver can tell.
+        """
+        now = datetime.now(UTC)
+        lease = timedelta(seconds=2 * self.options.ack_timeout + 30)
+        with self.db.transaction() as session:
+            row = store.next_due(session, destination, now)
+            if row is None:
+                return None
+            row.next_attempt_at = now + lease
+            return Claim(row.id, row.destination, row.control_id, row.payload, row.attempts)
+
+    def delivered(self, claim: Claim, ack_code: str, ack: str) -> None:
+        """The destination acknowledged the message (AA or CA)."""
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            row = self._row(session, claim)
+            row.status = DeliveryStatus.SENT.value
+            row.attempts += 1
+            row.sent_at = now
+            row.ack_code = ack_code[:2]
+            row.ack = ack
+            row.last_error = None
+        log.info(
+            "outbound %d (%s) delivered to %s: %s",
+            claim.id,
+            claim.control_id,
+            claim.destination,
+            ack_code,
+            extra={
+                "event": "outbound_sent",
+                "outbound_id": claim.id,
+                "destination": claim.destination,
+                "control_id": claim.control_id,
+            },
+        )
+
+    def not_delivered(
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        sent: bool,
+        ack_code: str | None = None,
+        ack: str | None = None,
+    ) -> float:
+        """Record a failed attempt; returns the seconds until the message is due again.
+
+        ``sent`` says whether the message left (a negative ACK, no ACK in time, the connection
+        lost mid-way): such attempts count towards ``outbound.max_attempts``. When the
+        destination could not be reached the message did not leave and is due again at once;
+        the sender backs off connecting instead.
+        """
+        now = datetime.now(UTC)
+        options = self.options
+        delay = 0.0
+        with self.db.transaction() as session:
+            row = self._row(session, claim)
+            row.last_error = error[:2000]
+            if ack_code is not None:
+                row.ack_code = ack_code[:2]
+                row.ack = ack
+            if sent:
+                row.attempts += 1
+                if row.attempts >= options.max_attempts:
+                    row.status = DeliveryStatus.FAILED.value
+                else:
+                    delay = options.backoff(row.attempts)
+            row.next_attempt_at = now + timedelta(seconds=delay)
+            failed = row.status == DeliveryStatus.FAILED
+            attempts = row.attempts
+        (log.error if failed else log.warning)(
+            "outbound %d (%s) to %s %s: %s",
+            claim.id,
+            claim.control_id,
+            claim.destination,
+            f"failed after {attempts} attempts, held with the later messages of its order"
+            if failed
+            else "not delivered" + (f", next attempt in {delay:g} s" if sent else ""),
+            error,
+            extra={
+                "event": "outbound_failed" if failed else "outbound_retry",
+                "outbound_id": claim.id,
+                "destination": claim.destination,
+                "attempts": attempts,
+                "error": error,
+            },
+        )
+        return delay
+
+    def retry(self, message_id: int) -> OutboundRow:
+        """Release a failed message (or hurry a pending one): it is due now, attempts from zero.
+
+        Raises LookupError for an unknown id and ValueError for a message already sent.
+        """
+        with self.db.transaction() as session:
+            row = store.get(session, message_id, for_update=True)
+            if row is None:
+                raise LookupError(f"no outbound message with id {message_id}")
+            if row.status == DeliveryStatus.SENT:
+                raise ValueError(f"outbound message {message_id} was already delivered")
+            row.status = DeliveryStatus.PENDING.value
+            row.attempts = 0
+            row.next_attempt_at = datetime.now(UTC)
+        self.wake()
+        log.info("outbound %d released for another attempt", message_id)
+        return row
+
+    def _row(self, session: object, claim: Claim) -> OutboundRow:
+        row = store.get(session, claim.id, for_update=True)  # type: ignore[arg-type]
+        if row is None:
+            raise LookupError(f"outbound message {claim.id} vanished")
+        return row

@@ -1,0 +1,267 @@
+"""Forwarding to a PACS: storescu sends to the broker, a pynetdicom Storage SCP plays the PACS.
+
+On SQLite and PostgreSQL: the instances of a matched study reach the PACS with the patient and
+order attributes of the broker's record (the RIS is the source of truth), the values replaced
+kept in the Original Attributes Sequence; an unmatched study goes as received; a PACS that is
+down, or refuses, gets the instances once it takes them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+from mwlbroker.app import Broker
+from mwlbroker.store import forward, worklist
+from mwlbroker.store.tables import InstanceRow, StepRow
+from tests.conftest import (
+    REQUIRE_POSTGRES,
+    SAMPLES,
+    Peer,
+    ack_fields,
+    cli_env,
+    orm,
+    run_cli,
+    wait_for,
+)
+from tests.dicom_peers import ct_image, storescu, write_images
+
+
+@pytest.fixture(autouse=True)
+def _dcmtk() -> None:
+    if shutil.which("storescu") is None:
+        message = "DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class PACS:
+    """A Storage SCP keeping what it receives; ``answer(dataset)`` gives each status."""
+
+    def __init__(self, answer: Callable[[Dataset], int] | None = None) -> None:
+        self.answer = answer or (lambda _dataset: 0x0000)
+        self.received: list[Dataset] = []
+        self.calling_aes: list[str] = []
+        self._changed = threading.Condition()
+        self._server = None
+        # Hold a free port, bound but not listening: the PACS is down until start().
+        self._holder = socket.socket()
+        self._holder.bind(("127.0.0.1", 0))
+        self.port = self._holder.getsockname()[1]
+
+    def start(self) -> PACS:
+        self._holder.close()
+        ae = AE(ae_title="PACS")
+        ae.supported_contexts = AllStoragePresentationContexts
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store)],
+        )
+        return self
+
+    def _store(self, event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        status = self.answer(dataset)
+        with self._changed:
+            if status == 0x0000:
+                self.received.append(dataset)
+                self.calling_aes.append(event.assoc.requestor.ae_title)
+            self._changed.notify_all()
+        return status
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[Dataset]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"the PACS has {len(self.received)} instance(s), not {count}")
+            return list(self.received)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        self._holder.close()
+
+
+@pytest.fixture
+def pacs() -> Iterator[PACS]:
+    server = PACS().start()
+    yield server
+    server.stop()
+
+
+def forwarding(pacs: PACS, **extra: object) -> dict[str, object]:
+    return {
+        "forward__host": "127.0.0.1",
+        "forward__port": pacs.port,
+        "forward__ae_title": "PACS",
+        "forward__retry_seconds": 0.05,
+        "forward__retry_max_seconds": 0.2,
+        **extra,
+    }
+
+
+def order(broker: Broker, control_id: str = "C1") -> StepRow:
+    with Peer(broker.hl7.port) as peer:
+        assert ack_fields(peer.send(orm(control_id)))["MSA"][1] == "AA"
+    with broker.db.reading() as session:
+        return worklist.search_steps(session, accession_number=f"APL{control_id}")[0]
+
+
+def send(broker: Broker, tmp_path: Path, images: list[Dataset]) -> None:
+    sent = storescu(broker.dicom.port, *write_images(tmp_path / generate_uid(), images))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+
+
+def tasks(broker: Broker) -> list:
+    with broker.db.reading() as session:
+        return sorted(forward.latest(session, limit=1000), key=lambda t: t.id)
+
+
+def test_instances_reach_the_pacs_with_the_brokers_patient_and_order(
+    broker_factory, pacs, tmp_path
+):
+    folder = tmp_path / "spool"
+    broker = broker_factory(storage__dir=str(folder), **forwarding(pacs))
+    step = order(broker)
+    image = ct_image(
+        study_uid=step.study_instance_uid,
+        patient_name="DOE^J",  # typed at the console
+        patient_id="PID1",
+        accession="",  # not filled in at the modality
+    )
+
+    send(broker, tmp_path, [image])
+
+    [received] = pacs.wait_for(1)
+    assert pacs.calling_aes == ["MWLBROKER"]
+    assert received.SOPInstanceUID == image.SOPInstanceUID
+    assert received.StudyInstanceUID == step.study_instance_uid  # UIDs are never changed
+    assert (received.PatientName, received.PatientID, received.IssuerOfPatientID) == (
+        "DOE^JOHN",
+        "PID1",
+        "HOSPITAL",
+    )
+    assert received.AccessionNumber == "APLC1"
+    assert received.PixelData == image.PixelData
+    [history] = received.OriginalAttributesSequence  # PS3.3 C.12.1.1.9.2
+    [originals] = history.ModifiedAttributesSequence
+    assert originals.PatientName == "DOE^J"
+    assert originals.AccessionNumber in ("", None)
+    assert "IssuerOfPatientID" in originals  # it was absent
+    assert "PatientBirthDate" not in originals  # it was right
+    assert history.ModifyingSystem == "MWLBROKER"
+    assert history.SourceOfPreviousValues == "CT1"
+    assert history.ReasonForTheAttributeModification == "COERCE"
+    [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+    assert task.attempts == 1 and "PatientName" in task.answer
+    # Forwarded and not kept (storage.keep_files = false): the spooled file is gone.
+    with broker.db.reading() as session:
+        [instance] = list(session.query(InstanceRow))
+    assert instance.path is None
+    assert not [p for p in folder.rglob("*.dcm")]
+
+
+def test_names_outside_the_image_character_set_are_sent_in_utf8(broker_factory, pacs, tmp_path):
+    broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
+    latin1 = (SAMPLES / "08_orm_o01_latin1_v231.hl7").read_bytes().replace(b"\n", b"\r")
+    with Peer(broker.hl7.port) as peer:
+        assert ack_fields(peer.send(latin1))["MSA"][1] == "AA"
+    image = ct_image(
+        study_uid="1.2.826.0.1.3680043.10.543.20261128.1",
+        patient_name="MULLER^JORG",
+        patient_id="PID234567",
+    )
+    del image.SpecificCharacterSet  # the modality writes ASCII only
+
+    send(broker, tmp_path, [image])
+
+    [received] = pacs.wait_for(1)
+    assert received.SpecificCharacterSet == "ISO_IR 192"
+    assert received.PatientName == "MÜLLER^JÖRG"
+    assert received.ReferringPhysicianName == "Böhm^Anna^^Dr."
+
+
+def test_an_unmatched_study_is_forwarded_as_received(broker_factory, pacs, tmp_path):
+    broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
+    image = ct_image(study_uid=generate_uid(), patient_name="WALK^IN", patient_id="TMP1")
+
+    send(broker, tmp_path, [image])
+
+    [received] = pacs.wait_for(1)
+    assert (received.PatientName, received.PatientID) == ("WALK^IN", "TMP1")
+    assert "OriginalAttributesSequence" not in received
+
+
+def test_pacs_down_then_up_gets_every_instance_once(broker_factory, tmp_path):
+    pacs = PACS()  # not started: connections are refused
+    try:
+        broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
+        step = order(broker)
+        sent = [ct_image(study_uid=step.study_instance_uid, number=n) for n in (1, 2, 3)]
+        send(broker, tmp_path, sent)
+        waiting = wait_for(lambda: (t := tasks(broker)) and t[0].last_error and t)
+        assert [t.status for t in waiting] == ["pending"] * 3
+        assert "no association" in waiting[0].last_error
+        assert all(t.attempts == 0 for t in waiting)
+
+        pacs.start()  # the PACS is back
+
+        received = pacs.wait_for(3)
+        wait_for(lambda: all(t.status == "sent" for t in tasks(broker)))
+    finally:
+        pacs.stop()
+    assert sorted(r.SOPInstanceUID for r in received) == sorted(i.SOPInstanceUID for i in sent)
+    assert all(r.PatientName == "DOE^JOHN" for r in received)
+
+
+def test_a_refused_instance_is_sent_again(broker_factory, tmp_path):
+    answers = iter([0xA700])  # out of resources once, then fine
+
+    pacs = PACS(lambda _dataset: next(answers, 0x0000)).start()
+    try:
+        broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
+        image = ct_image(study_uid=generate_uid())
+        send(broker, tmp_path, [image])
+        pacs.wait_for(1)
+        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+    finally:
+        pacs.stop()
+    assert task.attempts == 2
+
+
+def test_an_instance_refused_too_often_is_held_until_retried(
+    broker_factory, tmp_path, database_url
+):
+    refusing = {"on": True}
+    pacs = PACS(lambda _dataset: 0xA700 if refusing["on"] else 0x0000).start()
+    try:
+        broker = broker_factory(
+            **forwarding(pacs, forward__max_attempts=2), storage__dir=str(tmp_path / "spool")
+        )
+        send(broker, tmp_path, [ct_image(study_uid=generate_uid())])
+        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "failed" and t)
+        assert task.attempts == 2 and "refused (A700)" in task.last_error
+        env = cli_env(database_url)
+        listed = run_cli("forward", "list", "--status", "failed", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [row["id"] for row in json.loads(listed.stdout)] == [task.id]
+
+        refusing["on"] = False
+        retried = run_cli("forward", "retry", str(task.id), env=env)
+        assert retried.returncode == 0, retried.stderr
+
+        pacs.wait_for(1)
+        wait_for(lambda: tasks(broker)[0].status == "sent")
+    finally:
+        pacs.stop()
