@@ -1,8 +1,8 @@
 """A Modality Worklist SCU: one association per query, each response timed as it arrives.
 
 What a modality does when it asks for its worklist, with stock pynetdicom settings (default
-sockets, default logging), so timings are those of an ordinary client. The benchmark times
-the broker and DCMTK's wlmscpfs with it; a modality emulator can ask with it too.
+sockets, default logging), so timings are those of an ordinary pynetdicom client. The
+benchmark times the broker and DCMTK's wlmscpfs with it; a modality emulator can ask with it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from mwlbroker.dicom.client import ClientAE
 
 PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.1.1.4: pending, optional keys not supported
 
@@ -59,7 +60,7 @@ class WorklistSCU:
     """Asks Modality Worklist C-FIND queries as ``calling_ae``."""
 
     def __init__(self, calling_ae: str = "MODALITY", *, timeout: float = 60.0) -> None:
-        self.ae = AE(ae_title=calling_ae)
+        self.ae = ClientAE(ae_title=calling_ae)  # pynetdicom's AE, minus a socket leak
         self.ae.add_requested_context(ModalityWorklistInformationFind)
         self.ae.acse_timeout = timeout
         self.ae.dimse_timeout = timeout
