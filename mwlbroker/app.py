@@ -86,7 +86,7 @@ def build_progress(config: Config, db: Database, outbound: OutboundService) -> P
     """Exam progress (MPPS, image receipt), queueing a status message per change it makes."""
     progress = ProgressService.from_config(config, db)
     progress.listeners.append(outbound.on_status_changes)
-    progress.after_commit.append(outbound.wake)
+    progress.after_commit.append(outbound.wakeup.wake)
     return progress
 
 
@@ -167,7 +167,7 @@ class Broker:
             assert self.progress.files is not None
             self.forward = ForwardService.from_config(config, self.db, self.progress.files)
             self.progress.instance_listeners.append(self.forward.on_instance)
-            self.progress.after_commit.append(self.forward.wake)
+            self.progress.after_commit.append(self.forward.wakeup.wake)
         self.senders: list[OutboundSender] = []
         self.forwarder: Forwarder | None = None
         self.periodic: list[Periodic] = []

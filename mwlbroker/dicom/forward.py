@@ -10,7 +10,6 @@ again for as long as it takes; a refusal counts towards ``forward.max_attempts``
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 from io import BytesIO
 
@@ -19,7 +18,8 @@ from pynetdicom.association import Association
 
 from mwlbroker.dicom.client import ClientAE
 from mwlbroker.mapping.coercion import coerce
-from mwlbroker.services.forward import POLL_SECONDS, ForwardClaim, ForwardService
+from mwlbroker.services.delivery import DeliveryWorker
+from mwlbroker.services.forward import ForwardClaim, ForwardService
 
 log = logging.getLogger("mwlbroker.forward")
 
@@ -32,12 +32,13 @@ class Forwarder:
 
     def __init__(self, service: ForwardService) -> None:
         self.service = service
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="forward", daemon=True)
+        self._worker = DeliveryWorker(
+            "forward", service.wakeup, service.claim, self._send, service.options.backoff
+        )
 
     def start(self) -> None:
         options = self.service.options
-        self._thread.start()
+        self._worker.start()
         log.info(
             "forwarding received instances to %s at %s:%d as %s",
             options.ae_title,
@@ -48,33 +49,7 @@ class Forwarder:
         )
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        self.service.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        failures = 0
-        seen = self.service.generation
-        while not self._stopping.is_set():
-            try:
-                claims = self.service.claim()
-            except Exception as error:  # the database is restarting, or gone
-                failures += 1
-                log.error("forward: cannot read the queue: %s", error)
-                self._stopping.wait(self.service.options.backoff(failures))
-                continue
-            if not claims:
-                seen = self.service.wait(seen, POLL_SECONDS)
-                continue
-            try:
-                reached = self._send(claims)
-            except Exception:  # never let the forwarder die: the queue is kept
-                log.exception("forward: a batch of %d failed", len(claims))
-                reached = False
-            failures = 0 if reached else failures + 1
-            if not reached:
-                self._stopping.wait(self.service.options.backoff(failures))
+        self._worker.stop(timeout)
 
     def _send(self, claims: list[ForwardClaim]) -> bool:
         """One association for the batch; False when the PACS could not be reached."""
@@ -95,7 +70,7 @@ class Forwarder:
             return False
         try:
             for claim in claims:
-                if self._stopping.is_set() or not assoc.is_established:
+                if self._worker.stopping or not assoc.is_established:
                     self.service.not_forwarded(claim, "the association ended", sent=False)
                     continue
                 self._send_one(assoc, claim)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 
 from mwlbroker.domain.outbound import Destination
 from mwlbroker.hl7v2.sender import AckTimeout, MLLPClient, Reply, SendError
-from mwlbroker.services.outbound import POLL_SECONDS, Claim, OutboundService
+from mwlbroker.services.delivery import DeliveryWorker
+from mwlbroker.services.outbound import Claim, OutboundService
 
 log = logging.getLogger("mwlbroker.outbound")
 
@@ -34,13 +34,16 @@ class OutboundSender:
         self.service = service
         self.destination = destination
         self._client: MLLPClient | None = None
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"outbound-{destination.name}", daemon=True
+        self._worker = DeliveryWorker(
+            f"outbound-{destination.name}",
+            service.wakeup,
+            lambda: service.claim(destination.name),
+            self._deliver,
+            service.options.backoff,
         )
 
     def start(self) -> None:
-        self._thread.start()
+        self._worker.start()
         log.info(
             "outbound sender for %s (%s:%d, HL7 %s %s) started",
             self.destination.name,
@@ -53,36 +56,8 @@ class OutboundSender:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the message in hand (its ACK is waited for, up to the ACK timeout)."""
-        self._stopping.set()
-        self.service.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
         self._close()
-
-    def _run(self) -> None:
-        failures = 0  # connection failures in a row, for the back-off
-        seen = self.service.generation
-        while not self._stopping.is_set():
-            try:
-                claim = self.service.claim(self.destination.name)
-            except Exception as error:  # the database is restarting, or gone
-                failures += 1
-                log.error("outbound %s: cannot read the queue: %s", self.destination.name, error)
-                self._stopping.wait(self.service.options.backoff(failures))
-                continue
-            if claim is None:
-                seen = self.service.wait(seen, POLL_SECONDS)
-                continue
-            try:
-                reached = self._deliver(claim)
-            except Exception:  # never let the sender die: the queue is kept, log and go on
-                log.exception("outbound %s: message %d", self.destination.name, claim.id)
-                reached = False
-            if reached:
-                failures = 0
-            else:
-                failures += 1
-                self._stopping.wait(self.service.options.backoff(failures))
 
     def _deliver(self, claim: Claim) -> bool:
         """One attempt; returns False when the destination could not be reached."""

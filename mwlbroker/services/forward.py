@@ -12,13 +12,13 @@ coercion is worked out when the instance is sent, so a patient update that arriv
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mwlbroker.config import Config
 from mwlbroker.domain.outbound import DeliveryStatus
+from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
@@ -29,7 +29,6 @@ from mwlbroker.store.images import InstanceRow, StudyRow
 
 log = logging.getLogger("mwlbroker.forward")
 
-POLL_SECONDS = 1.0
 
 # Patient attributes the PACS gets from the broker's record of a matched study.
 _PATIENT_KEYWORDS = (
@@ -106,8 +105,7 @@ class ForwardService:
         self.options = options
         self.files = files
         self.keep_files = keep_files
-        self._wake = threading.Condition()
-        self._generation = 0
+        self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
 
     @classmethod
     def from_config(cls, config: Config, db: Database, files: InstanceFiles) -> ForwardService:
@@ -134,21 +132,6 @@ class ForwardService:
         )
 
     # -- the forwarder --------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        with self._wake:
-            self._generation += 1
-            self._wake.notify_all()
-
-    def wait(self, seen: int, timeout: float = POLL_SECONDS) -> int:
-        with self._wake:
-            self._wake.wait_for(lambda: self._generation != seen, timeout)
-            return self._generation
-
-    @property
-    def generation(self) -> int:
-        with self._wake:
-            return self._generation
 
     def claim(self, limit: int = 20) -> list[ForwardClaim]:
         """Take up to ``limit`` due tasks for one attempt each, with what to coerce."""
@@ -273,7 +256,7 @@ class ForwardService:
             task.status = DeliveryStatus.PENDING.value
             task.attempts = 0
             task.next_attempt_at = datetime.now(UTC)
-        self.wake()
+        self.wakeup.wake()
         return task
 
 

@@ -11,7 +11,6 @@ messages of its order back, until ``mwlbroker outbound retry ID`` releases it.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from mwlbroker.domain.outbound import (
     StatusReport,
 )
 from mwlbroker.mapping.status_message import build_status_message
+from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
@@ -32,8 +32,6 @@ from mwlbroker.store.db import Database
 from mwlbroker.store.outbound import OutboundRow
 
 log = logging.getLogger("mwlbroker.outbound")
-
-POLL_SECONDS = 1.0  # how often a sender looks for due messages when nobody woke it
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,7 @@ class OutboundService:
     def __init__(self, db: Database, options: OutboundOptions | None = None) -> None:
         self.db = db
         self.options = options or OutboundOptions()
-        self._wake = threading.Condition()
-        self._generation = 0
+        self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
 
     @classmethod
     def from_config(cls, config: Config, db: Database) -> OutboundService:
@@ -143,23 +140,6 @@ class OutboundService:
         )
 
     # -- the senders ----------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Tell the senders that messages were committed (called after commit)."""
-        with self._wake:
-            self._generation += 1
-            self._wake.notify_all()
-
-    def wait(self, seen: int, timeout: float = POLL_SECONDS) -> int:
-        """Sleep until woken after generation ``seen`` or ``timeout``; returns the generation."""
-        with self._wake:
-            self._wake.wait_for(lambda: self._generation != seen, timeout)
-            return self._generation
-
-    @property
-    def generation(self) -> int:
-        with self._wake:
-            return self._generation
 
     def claim(self, destination: str) -> Claim | None:
         """Take the next due message for ``destination``, if any, for one attempt.
@@ -269,7 +249,7 @@ class OutboundService:
             row.status = DeliveryStatus.PENDING.value
             row.attempts = 0
             row.next_attempt_at = datetime.now(UTC)
-        self.wake()
+        self.wakeup.wake()
         log.info("outbound %d released for another attempt", message_id)
         return row
 
