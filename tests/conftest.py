@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +60,17 @@ def postgres_or_skip() -> None:
     message = f"PostgreSQL not reachable at {POSTGRES_URL}: {problem}"
     if REQUIRE_POSTGRES:
         pytest.fail(message + " (required here: CI or MWLBROKER_TEST_REQUIRE_POSTGRES)")
+    pytest.skip(message)
+
+
+def require_tools(*tools: str) -> None:
+    """Skip without the named DCMTK (or other) programs; in CI, where they must be, fail."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed (apt-get install dcmtk; ./run-tests does)"
+    if REQUIRE_POSTGRES:  # CI: the README's test command installs them, so missing is a fault
+        pytest.fail(message)
     pytest.skip(message)
 
 

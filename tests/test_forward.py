@@ -9,7 +9,6 @@ down, or refuses, gets the instances once it takes them.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -24,12 +23,12 @@ from mwlbroker.app import Broker
 from mwlbroker.store import forward, worklist
 from mwlbroker.store.tables import InstanceRow, StepRow
 from tests.conftest import (
-    REQUIRE_POSTGRES,
     SAMPLES,
     Peer,
     ack_fields,
     cli_env,
     orm,
+    require_tools,
     run_cli,
     wait_for,
 )
@@ -38,11 +37,7 @@ from tests.dicom_peers import ct_image, storescu, write_images
 
 @pytest.fixture(autouse=True)
 def _dcmtk() -> None:
-    if shutil.which("storescu") is None:
-        message = "DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)"
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools("storescu")
 
 
 class PACS:

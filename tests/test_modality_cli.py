@@ -5,7 +5,6 @@ against a running broker, with a RIS listening for the status messages.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.conftest import (
     ack_fields,
     cli_env,
     orm,
+    require_tools,
     run_cli,
     segment_fields,
     start_serve,
@@ -119,9 +119,7 @@ def test_emulator_errors_are_one_clear_line(broker, database_url, tmp_path):
 
 def test_the_readme_loop_through_serve_with_dcmtk(database_url, tmp_path, ris):
     """The quick tour's whole loop: samples, findscu, emulator MPPS, dump2dcm + storescu."""
-    for tool in ("findscu", "storescu", "dump2dcm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"DCMTK's {tool} not installed")
+    require_tools("findscu", "storescu", "dump2dcm")
     served = start_serve(
         database_url, cwd=tmp_path, MWLBROKER_OUTBOUND_DESTINATIONS=f"RIS=127.0.0.1:{ris.port}"
     )

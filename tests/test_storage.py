@@ -9,7 +9,6 @@ RIS hears.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,12 @@ from mwlbroker.app import Broker
 from mwlbroker.store import images, worklist
 from mwlbroker.store.tables import InstanceRow, OrderEventRow, StepRow, StudyRow
 from tests.conftest import (
-    REQUIRE_POSTGRES,
     RIS,
     Peer,
     ack_fields,
     cli_env,
     orm,
+    require_tools,
     run_cli,
     segment_fields,
     wait_for,
@@ -37,11 +36,7 @@ from tests.dicom_peers import Modality, ct_image, ended, in_progress, storescu, 
 
 @pytest.fixture(autouse=True)
 def _dcmtk() -> None:
-    if shutil.which("storescu") is None:
-        message = "DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)"
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools("storescu")
 
 
 def order(broker: Broker, control_id: str = "C1", **fields: str) -> StepRow:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,18 +32,12 @@ from mwlbroker.store import migrate
 from mwlbroker.store.db import Database
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow, add
 from mwlbroker.store.worklist_query import recent_queries
-from tests.conftest import REQUIRE_POSTGRES, make_config
-
-REQUIRE_DCMTK = REQUIRE_POSTGRES  # CI must run these; elsewhere say what is missing
+from tests.conftest import make_config, require_tools
 
 
 @pytest.fixture(autouse=True)
 def _dcmtk() -> None:
-    if shutil.which("findscu") is None or shutil.which("echoscu") is None:
-        message = "DCMTK's findscu/echoscu not installed (apt-get install dcmtk; ./run-tests does)"
-        if REQUIRE_DCMTK:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools("findscu", "echoscu")
 
 
 # -- the database and the worklist in it -------------------------------------------------------
