@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,8 +19,11 @@ from mwlbroker.hl7v2.outbound import OutboundSender
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mapping.reader import CHARSETS
+from mwlbroker.scheduling.scheduler import Chore, Scheduler
 from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
+from mwlbroker.services.jobs import Job, JobRunner
+from mwlbroker.services.maintenance import MaintenanceService, RetentionPolicy
 from mwlbroker.services.orders import ORDER_TYPES, OrderService
 from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
@@ -122,33 +124,38 @@ def prepare_database(db: Database) -> None:
     )
 
 
-class Periodic:
-    """Calls a service function every few seconds on its own thread; a failure is logged.
-
-    (A stand-in for the scheduler to come: each job is one call into a service.)
-    """
-
-    def __init__(self, name: str, seconds: float, job: Callable[[], object]) -> None:
-        self.name = name
-        self.seconds = seconds
-        self.job = job
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.seconds):
-            try:
-                self.job()
-            except Exception:  # the database may be restarting: try again next time
-                log.exception("%s failed", self.name)
+def build_jobs(
+    config: Config, db: Database, outbound: OutboundService, progress: ProgressService
+) -> JobRunner:
+    """The scheduled jobs ([jobs] schedules, [retention] ages), ready to run by name."""
+    maintenance = MaintenanceService(db, RetentionPolicy.from_config(config), progress.files)
+    jobs = [
+        Job(
+            "expire_steps",
+            "take steps whose start passed retention.expire_steps_hours ago off the worklist",
+            config["jobs.expire_steps"],
+            maintenance.expire_steps,
+        ),
+        Job(
+            "retention",
+            "purge messages, outbound messages, MPPS, studies, query log and job runs by age",
+            config["jobs.retention"],
+            maintenance.purge,
+        ),
+        Job(
+            "outbound_retry",
+            "give outbound messages held as failed another round of attempts",
+            config["jobs.outbound_retry"],
+            outbound.retry_failed,
+        ),
+        Job(
+            "health_check",
+            "reach the database and record how long it took",
+            config["jobs.health_check"],
+            maintenance.health_check,
+        ),
+    ]
+    return JobRunner(db, jobs, lease_seconds=config["jobs.lease_seconds"])
 
 
 class Broker:
@@ -170,7 +177,8 @@ class Broker:
             self.progress.after_commit.append(self.forward.wakeup.wake)
         self.senders: list[OutboundSender] = []
         self.forwarder: Forwarder | None = None
-        self.periodic: list[Periodic] = []
+        self.jobs = build_jobs(config, self.db, self.outbound, self.progress)
+        self.scheduler: Scheduler | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -210,11 +218,11 @@ class Broker:
             self.forwarder.start()
         # Studies whose images have gone quiet complete their steps (progress.complete_on).
         quiet = config["progress.images_quiet_seconds"]
-        settle = Periodic(
+        settle = Chore(
             "settle-studies", min(max(quiet / 4, 0.2), 5.0), self.progress.settle_studies
         )
-        settle.start()
-        self.periodic.append(settle)
+        self.scheduler = Scheduler(self.jobs, [settle])
+        self.scheduler.start()
         log.info(
             "mwlbroker ready: database %s, MLLP %s:%d, DICOM %s on %s:%d",
             self.db.describe(),
@@ -233,8 +241,8 @@ class Broker:
             self.hl7.stop()
         if self.dicom is not None:
             self.dicom.stop()  # flushes the query log, so before the database goes
-        for job in self.periodic:
-            job.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         for sender in self.senders:
             sender.stop()
         if self.forwarder is not None:

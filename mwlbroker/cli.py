@@ -18,6 +18,7 @@ from mwlbroker import __version__
 from mwlbroker.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from mwlbroker.services.jobs import JobRun
     from mwlbroker.store.tables import MessageRow, OutboundRow
 
 
@@ -144,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flag(fwd_retry)
     fwd_retry.add_argument("id", type=int)
 
+    jobs = commands.add_parser("jobs", help="the scheduled jobs: expiry, retention, retries")
+    job_commands = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    jobs_list = job_commands.add_parser("list", help="each job: schedule, last run, result")
+    _add_config_flag(jobs_list)
+    jobs_list.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs_run = job_commands.add_parser("run", help="run one job now, in this process")
+    _add_config_flag(jobs_run)
+    jobs_run.add_argument("name", help="the job's name, as `jobs list` shows it")
+    jobs_run.add_argument("--json", action="store_true", help="machine-readable output")
+
     modality = commands.add_parser(
         "modality", help="act as a modality for go-live checks: worklist, MPPS, images"
     )
@@ -260,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mappings": _mappings,
         "outbound": _outbound,
         "forward": _forward,
+        "jobs": _jobs,
         "modality": _modality,
         "mpps": _reconciliation,
         "studies": _reconciliation,
@@ -719,6 +731,80 @@ def _forward(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
+
+
+def _jobs(args: argparse.Namespace, config: Config) -> int:
+    """``jobs list | run NAME``: the scheduled jobs, their last runs, and running one now."""
+    from mwlbroker.app import Broker, StartupError, prepare_database
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    broker = Broker(config)  # builds the jobs exactly as serve does; starts nothing
+    runner = broker.jobs
+    try:
+        prepare_database(broker.db)
+        if args.jobs_command == "run":
+            try:
+                run = runner.run(args.name, trigger="manual")
+            except LookupError as error:
+                print(f"mwlbroker: {error}", file=sys.stderr)
+                return 2
+            if args.json:
+                print(json.dumps(_job_run(run), indent=2, ensure_ascii=False))
+            else:
+                state = "done" if run.ok else "FAILED"
+                print(f"{run.job}: {state} in {run.milliseconds:.0f} ms: {run.result}")
+            return 0 if run.ok else 1
+        last = runner.last_runs()
+        holder = runner.lease_holder()
+        rows: list[dict[str, Any]] = [
+            {
+                "name": job.name,
+                "schedule": str(job.schedule),
+                "description": job.description,
+                "last_run": _job_run(last[job.name]) if job.name in last else None,
+            }
+            for job in runner.jobs.values()
+        ]
+        if args.json:
+            lease = None
+            if holder is not None:
+                until = holder[1].isoformat() if holder[1] else None
+                lease = {"holder": holder[0], "expires_at": until}
+            print(json.dumps({"jobs": rows, "lease": lease}, indent=2, ensure_ascii=False))
+            return 0
+        print(f"{'JOB':16} {'SCHEDULE':18} {'LAST RUN':20} {'NODE':24} {'MS':>7}  RESULT")
+        for row in rows:
+            last_run: dict[str, Any] | None = row["last_run"]
+            if last_run is None:
+                print(f"{row['name']:16} {row['schedule']:18} {'never':20}")
+                continue
+            state = {True: "", False: "FAILED: ", None: "running: "}[last_run["ok"]]
+            print(
+                f"{row['name']:16} {row['schedule']:18} {last_run['started_at'][:19]:20} "
+                f"{last_run['node'][:24]:24} {last_run['milliseconds']:>7.0f}  "
+                f"{state}{last_run['result']}"
+            )
+        if holder is not None:
+            print(f"scheduler lease: {holder[0]} until {holder[1]}")
+        return 0
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        broker.db.dispose()
+
+
+def _job_run(run: JobRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job,
+        "node": run.node,
+        "trigger": run.trigger,
+        "started_at": run.started_at.isoformat(),
+        "milliseconds": round(run.milliseconds, 1),
+        "ok": run.ok,
+        "result": run.result,
+    }
 
 
 def _reconciliation(args: argparse.Namespace, config: Config) -> int:

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
+
 from mwlbroker.domain.charsets import RESPONSE_CHARSETS
 from mwlbroker.domain.outbound import CHARSETS as OUTBOUND_CHARSETS
 from mwlbroker.domain.outbound import VERSIONS as OUTBOUND_VERSIONS
+from mwlbroker.domain.schedule import Schedule, parse_schedule
 
 ENV_PREFIX = "MWLBROKER_"
 
@@ -122,6 +125,16 @@ def _as_database_url(value: Any) -> str:
             f"got {mask_url(text)!r}"
         )
     return text
+
+
+def _as_schedule(value: Any) -> Schedule:
+    schedule = parse_schedule(_as_str(value))
+    if schedule.kind == "cron":
+        try:
+            CronTrigger.from_crontab(schedule.cron)
+        except ValueError as error:
+            raise ValueError(f"cron {schedule.cron!r}: {error}") from None
+    return schedule
 
 
 _DESTINATION_KEYS = (
@@ -539,6 +552,86 @@ SETTINGS: tuple[Setting, ...] = (
         "refusals by the PACS before an instance is marked failed; an unreachable PACS is "
         "retried without limit",
     ),
+    Setting(
+        "jobs",
+        "lease_seconds",
+        30.0,
+        _as_float(2, 3600),
+        "the node running the scheduled jobs holds a lease it renews every third of this; "
+        "if it dies, another node takes over once the lease has run out",
+    ),
+    Setting(
+        "jobs",
+        "expire_steps",
+        parse_schedule("every 15m"),
+        _as_schedule,
+        "when to expire scheduled steps whose start passed retention.expire_steps_hours ago",
+    ),
+    Setting(
+        "jobs",
+        "retention",
+        parse_schedule("cron 30 2 * * *"),
+        _as_schedule,
+        "when to purge what is older than the retention.* ages",
+    ),
+    Setting(
+        "jobs",
+        "outbound_retry",
+        parse_schedule("every 1h"),
+        _as_schedule,
+        "when to give outbound messages held as failed another round of attempts",
+    ),
+    Setting(
+        "jobs",
+        "health_check",
+        parse_schedule("every 1m"),
+        _as_schedule,
+        "when to check the database and record the result",
+    ),
+    Setting(
+        "retention",
+        "expire_steps_hours",
+        72,
+        _as_int(0, 100000),
+        "hours after its scheduled start that a step nobody performed leaves the worklist "
+        "(status EXPIRED, kept in history); 0: never",
+    ),
+    Setting(
+        "retention",
+        "messages_days",
+        365,
+        _as_int(0, 100000),
+        "days an inbound HL7 message is kept; 0: for ever",
+    ),
+    Setting(
+        "retention",
+        "outbound_days",
+        90,
+        _as_int(0, 100000),
+        "days a delivered or failed outbound message is kept (pending ones always); 0: for ever",
+    ),
+    Setting(
+        "retention",
+        "mpps_days",
+        365,
+        _as_int(0, 100000),
+        "days a finished MPPS is kept (in progress ones always); 0: for ever",
+    ),
+    Setting(
+        "retention",
+        "studies_days",
+        365,
+        _as_int(0, 100000),
+        "days the record of a received study (and its kept files) is kept after its last "
+        "instance; 0: for ever",
+    ),
+    Setting(
+        "retention",
+        "job_runs_days",
+        30,
+        _as_int(1, 100000),
+        "days the record of a scheduled job's run is kept",
+    ),
     Setting("web", "host", "127.0.0.1", _as_host, "address the web page and API bind to"),
     Setting("web", "port", 8080, _as_int(0, 65535), "HTTP port of the web page and API"),
     Setting(
@@ -636,6 +729,8 @@ class Config:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, Schedule):
+        return _toml_value(str(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -480,9 +480,16 @@ def performed_step_status(
     return None
 
 
-# Scheduled statuses a performed step moves on from; final ones never change again.
+# Scheduled statuses a performed step moves on from; final ones never change again. An expired
+# step is among them: a modality that kept the item may still perform it, late.
 _BEFORE_START = frozenset(
-    {StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY, StepStatus.HELD}
+    {
+        StepStatus.SCHEDULED,
+        StepStatus.ARRIVED,
+        StepStatus.READY,
+        StepStatus.HELD,
+        StepStatus.EXPIRED,
+    }
 )
 
 

@@ -38,10 +38,12 @@ Attributes = dict[str, Value]
 
 
 class StepStatus(enum.StrEnum):
-    """(0040,0020) Scheduled Procedure Step Status, plus HELD and REMOVED kept by the broker.
+    """(0040,0020) Scheduled Procedure Step Status, plus HELD, REMOVED and EXPIRED.
 
-    HELD (ORC-1 HD) and REMOVED (a step an order update no longer lists) are not DICOM terms:
-    such steps are never served, only kept in history.
+    HELD (ORC-1 HD), REMOVED (a step an order update no longer lists) and EXPIRED (a step whose
+    start passed long ago without it being performed, see the expire_steps job) are not DICOM
+    terms: such steps are never served, only kept in history. An expired step is not final: an
+    order update from the RIS can schedule it again.
     """
 
     SCHEDULED = "SCHEDULED"
@@ -53,6 +55,7 @@ class StepStatus(enum.StrEnum):
     CANCELED = "CANCELED"
     HELD = "HELD"
     REMOVED = "REMOVED"
+    EXPIRED = "EXPIRED"
 
     @property
     def is_final(self) -> bool:

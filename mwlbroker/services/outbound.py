@@ -235,6 +235,22 @@ class OutboundService:
         )
         return delay
 
+    def retry_failed(self) -> str:
+        """Give every message held as failed another round of attempts (the outbound_retry
+        job): a RIS that refused them may have been fixed since. Returns what it did."""
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            released = store.release_failed(session, now)
+            depth = sum(
+                count
+                for (_destination, status), count in store.counts(session).items()
+                if status == DeliveryStatus.PENDING
+            )
+        if released:
+            self.wakeup.wake()
+            log.info("released %d failed outbound message(s) for another round", released)
+        return f"{released} failed message(s) released; {depth} pending"
+
     def retry(self, message_id: int) -> OutboundRow:
         """Release a failed message (or hurry a pending one): it is due now, attempts from zero.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mwlbroker.store.tables import OutboundRow
@@ -79,3 +79,13 @@ def counts(session: Session) -> dict[tuple[str, str], int]:
         )
     )
     return {(destination, status): count for destination, status, count in rows}
+
+
+def release_failed(session: Session, now: datetime) -> int:
+    """Make every failed message due again with its attempts from zero; returns how many."""
+    result = session.execute(
+        update(OutboundRow)
+        .where(OutboundRow.status == "failed")
+        .values(status="pending", attempts=0, next_attempt_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -440,3 +440,36 @@ class ForwardRow(Base):
         Index("ix_forward_task_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_forward_task_instance_id", "instance_id"),
     )
+
+
+class JobRunRow(Base):
+    """One run of a scheduled job: where, when, how long, and what it did or why it failed."""
+
+    __tablename__ = "job_run"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(200))  # host:pid of the process that ran it
+    trigger: Mapped[str] = mapped_column(String(16))  # "schedule" or "manual"
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    milliseconds: Mapped[float] = mapped_column(Float, default=0.0)
+    ok: Mapped[bool | None] = mapped_column()  # None while it runs
+    result: Mapped[str] = mapped_column(Text, default="")  # what it did, or the error
+
+    __table_args__ = (Index("ix_job_run_job_started_at", "job", "started_at"),)
+
+
+class LeaseRow(Base):
+    """Who runs the scheduled jobs: one row, held by one node and renewed while it lives.
+
+    A lease row rather than a database lock works the same on SQLite and PostgreSQL, and it
+    shows on the dashboard who holds it and until when.
+    """
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    acquired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
