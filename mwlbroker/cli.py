@@ -19,6 +19,7 @@ from mwlbroker.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from mwlbroker.services.jobs import JobRun
+    from mwlbroker.store.db import Database
     from mwlbroker.store.tables import MessageRow, OutboundRow
 
 
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flag(upgrade)
     current = db_commands.add_parser("current", help="print the schema revision")
     _add_config_flag(current)
+    copy = db_commands.add_parser(
+        "copy", help="copy the whole database into another, empty one (SQLite to PostgreSQL)"
+    )
+    _add_config_flag(copy)
+    copy.add_argument("--to", required=True, metavar="URL", help="the target database URL")
+    copy.add_argument(
+        "--from", dest="source", metavar="URL", help="the source (default: database.url)"
+    )
 
     maps = commands.add_parser("mappings", help="the HL7 to worklist mapping files")
     map_commands = maps.add_subparsers(dest="mappings_command", metavar="ACTION", required=True)
@@ -372,6 +381,8 @@ def _db(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.store import migrate
     from mwlbroker.store.db import DatabaseUnavailable
 
+    if args.db_command == "copy" and args.source:
+        config = config.with_overrides({"database.url": args.source})
     db = open_database(config)
     try:
         if args.db_command == "upgrade":
@@ -380,6 +391,8 @@ def _db(args: argparse.Namespace, config: Config) -> int:
                 print(f"database {db.describe()} is up to date at revision {after}")
             else:
                 print(f"database {db.describe()} upgraded from {before or 'nothing'} to {after}")
+        elif args.db_command == "copy":
+            return _db_copy(db, args)
         else:
             print(migrate.current_revision(db) or "none (run `mwlbroker db upgrade`)")
     except DatabaseUnavailable as error:
@@ -390,6 +403,36 @@ def _db(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
+    return 0
+
+
+def _db_copy(source: Database, args: argparse.Namespace) -> int:
+    """``db copy --to URL``: move a site from one database to another, the broker stopped."""
+    from mwlbroker.config import ConfigError
+    from mwlbroker.store.copy import CopyRefused, copy_database
+    from mwlbroker.store.db import Database
+
+    try:
+        target_config = load_config(environ={}).with_overrides({"database.url": args.to})
+    except ConfigError as error:
+        print(f"mwlbroker: --to: {error}", file=sys.stderr)
+        return 2
+    target = Database(target_config["database.url"])
+    try:
+        copied = copy_database(
+            source,
+            target,
+            progress=lambda table, rows: print(f"  {table:24} {rows:>10} rows", flush=True),
+        )
+    except CopyRefused as error:
+        print(f"mwlbroker: nothing copied: {error}", file=sys.stderr)
+        return 1
+    finally:
+        target.dispose()
+    print(
+        f"copied {sum(copied.values())} rows in {len(copied)} tables from {source.describe()} "
+        f"to {target.describe()}"
+    )
     return 0
 
 
