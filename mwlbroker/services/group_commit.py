@@ -48,6 +48,12 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self.batches = 0  # batches run so far, for tests and metrics
         self.items = 0  # items run so far
 
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next batch (not counting the batch being run)."""
+        with self._condition:
+            return len(self._queue)
+
     def submit(self, item: ItemT) -> ResultT:
         """Run ``item`` in the next batch and return its result once that batch is committed."""
         waiting: _Waiting[ItemT, ResultT] = _Waiting(item)
