@@ -72,10 +72,10 @@ def build_ingest(config: Config, db: Database, mappings: MappingSet | None = Non
     appliers: dict[str, Applier] = {}
     for type_name in ORDER_TYPES:
         if mappings.handles(type_name):
-            appliers[type_name] = orders.apply
+            appliers[type_name] = orders
     for trigger in PATIENT_TRIGGERS:
         if mappings.handles(f"ADT^{trigger}"):
-            appliers[f"ADT^{trigger}"] = patients.apply
+            appliers[f"ADT^{trigger}"] = patients
     return IngestService(
         db,
         accepted_versions=tuple(config["hl7.accepted_versions"]),

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect, text
 from tests.conftest import Peer, ServeProcess, ack_fields, orm, start_serve
 
 TOTAL = 2000
-CONNECTIONS = 4
+CONNECTIONS = 8  # concurrent senders: their messages share commits (group commit)
 KILL_AFTER_ACKS = 600
 RESEND_ACKED = 100
 ACK_TIMEOUT = 30.0  # seconds a sender waits for one ACK before it gives up on the connection

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
@@ -24,14 +25,22 @@ from mwlbroker.mapping.reader import (
     read_header_bytes,
     split_msh,
 )
+from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.store import messages
 from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey, is_duplicate_key
 from mwlbroker.store.messages import MessageRow
 
 log = logging.getLogger("mwlbroker.ingest")
 
-Applier = Callable[[object, HL7Message, MessageRow], None]
-"""Applies a message's effects inside the ingest transaction: (session, message, stored row)."""
+
+class Applier(Protocol):
+    """Applies one kind of message: mapped first, outside any transaction, then written."""
+
+    def prepare(self, message: HL7Message) -> Any:
+        """Map the message (no database); raises :class:`MessageError` when it cannot be."""
+
+    def apply(self, session: Any, prepared: Any, row: MessageRow) -> None:
+        """Write what ``prepare`` gave inside the ingest transaction (its own savepoint)."""
 
 
 ATTEMPTS = 3
@@ -63,6 +72,20 @@ class IngestResult:
 
 
 @dataclass
+class _Intake:
+    """One received message, read and mapped, waiting for its place in a transaction."""
+
+    row: MessageRow  # a draft, never added to a session: each attempt stores a copy
+    now: datetime
+    msh: list[str]
+    codec: str
+    rejection: MessageRejected | None = None
+    header: MessageHeader | None = None
+    applier: Applier | None = None
+    prepared: Any = None
+
+
+@dataclass
 class IngestService:
     """Stores and applies inbound HL7 messages."""
 
@@ -71,74 +94,126 @@ class IngestService:
     default_codec: str = "latin-1"
     # MSH-9 "TYPE^TRIGGER" -> what applies it; other types are answered AR.
     appliers: Mapping[str, Applier] = field(default_factory=dict)
+    # Most messages one transaction takes when several connections deliver at once.
+    max_batch: int = 64
+    group: GroupCommit[_Intake, IngestResult] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.group = GroupCommit(self._run_batch, max_batch=self.max_batch)
 
     # -- the intake path ------------------------------------------------------------------------
 
     def ingest(self, raw: bytes, *, peer: str = "", truncated: bool = False) -> IngestResult:
         """Store and apply one message; raises :class:`DatabaseUnavailable` if nothing was stored.
 
+        Reading and mapping happen here, on the caller's thread and outside any transaction;
+        the writes then join whatever messages other connections are committing at the same
+        moment (:class:`GroupCommit`), and this returns once that transaction has committed.
         ``truncated`` marks a message that arrived too large and was cut: it is kept as rejected.
         """
         started = time.perf_counter()
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                result = self._ingest_once(raw, peer, truncated)
-                break
-            except (DuplicateKey, _Conflict):
-                # Another connection or node committed the same key a moment ago (this sender +
-                # MSH-10, or a new patient): the next attempt sees it, as for any resend.
-                if attempt == ATTEMPTS:
-                    raise DatabaseUnavailable("a conflicting write did not resolve") from None
-        elapsed = (time.perf_counter() - started) * 1000
-        result = _with_elapsed(result, elapsed)
+        result = self.group.submit(self._prepare(raw, peer, truncated))
+        result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
         _log_result(result)
         return result
 
-    def _ingest_once(self, raw: bytes, peer: str, truncated: bool) -> IngestResult:
+    def _prepare(self, raw: bytes, peer: str, truncated: bool) -> _Intake:
         now = datetime.now(UTC)
         row = _new_row(raw, peer, truncated, now)
         try:
             message, header = self._read(raw, truncated)
         except MessageRejected as rejection:
-            return self._store_rejected(row, rejection, now)
-
+            msh, _ = read_header_bytes(raw)
+            _describe_from_bytes(row, msh)
+            _mark(row, MessageStatus.REJECTED, rejection, now)
+            return _Intake(row, now, msh, self.default_codec, rejection=rejection)
         _describe(row, header)
-        msh = _msh_fields(message)
         row.digest = content_digest(message.text)
         row.dedup_key = _dedup_key(header)
-        with self.db.transaction() as session:
-            existing = messages.by_dedup_key(session, row.dedup_key, for_update=True)
-            if existing is not None:
-                if existing.digest == row.digest:
-                    existing.duplicate_count += 1
-                    existing.last_duplicate_at = now
-                    return _result(existing, msh, codec=message.codec, duplicate=True)
-                # The sender reused an MSH-10 for different content. Dropping it as a resend
-                # would lose an order without a word, so keep it and say so.
-                row.dedup_key = None
-                _mark(
-                    row,
-                    MessageStatus.REJECTED,
-                    MessageRejected(
-                        f"MSH-10 {header.control_id!r} from {_sender(header)} was already used "
-                        f"for a different message (id {existing.id}); control IDs must be unique",
-                        error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
-                        location="MSH-10",
-                    ),
-                    now,
-                )
-                messages.add(session, row)
-                return _result(row, msh, codec=message.codec)
-            # Provisional until the effects are applied, within this same transaction; set
-            # in full now so that success needs no second write of the row.
-            row.status, row.ack_code, row.processed_at = (
-                MessageStatus.PROCESSED.value,
-                AckCode.ACCEPT.value,
+        intake = _Intake(row, now, _msh_fields(message), message.codec, header=header)
+        # Provisional until the effects are applied; set in full now so that success needs
+        # no second write of the row.
+        row.status, row.ack_code, row.processed_at = (
+            MessageStatus.PROCESSED.value,
+            AckCode.ACCEPT.value,
+            now,
+        )
+        applier = self.appliers[header.type_name]
+        try:
+            intake.prepared = applier.prepare(message)
+        except MessageError as error:
+            _mark_error(row, error, now)
+        except Exception as error:
+            log.exception("mapping message %s failed", header.control_id)
+            _mark(row, MessageStatus.FAILED, _internal(error), now)
+        else:
+            intake.applier = applier
+        return intake
+
+    def _run_batch(self, batch: Sequence[_Intake]) -> list[IngestResult | BaseException]:
+        """Store a batch in one transaction; if that fails, each message on its own."""
+        if len(batch) > 1:
+            try:
+                with self.db.transaction() as session:
+                    return [self._store(session, intake) for intake in batch]
+            except Exception:
+                # Nothing of the batch was committed. A conflict with another node, or an
+                # error one message's savepoint could not hold, must not hold back the rest.
+                log.debug("a batch of %d failed; storing each on its own", len(batch))
+        return [self._store_alone(intake) for intake in batch]
+
+    def _store_alone(self, intake: _Intake) -> IngestResult | BaseException:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self.db.transaction() as session:
+                    return self._store(session, intake)
+            except (DuplicateKey, _Conflict):
+                # Another connection or node committed the same key a moment ago (this sender +
+                # MSH-10, or a new patient): the next attempt sees it, as for any resend.
+                if attempt == ATTEMPTS:
+                    return DatabaseUnavailable("a conflicting write did not resolve")
+            except Exception as error:
+                return error
+        raise AssertionError("unreachable")
+
+    def _store(self, session: Any, intake: _Intake) -> IngestResult:
+        # A fresh row each time: a transaction rolled back and tried again starts from scratch.
+        row = messages.copy_row(intake.row)
+        now, msh, codec = intake.now, intake.msh, intake.codec
+        if intake.rejection is not None:
+            messages.add(session, row)
+            return _result(row, msh, codec=codec)
+        assert intake.header is not None
+        # Almost every message is new: the insert itself is the duplicate check (the unique
+        # sender + MSH-10 key), so a new message costs one statement here, a resend two.
+        if not messages.add_unless_duplicate(session, row):
+            existing = messages.by_dedup_key(session, row.dedup_key or "", for_update=True)
+            if existing is None:
+                raise _Conflict()  # the holder of the key went away meanwhile
+            if existing.digest == row.digest:
+                existing.duplicate_count += 1
+                existing.last_duplicate_at = now
+                return _result(existing, msh, codec=codec, duplicate=True)
+            # The sender reused an MSH-10 for different content. Dropping it as a resend
+            # would lose an order without a word, so keep it and say so.
+            header = intake.header
+            row.dedup_key = None
+            _mark(
+                row,
+                MessageStatus.REJECTED,
+                MessageRejected(
+                    f"MSH-10 {header.control_id!r} from {_sender(header)} was already used "
+                    f"for a different message (id {existing.id}); control IDs must be unique",
+                    error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                    location="MSH-10",
+                ),
                 now,
             )
             messages.add(session, row)
-            self._apply(session, message, header, row, now)
-        return _result(row, msh, codec=message.codec)
+            return _result(row, msh, codec=codec)
+        if intake.applier is not None:
+            self._apply(session, intake.applier, intake.prepared, intake.header, row, now)
+        return _result(row, msh, codec=codec)
 
     def ingest_incomplete(self, raw: bytes, *, peer: str = "", reason: str = "") -> IngestResult:
         """Keep the bytes of a message whose frame never ended; there is nobody to ACK."""
@@ -202,43 +277,38 @@ class IngestService:
 
     def _apply(
         self,
-        session: object,
-        message: HL7Message,
+        session: Any,
+        applier: Applier,
+        prepared: Any,
         header: MessageHeader,
         row: MessageRow,
         now: datetime,
     ) -> None:
-        applier = self.appliers[header.type_name]
         try:
-            # A savepoint: if the effects fail halfway, they vanish and the message stays.
-            with session.begin_nested():  # type: ignore[attr-defined]
-                applier(session, message, row)
-        except MessageError as error:
-            _mark(
-                row,
-                MessageStatus.REJECTED
-                if error.ack_code == AckCode.REJECT
-                else MessageStatus.FAILED,
-                error,
-                now,
-            )
+            # A savepoint: if the effects fail halfway, they vanish and the message stays,
+            # and so do the other messages sharing the transaction.
+            with session.begin_nested():
+                applier.apply(session, prepared, row)
         except DatabaseUnavailable:
             raise
         except Exception as error:
             if is_duplicate_key(error):
                 raise _Conflict() from error
-            log.exception("applying message %s failed", header.control_id)
-            _mark(
-                row,
-                MessageStatus.FAILED,
-                MessageError(f"internal error while applying the message: {error}"),
-                now,
-            )
+            # Rows the rolled-back effects created may linger in the session's identity map
+            # after the savepoint is gone; everything before it is flushed, so start clean.
+            session.expunge_all()
+            session.add(row)
+            if isinstance(error, MessageError):
+                _mark_error(row, error, now)
+            else:
+                log.exception("applying message %s failed", header.control_id)
+                _mark(row, MessageStatus.FAILED, _internal(error), now)
         else:
-            row.status = MessageStatus.PROCESSED
-            row.ack_code = AckCode.ACCEPT
-            row.error = row.error_location = row.error_code = None
-            row.processed_at = now
+            if row.status != MessageStatus.PROCESSED:  # a reprocessed message
+                row.status = MessageStatus.PROCESSED
+                row.ack_code = AckCode.ACCEPT
+                row.error = row.error_location = row.error_code = None
+                row.processed_at = now
 
     # -- repair ---------------------------------------------------------------------------------
 
@@ -264,13 +334,32 @@ class IngestService:
                 row.digest = content_digest(message.text)
                 clash = self._claim_key(session, row, header)
                 if clash is None:
-                    self._apply(session, message, header, row, now)
+                    self._reapply(session, message, header, row, now)
                 else:
                     _mark(row, MessageStatus.REJECTED, clash, now)
                 result = _result(row, _msh_fields(message), codec=message.codec)
         result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
         _log_result(result, event="reprocessed")
         return result
+
+    def _reapply(
+        self,
+        session: Any,
+        message: HL7Message,
+        header: MessageHeader,
+        row: MessageRow,
+        now: datetime,
+    ) -> None:
+        applier = self.appliers[header.type_name]
+        try:
+            prepared = applier.prepare(message)
+        except MessageError as error:
+            _mark_error(row, error, now)
+        except Exception as error:
+            log.exception("mapping message %s failed", header.control_id)
+            _mark(row, MessageStatus.FAILED, _internal(error), now)
+        else:
+            self._apply(session, applier, prepared, header, row, now)
 
     def _claim_key(
         self, session: object, row: MessageRow, header: MessageHeader
@@ -368,6 +457,15 @@ def _mark(row: MessageRow, status: MessageStatus, error: MessageError, now: date
     row.error_code = int(error.error_code)
     row.error_location = error.location
     row.processed_at = now
+
+
+def _mark_error(row: MessageRow, error: MessageError, now: datetime) -> None:
+    rejected = error.ack_code == AckCode.REJECT
+    _mark(row, MessageStatus.REJECTED if rejected else MessageStatus.FAILED, error, now)
+
+
+def _internal(error: Exception) -> MessageError:
+    return MessageError(f"internal error while applying the message: {error}")
 
 
 def _msh_fields(message: HL7Message) -> list[str]:

@@ -43,8 +43,15 @@ class OrderService:
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
 
-    def apply(self, session: Any, message: HL7Message, row: MessageRow) -> None:
-        mapped = self.mappings.map_order(message)
+    def prepare(self, message: HL7Message) -> tuple[HL7Message, MappedOrder]:
+        """Map the order, before (and outside) the transaction that applies it."""
+        return message, self.mappings.map_order(message)
+
+    def apply(
+        self, session: Any, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
+    ) -> None:
+        """Apply a mapped order inside the ingest transaction."""
+        message, mapped = prepared
         sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
         order = store.find_order(

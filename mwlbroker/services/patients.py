@@ -43,8 +43,12 @@ class PatientService:
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
 
-    def apply(self, session: Any, message: HL7Message, row: MessageRow) -> None:
-        event = self.mappings.map_patient_event(message)
+    def prepare(self, message: HL7Message) -> MappedPatientEvent:
+        """Map the patient event, before (and outside) the transaction that applies it."""
+        return self.mappings.map_patient_event(message)
+
+    def apply(self, session: Any, event: MappedPatientEvent, row: MessageRow) -> None:
+        """Apply a mapped patient event inside the ingest transaction."""
         sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
         if event.trigger in MERGE_TRIGGERS:

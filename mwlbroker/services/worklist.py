@@ -174,7 +174,7 @@ def record(
     after: str | None = None,
     detail: str = "",
 ) -> None:
-    store.add(
+    store.append(
         ctx.session,
         OrderEventRow(
             order_id=order.id,
@@ -186,7 +186,6 @@ def record(
             status_after=after,
             detail=detail[:2000],
         ),
-        flush=False,
     )
 
 
@@ -199,7 +198,7 @@ def audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    store.add(
+    store.append(
         ctx.session,
         AuditRow(
             at=ctx.now,
@@ -211,5 +210,4 @@ def audit(
             before=before,
             after=after,
         ),
-        flush=False,
     )

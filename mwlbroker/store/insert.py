@@ -19,12 +19,41 @@ RowT = TypeVar("RowT", bound=Base)
 _STATEMENTS: dict[Table, Any] = {}
 
 
-def insert_row(session: Session, row: RowT) -> RowT:
-    """INSERT the row now, give it its primary key, and keep it in the session as persistent."""
+_APPENDS: dict[Table, Any] = {}
+
+
+def append_row(session: Session, row: Base) -> None:
+    """INSERT a row nobody reads back in this transaction (history, audit): one Core statement.
+
+    The row object is not attached to the session, so the commit's unit of work has nothing
+    to flush for it (a flush of such rows cost more than the INSERT itself).
+    """
     table: Table = row.__table__  # type: ignore[assignment]
-    statement = _STATEMENTS.get(table)
+    statement = _APPENDS.get(table)
     if statement is None:
-        statement = _STATEMENTS[table] = insert(table).returning(table.c.id)
+        statement = _APPENDS[table] = insert(table)
+    state = row.__dict__
+    values = {
+        column.key: state[prop.key]
+        for prop in inspect(type(row)).column_attrs
+        for column in prop.columns
+        if prop.key in state and column.key != "id"
+    }
+    with session.no_autoflush:
+        session.execute(statement, values)
+
+
+def insert_row(session: Session, row: RowT, *, statement: Any = None) -> RowT | None:
+    """INSERT the row now, give it its primary key, and keep it in the session as persistent.
+
+    ``statement`` is an INSERT ... RETURNING id of the row's table that may insert nothing
+    (ON CONFLICT DO NOTHING): then the row stays new and ``None`` is returned.
+    """
+    table: Table = row.__table__  # type: ignore[assignment]
+    if statement is None:
+        statement = _STATEMENTS.get(table)
+        if statement is None:
+            statement = _STATEMENTS[table] = insert(table).returning(table.c.id)
     mapper = inspect(type(row))
     state = row.__dict__
     values = {
@@ -36,7 +65,10 @@ def insert_row(session: Session, row: RowT) -> RowT:
     # Column defaults (Python-side) are applied by the INSERT itself for keys not given.
     # Rows added without a flush (history lines) wait for the commit's single flush.
     with session.no_autoflush:
-        row.id = session.execute(statement, values).scalar_one()  # type: ignore[attr-defined]
+        pk = session.execute(statement, values).scalar()
+    if pk is None:
+        return None
+    row.id = pk  # type: ignore[attr-defined]
     for prop in mapper.column_attrs:
         if prop.key not in state and prop.key != "id":
             # What the INSERT filled in by default, so reading it later needs no SELECT.

@@ -5,18 +5,61 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mwlbroker.store.insert import insert_row
 from mwlbroker.store.tables import MessageRow
 
-__all__ = ["MessageRow", "add", "by_dedup_key", "count_by_status", "get", "latest"]
+__all__ = [
+    "MessageRow",
+    "add",
+    "add_unless_duplicate",
+    "by_dedup_key",
+    "copy_row",
+    "count_by_status",
+    "get",
+    "latest",
+]
 
 
 def add(session: Session, row: MessageRow) -> MessageRow:
     """Insert a message row and give it its id."""
-    return insert_row(session, row)
+    insert_row(session, row)
+    return row
+
+
+def copy_row(row: MessageRow) -> MessageRow:
+    """A new, unsaved row with the same column values (its id aside)."""
+    values = {
+        prop.key: row.__dict__[prop.key]
+        for prop in inspect(MessageRow).column_attrs
+        if prop.key in row.__dict__ and prop.key != "id"
+    }
+    return MessageRow(**values)
+
+
+_TABLE: Table = MessageRow.__table__  # type: ignore[assignment]
+_INSERT_NEW = {
+    "sqlite": sqlite.insert(_TABLE)
+    .on_conflict_do_nothing(index_elements=[_TABLE.c.dedup_key])
+    .returning(_TABLE.c.id),
+    "postgresql": postgresql.insert(_TABLE)
+    .on_conflict_do_nothing(index_elements=[_TABLE.c.dedup_key])
+    .returning(_TABLE.c.id),
+}
+
+
+def add_unless_duplicate(session: Session, row: MessageRow) -> bool:
+    """Insert the row unless its sender + MSH-10 key is taken; whether it was inserted.
+
+    The unique index does the duplicate check in the same statement as the insert (ON
+    CONFLICT DO NOTHING), so a new message costs one statement instead of a look-up and an
+    insert. On PostgreSQL a concurrent, uncommitted holder of the key is waited for.
+    """
+    statement = _INSERT_NEW[session.get_bind().dialect.name]
+    return insert_row(session, row, statement=statement) is not None
 
 
 # Built once: the intake looks this up for every message.

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from mwlbroker.store.insert import insert_row
+from mwlbroker.store.insert import append_row, insert_row
 from mwlbroker.store.tables import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PatientRow",
     "StepRow",
     "add",
+    "append",
     "audit_for",
     "events_for_order",
     "find_order",
@@ -38,6 +39,11 @@ def add(session: Session, row: object, *, flush: bool = True) -> None:
         insert_row(session, row)  # type: ignore[type-var]
     else:
         session.add(row)
+
+
+def append(session: Session, row: object) -> None:
+    """Insert a history or audit row at once, without keeping it in the session."""
+    append_row(session, row)  # type: ignore[arg-type]
 
 
 _PATIENT_ID = (
