@@ -47,6 +47,11 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine = self._create_engine(pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads need no write lock: on SQLite they begin DEFERRED and see a WAL snapshot, so a
+        # worklist query never waits for the intake's commit (nor the intake for the query).
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(mwlbroker_read=True), expire_on_commit=False
+        )
         # SQLite has one writer at a time; queueing writers here is cheaper and fairer than
         # letting threads poll SQLite's busy handler.
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -81,8 +86,11 @@ class Database:
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
             # IMMEDIATE takes the write lock up front: a read-then-write transaction can then
-            # never fail halfway with "database is locked".
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # never fail halfway with "database is locked". Read-only sessions begin deferred.
+            if connection.get_execution_options().get("mwlbroker_read"):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
@@ -111,7 +119,7 @@ class Database:
 
         Closing (not rolling back) leaves the loaded rows readable after the block.
         """
-        with self._sessions() as session:
+        with self._read_sessions() as session:
             yield session
 
     def ping(self) -> None:
