@@ -12,13 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mwlbroker import __version__
 from mwlbroker.config import Config, ConfigError, load_config
-
-if TYPE_CHECKING:
-    from mwlbroker.store.tables import MessageRow, OutboundRow
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -383,6 +380,7 @@ def _db(args: argparse.Namespace, config: Config) -> int:
 
 def _messages(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.app import StartupError, build_ingest, open_database, prepare_database
+    from mwlbroker.services.views import message_segments, message_summary, message_text
     from mwlbroker.store import messages
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -395,14 +393,14 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
                     session, status=args.status, control_id=args.control_id, limit=args.limit
                 )
             if args.json:
-                print(json.dumps([_summary(row) for row in rows], indent=2))
+                print(json.dumps([message_summary(row) for row in rows], indent=2))
             else:
                 print(
                     f"{'ID':>7}  {'RECEIVED (UTC)':19}  {'TYPE':8} {'CONTROL ID':20} "
                     f"{'SENDER':20} {'STATUS':9} ACK  ERROR"
                 )
                 for row in rows:
-                    summary = _summary(row)
+                    summary = message_summary(row)
                     print(
                         f"{row.id:>7}  {summary['received_at'][:19]:19}  {summary['type']:8} "
                         f"{(row.control_id or '-')[:20]:20} {summary['sender'][:20]:20} "
@@ -415,11 +413,8 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
             if found is None:
                 print(f"mwlbroker: no message with id {args.id}", file=sys.stderr)
                 return 1
-            summary = _summary(found)
-            text = _decode(found)
-            summary["segments"] = [
-                s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s
-            ]
+            summary = message_summary(found)
+            summary["segments"] = message_segments(message_text(found))
             if args.json:
                 print(json.dumps(summary, indent=2, ensure_ascii=False))
             else:
@@ -503,6 +498,7 @@ def _address(text: str) -> tuple[str, int]:
 def _outbound(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.app import StartupError, open_database, prepare_database
     from mwlbroker.services.outbound import OutboundService
+    from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -514,7 +510,7 @@ def _outbound(args: argparse.Namespace, config: Config) -> int:
                 rows = outbound.latest(
                     session, status=args.status, destination=args.destination, limit=args.limit
                 )
-            summaries = [_outbound_summary(row) for row in rows]
+            summaries = [outbound_summary(row) for row in rows]
             if args.json:
                 print(json.dumps(summaries, indent=2))
                 return 0
@@ -537,7 +533,7 @@ def _outbound(args: argparse.Namespace, config: Config) -> int:
             if row is None:
                 print(f"mwlbroker: no outbound message with id {args.id}", file=sys.stderr)
                 return 1
-            summary = _outbound_summary(row)
+            summary = outbound_summary(row)
             text = row.payload.decode("utf-8", errors="replace")
             summary["segments"] = [s for s in text.split("\r") if s]
             summary["ack"] = row.ack
@@ -724,6 +720,7 @@ def _forward(args: argparse.Namespace, config: Config) -> int:
 def _reconciliation(args: argparse.Namespace, config: Config) -> int:
     """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing."""
     from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.services.views import performed_step_summary, study_summary
     from mwlbroker.store import images, progress
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -734,21 +731,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         with db.reading() as session:
             if args.command == "mpps":
                 rows = [
-                    {
-                        "id": r.id,
-                        "created_at": r.created_at.isoformat(),
-                        "sop_instance_uid": r.sop_instance_uid,
-                        "status": r.status,
-                        "scheduled": r.scheduled,
-                        "station_ae": r.station_ae,
-                        "modality": r.modality,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "study_instance_uid": r.study_instance_uid,
-                        "start": r.start_datetime,
-                        "end": r.end_datetime,
-                    }
+                    performed_step_summary(r)
                     for r in progress.list_performed_steps(
                         session, scheduled=False if args.unscheduled else None, limit=args.limit
                     )
@@ -764,23 +747,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
                 ]
             else:
                 rows = [
-                    {
-                        "id": r.id,
-                        "first_received_at": r.first_received_at.isoformat(),
-                        "study_instance_uid": r.study_instance_uid,
-                        "order_id": r.order_id,
-                        "matched_by": r.matched_by or None,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "modalities": r.modalities,
-                        "series": r.series_count,
-                        "instances": r.instance_count,
-                        "calling_ae": r.calling_ae,
-                        "images_received_at": r.images_received_at.isoformat()
-                        if r.images_received_at
-                        else None,
-                    }
+                    study_summary(r)
                     for r in images.list_studies(
                         session, matched=False if args.unmatched else None, limit=args.limit
                     )
@@ -807,56 +774,6 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
-
-
-def _outbound_summary(row: OutboundRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "created_at": row.created_at.isoformat(),
-        "destination": row.destination,
-        "order_id": row.order_id,
-        "step_id": row.step_id,
-        "message_type": row.message_type,
-        "order_status": row.order_status,
-        "control_id": row.control_id,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.status == "pending" else None,
-        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
-        "ack_code": row.ack_code,
-        "last_error": row.last_error,
-    }
-
-
-def _decode(row: MessageRow) -> str:
-    from mwlbroker.mapping.reader import decode
-
-    raw = row.raw
-    try:
-        return decode(raw)[0]
-    except Exception:
-        return raw.decode("latin-1")
-
-
-def _summary(r: MessageRow) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "received_at": r.received_at.isoformat(),
-        "peer": r.peer,
-        "sender": "/".join(p for p in (r.sending_application, r.sending_facility) if p),
-        "type": f"{r.message_type}^{r.trigger_event}" if r.trigger_event else r.message_type,
-        "control_id": r.control_id,
-        "version": r.version,
-        "charset": r.charset,
-        "size": r.size,
-        "truncated": r.truncated,
-        "status": r.status,
-        "ack_code": r.ack_code,
-        "error": r.error,
-        "error_location": r.error_location,
-        "attempts": r.attempts,
-        "duplicates": r.duplicate_count,
-    }
 
 
 if __name__ == "__main__":

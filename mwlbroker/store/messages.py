@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 from mwlbroker.store.insert import insert_row
 from mwlbroker.store.tables import MessageRow
 
-__all__ = ["MessageRow", "add", "by_dedup_key", "count_by_status", "get", "latest"]
+__all__ = [
+    "MessageRow",
+    "add",
+    "by_dedup_key",
+    "count_by_status",
+    "get",
+    "latest",
+    "resubmitted_as",
+]
 
 
 def add(session: Session, row: MessageRow) -> MessageRow:
@@ -68,3 +76,10 @@ def latest(
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(MessageRow.status, func.count()).group_by(MessageRow.status))
     return {status: count for status, count in rows}
+
+
+def resubmitted_as(session: Session, message_id: int) -> int | None:
+    """The newest edited copy made from a message, if any."""
+    query = select(func.max(MessageRow.id)).where(MessageRow.original_id == message_id)
+    found = session.execute(query).scalar()
+    return int(found) if found is not None else None
