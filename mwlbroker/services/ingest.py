@@ -263,7 +263,7 @@ class IngestService:
                     f"message {message_id} was edited and resubmitted as message {copy}; "
                     f"reprocess that one"
                 )
-            before = {"status": row.status, "error": row.error}
+            before: dict[str, object] = {"status": row.status, "error": row.error}
             row.attempts += 1
             try:
                 message, header = self._read(row.raw, row.truncated)
