@@ -94,6 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flag(reprocess)
     reprocess.add_argument("id", type=int)
 
+    users = commands.add_parser("user", help="accounts of the web page and API")
+    user_commands = users.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    user_add = user_commands.add_parser("add", help="add a user (asks for the password)")
+    _add_config_flag(user_add)
+    user_add.add_argument("name", metavar="NAME")
+    user_add.add_argument("--role", choices=["admin", "viewer"], required=True)
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_passwd = user_commands.add_parser("passwd", help="set a user's password")
+    _add_config_flag(user_passwd)
+    user_passwd.add_argument("name", metavar="NAME")
+    user_passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_list = user_commands.add_parser("list", help="list the users and their roles")
+    _add_config_flag(user_list)
+    user_list.add_argument("--json", action="store_true", help="machine-readable output")
+    user_token = user_commands.add_parser(
+        "token", help="create an API token for a user (printed once)"
+    )
+    _add_config_flag(user_token)
+    user_token.add_argument("name", metavar="NAME")
+
     out = commands.add_parser("outbound", help="the status messages queued for the RIS")
     out_commands = out.add_subparsers(dest="outbound_command", metavar="ACTION", required=True)
     out_list = out_commands.add_parser("list", help="newest outbound messages first")
@@ -256,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "messages": _messages,
         "mappings": _mappings,
         "outbound": _outbound,
+        "user": _user,
         "forward": _forward,
         "modality": _modality,
         "mpps": _reconciliation,
@@ -444,6 +469,89 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """From standard input (scripts), else asked twice at the terminal."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise ValueError("the passwords differ")
+    return first
+
+
+def _user(args: argparse.Namespace, config: Config) -> int:
+    """``user add | passwd | list | token``: the accounts of the web page and API."""
+    from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.domain.accounts import AccountError, Role
+    from mwlbroker.services.accounts import AccountService
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        service = AccountService(db)
+        actor = f"cli:{getpass_user()}"
+        if args.user_command == "list":
+            users = service.list_users()
+            rows = [
+                {
+                    "name": u.name,
+                    "role": u.role.value,
+                    "disabled": u.disabled,
+                    "created_at": u.created_at.isoformat(),
+                    "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                }
+                for u in users
+            ]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            print(f"{'NAME':24} {'ROLE':7} LAST LOGIN (UTC)")
+            for row in rows:
+                print(f"{row['name']:24} {row['role']:7} {str(row['last_login_at'] or '-')[:19]}")
+            return 0
+        if args.user_command == "token":
+            token = service.create_token(args.name, actor=actor)
+            print(token)
+            print(
+                "Keep it now: only its hash is stored. Send it as 'Authorization: Bearer TOKEN'.",
+                file=sys.stderr,
+            )
+            return 0
+        try:
+            password = _read_password(args)
+        except ValueError as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 1
+        if args.user_command == "add":
+            account = service.add_user(args.name, password, Role(args.role), actor=actor)
+            print(f"user {account.name} added ({account.role.value})")
+        else:
+            account = service.set_password(args.name, password, actor=actor)
+            print(f"password of {account.name} changed; its open sessions have ended")
+        return 0
+    except AccountError as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def getpass_user() -> str:
+    """The operating system user running the command, for the audit trail."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a bare container
+        return "unknown"
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 
 from mwlbroker.mapping.fieldnames import field_names
 from mwlbroker.mapping.reader import decode
+from mwlbroker.store import browse, worklist
+from mwlbroker.store import outbound as outbound_store
 from mwlbroker.store.tables import (
     AuditRow,
     MessageRow,
@@ -259,4 +261,119 @@ def query_log_summary(r: QueryLogRow) -> dict[str, Any]:
         "conditions": r.conditions,
         "notes": r.notes,
         "step_ids": r.step_ids,
+    }
+
+
+# -- composed views: several queries, one shape --------------------------------------------------
+
+
+def order_detail(session: Any, order_id: int) -> dict[str, Any] | None:
+    """An order with its patient, steps and a timeline of everything that happened to it:
+    each HL7 message, status change, MPPS, study received and status message to the RIS."""
+    order = worklist.get_order(session, order_id)
+    if order is None:
+        return None
+    patient = worklist.get_patient(session, order.patient_pk)
+    steps = worklist.steps_of_order(session, order_id)
+    events = worklist.events_for_order(session, order_id)
+    performed = browse.performed_steps_of_order(session, order_id)
+    studies = browse.studies_of_order(session, order_id)
+    outbound = browse.outbound_of_order(session, order_id)
+    message_ids = sorted(
+        {e.message_id for e in events if e.message_id is not None}
+        | {i for i in (order.created_message_id, order.updated_message_id) if i is not None}
+    )
+    received = {m.id: m for m in browse.messages_by_ids(session, message_ids)}
+    timeline: list[dict[str, Any]] = []
+    for message in received.values():
+        timeline.append(
+            {
+                "at": message.received_at.isoformat(),
+                "kind": "message",
+                "what": f"{message_summary(message)['type']} received ({message.status})",
+                "detail": message.error or f"control ID {message.control_id}",
+                "message_id": message.id,
+            }
+        )
+    for event in events:
+        change = (
+            f"{event.status_before or '-'} → {event.status_after}"
+            if event.status_after and event.status_after != event.status_before
+            else ""
+        )
+        timeline.append(
+            {
+                "at": event.at.isoformat(),
+                "kind": "status" if change else "history",
+                "what": event.event + (f": {change}" if change else ""),
+                "detail": event.detail,
+                "step_id": event.step_id,
+                "message_id": event.message_id,
+            }
+        )
+    for mpps in performed:
+        timeline.append(
+            {
+                "at": mpps.created_at.isoformat(),
+                "kind": "mpps",
+                "what": f"MPPS from {mpps.station_ae or mpps.modality}: {mpps.status}",
+                "detail": mpps.sop_instance_uid,
+            }
+        )
+    for study in studies:
+        timeline.append(
+            {
+                "at": study.first_received_at.isoformat(),
+                "kind": "images",
+                "what": f"images received: {study.series_count} series, "
+                f"{study.instance_count} instances ({study.modalities})",
+                "detail": study.study_instance_uid,
+            }
+        )
+    for out in outbound:
+        timeline.append(
+            {
+                "at": (out.sent_at or out.created_at).isoformat(),
+                "kind": "outbound",
+                "what": f"{out.message_type} ORC-5 {out.order_status} to {out.destination}: "
+                f"{out.status}",
+                "detail": out.last_error or f"control ID {out.control_id}",
+                "outbound_id": out.id,
+            }
+        )
+    timeline.sort(key=lambda entry: entry["at"])
+    return {
+        "order": order_summary(order),
+        "patient": patient_summary(patient) if patient is not None else None,
+        "steps": [step_summary(step) for step in steps],
+        "history": [event_summary(event) for event in events],
+        "performed_steps": [performed_step_summary(p) for p in performed],
+        "studies": [study_summary(s) for s in studies],
+        "outbound": [outbound_summary(o) for o in outbound],
+        "timeline": timeline,
+    }
+
+
+def dashboard(session: Any, since: datetime) -> dict[str, Any]:
+    """What tells at a glance whether the broker is well: messages since ``since`` by status,
+    the latest errors, the worklist by status and the outbound queue."""
+    by_status = browse.message_counts_since(session, since)
+    errors = browse.messages_page(session, status="failed", limit=5).rows
+    rejected = browse.messages_page(session, status="rejected", limit=5).rows
+    latest_errors = sorted([*errors, *rejected], key=lambda m: m.id, reverse=True)[:8]
+    outbound_counts = outbound_store.counts(session)
+    queue: dict[str, dict[str, int]] = {}
+    for (destination, status), count in outbound_counts.items():
+        queue.setdefault(destination, {})[status] = count
+    steps = browse.step_counts(session)
+    return {
+        "since": since.isoformat(),
+        "messages": by_status,
+        "messages_total": sum(by_status.values()),
+        "errors": [message_summary(m) for m in latest_errors],
+        "worklist": steps,
+        "worklist_size": steps.get("SCHEDULED", 0),
+        "outbound": queue,
+        "outbound_pending": sum(c for (_, s), c in outbound_counts.items() if s == "pending"),
+        "outbound_failed": sum(c for (_, s), c in outbound_counts.items() if s == "failed"),
     }
