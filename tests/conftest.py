@@ -240,12 +240,17 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = 60,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mwlbroker", *args],
         env=env,
         cwd=cwd,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,

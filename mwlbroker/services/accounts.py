@@ -162,7 +162,7 @@ class AccountService:
 
     def account_for_token(self, token: str) -> Account | None:
         """The owner of an API token, or ``None`` for a token that is not ours."""
-        parts = token.split("_")
+        parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "mwl":
             return None
         with self.db.reading() as session:

@@ -176,12 +176,15 @@ def resubmissions_of(session: Session, message_id: int) -> Sequence[MessageRow]:
 
 
 def performed_steps_of_order(session: Session, order_id: int) -> Sequence[PerformedStepRow]:
-    query = (
-        select(PerformedStepRow)
-        .join(PerformedStepLinkRow, PerformedStepLinkRow.performed_step_id == PerformedStepRow.id)
+    # A subquery, not DISTINCT: PostgreSQL cannot compare the JSON data set column.
+    linked = (
+        select(PerformedStepLinkRow.performed_step_id)
         .join(StepRow, StepRow.id == PerformedStepLinkRow.step_id)
         .where(StepRow.order_id == order_id)
-        .distinct()
+    )
+    query = (
+        select(PerformedStepRow)
+        .where(PerformedStepRow.id.in_(linked))
         .order_by(PerformedStepRow.id)
     )
     return session.scalars(query).all()
