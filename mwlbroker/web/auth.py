@@ -101,7 +101,8 @@ def init_app(app: Flask) -> None:
             return response
         if request.method != "GET":
             abort(401)
-        return cast(Response, redirect(url_for("auth.login", next=request.full_path)))
+        target = request.full_path.rstrip("?")
+        return cast(Response, redirect(url_for("auth.login", next=target)))
 
     @app.context_processor
     def _user() -> dict[str, Any]:
