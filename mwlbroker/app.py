@@ -10,6 +10,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
@@ -20,6 +21,7 @@ from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mapping.reader import CHARSETS
 from mwlbroker.scheduling.scheduler import Chore, Scheduler
+from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.jobs import Job, JobRunner
@@ -31,6 +33,9 @@ from mwlbroker.services.patients import PatientService
 from mwlbroker.services.progress import ProgressService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
+from mwlbroker.web import WebContext, create_app
+from mwlbroker.web.secret import load_or_create_secret
+from mwlbroker.web.server import WebServer
 
 log = logging.getLogger("mwlbroker")
 
@@ -179,7 +184,35 @@ class Broker:
         self.forwarder: Forwarder | None = None
         self.jobs = build_jobs(config, self.db, self.outbound, self.progress)
         self.scheduler: Scheduler | None = None
+        self.accounts = AccountService(self.db)
+        self.web: WebServer | None = None
+        self._ready = threading.Event()
         self._stopped = threading.Event()
+
+    def listeners(self) -> dict[str, bool]:
+        """Each listener and whether it is up: all of them once start() is through."""
+        ready = self._ready.is_set() and not self._stopped.is_set()
+        return {
+            "hl7": ready and self.hl7 is not None,
+            "dicom": ready and self.dicom is not None,
+            "web": ready and self.web is not None,
+        }
+
+    def build_web_app(self) -> Any:
+        """The Flask application of the web page and API, on this broker's services."""
+        config = self.config
+        context = WebContext(
+            db=self.db,
+            accounts=self.accounts,
+            ingest=lambda: self.ingest,
+            listeners=self.listeners,
+            destinations=tuple(d.name for d in self.outbound.destinations),
+        )
+        return create_app(
+            context,
+            secret_key=config["web.secret_key"] or load_or_create_secret(),
+            secure_cookies=config["web.secure_cookies"],
+        )
 
     def start(self) -> None:
         config = self.config
@@ -209,6 +242,14 @@ class Broker:
                 f"dicom.port: cannot listen on {config['dicom.host']}:{config['dicom.port']}: "
                 f"{error.strerror or error}"
             ) from None
+        try:
+            self.web = WebServer(self.build_web_app(), config["web.host"], config["web.port"])
+        except OSError as error:
+            raise StartupError(
+                f"web.port: cannot listen on {config['web.host']}:{config['web.port']}: "
+                f"{error.strerror or error}"
+            ) from None
+        self.web.start()
         for destination in self.outbound.destinations:
             sender = OutboundSender(self.outbound, destination)
             sender.start()
@@ -223,13 +264,20 @@ class Broker:
         )
         self.scheduler = Scheduler(self.jobs, [settle])
         self.scheduler.start()
+        self._ready.set()
         log.info(
-            "mwlbroker ready: database %s, MLLP %s:%d, DICOM %s on %s:%d",
+            "mwlbroker ready: database %s, MLLP %s:%d, DICOM %s on %s:%d, HTTP %s:%d",
             self.db.describe(),
             *self.hl7.address,
             config["dicom.ae_title"],
             *self.dicom.address,
-            extra={"event": "ready", "hl7_port": self.hl7.port, "dicom_port": self.dicom.port},
+            *self.web.address,
+            extra={
+                "event": "ready",
+                "hl7_port": self.hl7.port,
+                "dicom_port": self.dicom.port,
+                "web_port": self.web.port,
+            },
         )
 
     def stop(self) -> None:
@@ -237,6 +285,8 @@ class Broker:
             return
         self._stopped.set()
         started = self.hl7 is not None
+        if self.web is not None:
+            self.web.stop()
         if self.hl7 is not None:
             self.hl7.stop()
         if self.dicom is not None:

@@ -20,7 +20,6 @@ from mwlbroker.config import Config, ConfigError, load_config
 if TYPE_CHECKING:
     from mwlbroker.services.jobs import JobRun
     from mwlbroker.store.db import Database
-    from mwlbroker.store.tables import MessageRow, OutboundRow
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flag(reprocess)
     reprocess.add_argument("id", type=int)
+
+    users = commands.add_parser("user", help="accounts of the web page and API")
+    user_commands = users.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    user_add = user_commands.add_parser("add", help="add a user (asks for the password)")
+    _add_config_flag(user_add)
+    user_add.add_argument("name", metavar="NAME")
+    user_add.add_argument("--role", choices=["admin", "viewer"], required=True)
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_passwd = user_commands.add_parser("passwd", help="set a user's password")
+    _add_config_flag(user_passwd)
+    user_passwd.add_argument("name", metavar="NAME")
+    user_passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_list = user_commands.add_parser("list", help="list the users and their roles")
+    _add_config_flag(user_list)
+    user_list.add_argument("--json", action="store_true", help="machine-readable output")
+    user_token = user_commands.add_parser(
+        "token", help="create an API token for a user (printed once)"
+    )
+    _add_config_flag(user_token)
+    user_token.add_argument("name", metavar="NAME")
 
     out = commands.add_parser("outbound", help="the status messages queued for the RIS")
     out_commands = out.add_subparsers(dest="outbound_command", metavar="ACTION", required=True)
@@ -279,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "messages": _messages,
         "mappings": _mappings,
         "outbound": _outbound,
+        "user": _user,
         "forward": _forward,
         "jobs": _jobs,
         "modality": _modality,
@@ -438,6 +462,7 @@ def _db_copy(source: Database, args: argparse.Namespace) -> int:
 
 def _messages(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.app import StartupError, build_ingest, open_database, prepare_database
+    from mwlbroker.services.views import message_segments, message_summary, message_text
     from mwlbroker.store import messages
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -450,14 +475,14 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
                     session, status=args.status, control_id=args.control_id, limit=args.limit
                 )
             if args.json:
-                print(json.dumps([_summary(row) for row in rows], indent=2))
+                print(json.dumps([message_summary(row) for row in rows], indent=2))
             else:
                 print(
                     f"{'ID':>7}  {'RECEIVED (UTC)':19}  {'TYPE':8} {'CONTROL ID':20} "
                     f"{'SENDER':20} {'STATUS':9} ACK  ERROR"
                 )
                 for row in rows:
-                    summary = _summary(row)
+                    summary = message_summary(row)
                     print(
                         f"{row.id:>7}  {summary['received_at'][:19]:19}  {summary['type']:8} "
                         f"{(row.control_id or '-')[:20]:20} {summary['sender'][:20]:20} "
@@ -470,11 +495,8 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
             if found is None:
                 print(f"mwlbroker: no message with id {args.id}", file=sys.stderr)
                 return 1
-            summary = _summary(found)
-            text = _decode(found)
-            summary["segments"] = [
-                s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s
-            ]
+            summary = message_summary(found)
+            summary["segments"] = message_segments(message_text(found))
             if args.json:
                 print(json.dumps(summary, indent=2, ensure_ascii=False))
             else:
@@ -504,6 +526,89 @@ def _messages(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """From standard input (scripts), else asked twice at the terminal."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise ValueError("the passwords differ")
+    return first
+
+
+def _user(args: argparse.Namespace, config: Config) -> int:
+    """``user add | passwd | list | token``: the accounts of the web page and API."""
+    from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.domain.accounts import AccountError, Role
+    from mwlbroker.services.accounts import AccountService
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        service = AccountService(db)
+        actor = f"cli:{getpass_user()}"
+        if args.user_command == "list":
+            users = service.list_users()
+            rows = [
+                {
+                    "name": u.name,
+                    "role": u.role.value,
+                    "disabled": u.disabled,
+                    "created_at": u.created_at.isoformat(),
+                    "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                }
+                for u in users
+            ]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            print(f"{'NAME':24} {'ROLE':7} LAST LOGIN (UTC)")
+            for row in rows:
+                print(f"{row['name']:24} {row['role']:7} {str(row['last_login_at'] or '-')[:19]}")
+            return 0
+        if args.user_command == "token":
+            token = service.create_token(args.name, actor=actor)
+            print(token)
+            print(
+                "Keep it now: only its hash is stored. Send it as 'Authorization: Bearer TOKEN'.",
+                file=sys.stderr,
+            )
+            return 0
+        try:
+            password = _read_password(args)
+        except ValueError as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 1
+        if args.user_command == "add":
+            account = service.add_user(args.name, password, Role(args.role), actor=actor)
+            print(f"user {account.name} added ({account.role.value})")
+        else:
+            account = service.set_password(args.name, password, actor=actor)
+            print(f"password of {account.name} changed; its open sessions have ended")
+        return 0
+    except AccountError as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def getpass_user() -> str:
+    """The operating system user running the command, for the audit trail."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a bare container
+        return "unknown"
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
@@ -558,6 +663,7 @@ def _address(text: str) -> tuple[str, int]:
 def _outbound(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.app import StartupError, open_database, prepare_database
     from mwlbroker.services.outbound import OutboundService
+    from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -569,7 +675,7 @@ def _outbound(args: argparse.Namespace, config: Config) -> int:
                 rows = outbound.latest(
                     session, status=args.status, destination=args.destination, limit=args.limit
                 )
-            summaries = [_outbound_summary(row) for row in rows]
+            summaries = [outbound_summary(row) for row in rows]
             if args.json:
                 print(json.dumps(summaries, indent=2))
                 return 0
@@ -592,7 +698,7 @@ def _outbound(args: argparse.Namespace, config: Config) -> int:
             if row is None:
                 print(f"mwlbroker: no outbound message with id {args.id}", file=sys.stderr)
                 return 1
-            summary = _outbound_summary(row)
+            summary = outbound_summary(row)
             text = row.payload.decode("utf-8", errors="replace")
             summary["segments"] = [s for s in text.split("\r") if s]
             summary["ack"] = row.ack
@@ -853,6 +959,7 @@ def _job_run(run: JobRun) -> dict[str, Any]:
 def _reconciliation(args: argparse.Namespace, config: Config) -> int:
     """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing."""
     from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.services.views import performed_step_summary, study_summary
     from mwlbroker.store import images, progress
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -863,21 +970,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         with db.reading() as session:
             if args.command == "mpps":
                 rows = [
-                    {
-                        "id": r.id,
-                        "created_at": r.created_at.isoformat(),
-                        "sop_instance_uid": r.sop_instance_uid,
-                        "status": r.status,
-                        "scheduled": r.scheduled,
-                        "station_ae": r.station_ae,
-                        "modality": r.modality,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "study_instance_uid": r.study_instance_uid,
-                        "start": r.start_datetime,
-                        "end": r.end_datetime,
-                    }
+                    performed_step_summary(r)
                     for r in progress.list_performed_steps(
                         session, scheduled=False if args.unscheduled else None, limit=args.limit
                     )
@@ -893,23 +986,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
                 ]
             else:
                 rows = [
-                    {
-                        "id": r.id,
-                        "first_received_at": r.first_received_at.isoformat(),
-                        "study_instance_uid": r.study_instance_uid,
-                        "order_id": r.order_id,
-                        "matched_by": r.matched_by or None,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "modalities": r.modalities,
-                        "series": r.series_count,
-                        "instances": r.instance_count,
-                        "calling_ae": r.calling_ae,
-                        "images_received_at": r.images_received_at.isoformat()
-                        if r.images_received_at
-                        else None,
-                    }
+                    study_summary(r)
                     for r in images.list_studies(
                         session, matched=False if args.unmatched else None, limit=args.limit
                     )
@@ -936,56 +1013,6 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         db.dispose()
-
-
-def _outbound_summary(row: OutboundRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "created_at": row.created_at.isoformat(),
-        "destination": row.destination,
-        "order_id": row.order_id,
-        "step_id": row.step_id,
-        "message_type": row.message_type,
-        "order_status": row.order_status,
-        "control_id": row.control_id,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.status == "pending" else None,
-        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
-        "ack_code": row.ack_code,
-        "last_error": row.last_error,
-    }
-
-
-def _decode(row: MessageRow) -> str:
-    from mwlbroker.mapping.reader import decode
-
-    raw = row.raw
-    try:
-        return decode(raw)[0]
-    except Exception:
-        return raw.decode("latin-1")
-
-
-def _summary(r: MessageRow) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "received_at": r.received_at.isoformat(),
-        "peer": r.peer,
-        "sender": "/".join(p for p in (r.sending_application, r.sending_facility) if p),
-        "type": f"{r.message_type}^{r.trigger_event}" if r.trigger_event else r.message_type,
-        "control_id": r.control_id,
-        "version": r.version,
-        "charset": r.charset,
-        "size": r.size,
-        "truncated": r.truncated,
-        "status": r.status,
-        "ack_code": r.ack_code,
-        "error": r.error,
-        "error_location": r.error_location,
-        "attempts": r.attempts,
-        "duplicates": r.duplicate_count,
-    }
 
 
 if __name__ == "__main__":

@@ -635,6 +635,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "host", "127.0.0.1", _as_host, "address the web page and API bind to"),
     Setting("web", "port", 8080, _as_int(0, 65535), "HTTP port of the web page and API"),
     Setting(
+        "web",
+        "secret_key",
+        "",
+        _as_str,
+        "key that signs session cookies; empty: generated once and kept in var/web-secret-key "
+        "(set the same value on every node that shares a database)",
+        secret=True,
+    ),
+    Setting(
+        "web",
+        "secure_cookies",
+        False,
+        _as_bool,
+        "mark the session cookie Secure (sent over HTTPS only); set it behind a TLS proxy",
+    ),
+    Setting(
         "log",
         "level",
         "info",
@@ -723,7 +739,7 @@ class Config:
             value = self.values[setting.key]
             shown = _toml_value(value)
             if setting.secret:
-                shown = mask_url(shown)
+                shown = mask_url(shown) if "://" in shown else ('"***"' if value else shown)
             rows.append((setting.key, shown, self.sources.get(setting.key, "default")))
         return rows
 

@@ -99,6 +99,7 @@ def make_config(database_url: str, **overrides: object) -> Config:
         "hl7.port": 0,
         "dicom.port": 0,
         "web.port": 0,
+        "web.secret_key": "test-secret-key-not-for-production",
         **{key.replace("__", "."): value for key, value in overrides.items()},
     }
     return load_config(environ={}).with_overrides(values)
@@ -223,6 +224,7 @@ class ServeProcess:
     log: list[dict] = field(default_factory=list)
     reader: threading.Thread | None = None
     dicom_port: int = 0
+    web_port: int = 0
 
     def kill(self) -> None:
         self.process.kill()
@@ -250,12 +252,17 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = 60,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mwlbroker", *args],
         env=env,
         cwd=cwd,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -311,6 +318,7 @@ def start_serve(
         raise RuntimeError(f"mwlbroker serve did not become ready: {lines[-5:]}")
     served.hl7_port = int(record["hl7_port"])
     served.dicom_port = int(record["dicom_port"])
+    served.web_port = int(record["web_port"])
     return served
 
 

@@ -97,3 +97,12 @@ def test_outbound_destinations_in_short_and_json_form():
     )
     [destination] = full["outbound.destinations"]
     assert destination["receiving_application"] == "RIS" and destination["charset"] == "8859/1"
+
+
+def test_display_masks_the_web_secret_key():
+    config = load_config(environ={"MWLBROKER_WEB_SECRET_KEY": "s3cr3t-value"})
+    shown = {key: value for key, value, _ in config.display()}
+    assert shown["web.secret_key"] == '"***"'
+    assert {key: value for key, value, _ in load_config(environ={}).display()}[
+        "web.secret_key"
+    ] == '""'

@@ -27,8 +27,10 @@ from mwlbroker.mapping.reader import (
 )
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.store import messages
+from mwlbroker.store import worklist as records
 from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey, is_duplicate_key
 from mwlbroker.store.messages import MessageRow
+from mwlbroker.store.tables import AuditRow
 
 log = logging.getLogger("mwlbroker.ingest")
 
@@ -312,8 +314,11 @@ class IngestService:
 
     # -- repair ---------------------------------------------------------------------------------
 
-    def reprocess(self, message_id: int) -> IngestResult:
-        """Apply a stored message again, e.g. after its mapping was fixed. Processed ones are left."""
+    def reprocess(self, message_id: int, *, actor: str = "") -> IngestResult:
+        """Apply a stored message again, e.g. after its mapping was fixed. Processed ones are left.
+
+        ``actor`` (a user of the web page) is written to the audit trail with the outcome.
+        """
         started = time.perf_counter()
         now = datetime.now(UTC)
         with self.db.transaction() as session:
@@ -322,6 +327,13 @@ class IngestService:
                 raise LookupError(f"no message with id {message_id}")
             if row.status == MessageStatus.PROCESSED:
                 raise ValueError(f"message {message_id} was already processed; it is applied once")
+            copy = messages.resubmitted_as(session, message_id)
+            if copy is not None:
+                raise ValueError(
+                    f"message {message_id} was edited and resubmitted as message {copy}; "
+                    f"reprocess that one"
+                )
+            before: dict[str, object] = {"status": row.status, "error": row.error}
             row.attempts += 1
             try:
                 message, header = self._read(row.raw, row.truncated)
@@ -338,6 +350,8 @@ class IngestService:
                 else:
                     _mark(row, MessageStatus.REJECTED, clash, now)
                 result = _result(row, _msh_fields(message), codec=message.codec)
+            if actor:
+                _audit(session, now, actor, "message reprocess", row, before)
         result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
         _log_result(result, event="reprocessed")
         return result
@@ -360,6 +374,77 @@ class IngestService:
             _mark(row, MessageStatus.FAILED, _internal(error), now)
         else:
             self._apply(session, applier, prepared, header, row, now)
+
+    def resubmit(self, original_id: int, raw: bytes, *, actor: str) -> IngestResult:
+        """Store an edited copy of a failed or rejected message and apply it.
+
+        The original is kept byte for byte; the copy points at it. When both carry the same
+        sender + MSH-10, the copy takes over that key, so the two can never both be applied.
+        """
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        with self.db.transaction() as session:
+            original = messages.get(session, original_id, for_update=True)
+            if original is None:
+                raise LookupError(f"no message with id {original_id}")
+            if original.status == MessageStatus.PROCESSED:
+                raise ValueError(
+                    f"message {original_id} was already processed; only a failed or rejected "
+                    "message can be edited and resubmitted"
+                )
+            row = _new_row(raw, f"edited by {actor}", False, now)
+            row.original_id = original.id
+            try:
+                message, header = self._read(raw, False)
+            except MessageRejected as rejection:
+                msh, _ = read_header_bytes(raw)
+                _describe_from_bytes(row, msh)
+                _mark(row, MessageStatus.REJECTED, rejection, now)
+                messages.add(session, row)
+                result = _result(row, msh, codec=self.default_codec)
+            else:
+                _describe(row, header)
+                row.digest = content_digest(message.text)
+                key = _dedup_key(header)
+                if original.dedup_key == key:
+                    original.dedup_key = None
+                    session.flush()  # the key is free before the copy claims it
+                holder = messages.by_dedup_key(session, key, for_update=True)
+                row.status, row.ack_code, row.processed_at = (
+                    MessageStatus.PROCESSED.value,
+                    AckCode.ACCEPT.value,
+                    now,
+                )
+                if holder is not None:
+                    _mark(
+                        row,
+                        MessageStatus.REJECTED,
+                        MessageRejected(
+                            f"MSH-10 {header.control_id!r} from {_sender(header)} is already "
+                            f"used by message {holder.id}; give the copy its own MSH-10",
+                            error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
+                            location="MSH-10",
+                        ),
+                        now,
+                    )
+                    messages.add(session, row)
+                else:
+                    row.dedup_key = key
+                    messages.add(session, row)
+                    self._reapply(session, message, header, row, now)
+                result = _result(row, _msh_fields(message), codec=message.codec)
+            _audit(
+                session,
+                now,
+                actor,
+                "message resubmit",
+                original,
+                {"status": original.status},
+                extra={"copy_id": row.id, "copy_status": row.status},
+            )
+        result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
+        _log_result(result, event="resubmitted")
+        return result
 
     def _claim_key(
         self, session: object, row: MessageRow, header: MessageHeader
@@ -391,6 +476,33 @@ class IngestService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _audit(
+    session: object,
+    now: datetime,
+    actor: str,
+    action: str,
+    row: MessageRow,
+    before: dict[str, object],
+    *,
+    extra: dict[str, object] | None = None,
+) -> None:
+    """A staff action on a message, in the audit trail with the state before."""
+    records.add(
+        session,  # type: ignore[arg-type]
+        AuditRow(
+            at=now,
+            actor=actor[:200],
+            action=action,
+            entity="message",
+            entity_id=row.id,
+            message_id=row.id,
+            before=before,
+            after={"status": row.status, "error": row.error, **(extra or {})},
+        ),
+        flush=False,
+    )
 
 
 def _new_row(raw: bytes, peer: str, truncated: bool, now: datetime) -> MessageRow:

@@ -21,6 +21,7 @@ __all__ = [
     "count_by_status",
     "get",
     "latest",
+    "resubmitted_as",
 ]
 
 
@@ -111,3 +112,10 @@ def latest(
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(MessageRow.status, func.count()).group_by(MessageRow.status))
     return {status: count for status, count in rows}
+
+
+def resubmitted_as(session: Session, message_id: int) -> int | None:
+    """The newest edited copy made from a message, if any."""
+    query = select(func.max(MessageRow.id)).where(MessageRow.original_id == message_id)
+    found = session.execute(query).scalar()
+    return int(found) if found is not None else None

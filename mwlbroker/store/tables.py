@@ -74,9 +74,13 @@ class MessageRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
     last_duplicate_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An edited copy made in the web page points at the message it was made from; the original
+    # is kept unchanged. No FK: messages are purged by retention.
+    original_id: Mapped[int | None] = mapped_column(Id)
 
     __table_args__ = (
         Index("ix_message_received_at", "received_at"),
+        Index("ix_message_original_id", "original_id"),
         Index("ix_message_status_received_at", "status", "received_at"),
         Index("ix_message_control_id", "control_id"),
     )
@@ -473,3 +477,50 @@ class LeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(200), default="")
     acquired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserRow(Base):
+    """A person who may use the web page and API: viewers read, admins act."""
+
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin, viewer
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string
+    # Changes when the password does: sessions made before it stop being valid.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiTokenRow(Base):
+    """An API token of a user, kept only as a hash; the prefix finds it without a scan."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_api_token_user_id", "user_id"),)
+
+
+class LoginFailureRow(Base):
+    """A failed login, by user name and address: what login throttling counts.
+
+    In the database rather than in memory, so that several broker nodes count together.
+    """
+
+    __tablename__ = "login_failure"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_login_failure_name_address_at", "name", "address", "at"),)

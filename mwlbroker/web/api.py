@@ -1,0 +1,194 @@
+"""The JSON API: the same lists and actions as the pages, for programs.
+
+Authentication is the page's session (then POSTs need the X-CSRFToken header) or an API token
+as ``Authorization: Bearer TOKEN`` (``mwlbroker user token NAME``). Lists are paged with
+``?page=N&limit=N`` and answer ``{"items": [...], "total": N, "page": N, "limit": N}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from mwlbroker.services import views
+from mwlbroker.store import browse, messages
+from mwlbroker.store.browse import Page
+from mwlbroker.store.db import DatabaseUnavailable
+from mwlbroker.web import params, web
+from mwlbroker.web.auth import admin_required, login_required
+from mwlbroker.web.pages import start_of_today
+
+blueprint = Blueprint("api", __name__)
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+@blueprint.errorhandler(CSRFError)
+def _csrf_error(error: CSRFError) -> tuple[Response, int]:
+    return _error(400, f"CSRF check failed: {error.description}")
+
+
+@blueprint.errorhandler(DatabaseUnavailable)
+def _database_error(error: DatabaseUnavailable) -> tuple[Response, int]:
+    return _error(503, f"database unavailable: {error}")
+
+
+@blueprint.errorhandler(404)
+def _not_found(_error_: Any) -> tuple[Response, int]:
+    return _error(404, "not found")
+
+
+def _listing(found: Page, items: list[dict[str, Any]]) -> Response:
+    return jsonify(
+        items=items,
+        total=found.total,
+        page=found.offset // found.limit + 1,
+        limit=found.limit,
+    )
+
+
+@blueprint.get("/status")
+@login_required
+def status() -> Response:
+    with web().db.reading() as session:
+        summary = views.dashboard(session, start_of_today())
+    return jsonify(listeners=web().listeners(), **summary)
+
+
+@blueprint.get("/worklist")
+@login_required
+def worklist() -> Response:
+    offset, limit = params.page()
+    with web().db.reading() as session:
+        found = browse.worklist_page(
+            session,
+            date=params.day(),
+            modality=params.text("modality", 16).upper(),
+            station=params.text("station", 16),
+            status=params.text("status", 16).upper(),
+            text=params.text("q"),
+            offset=offset,
+            limit=limit,
+        )
+        return _listing(found, [views.step_summary(step) for step in found.rows])
+
+
+@blueprint.get("/orders/<int:order_id>")
+@login_required
+def order(order_id: int) -> Any:
+    with web().db.reading() as session:
+        detail = views.order_detail(session, order_id)
+    if detail is None:
+        return _error(404, f"no order with id {order_id}")
+    return jsonify(detail)
+
+
+@blueprint.get("/messages")
+@login_required
+def message_list() -> Response:
+    offset, limit = params.page()
+    with web().db.reading() as session:
+        found = browse.messages_page(
+            session,
+            status=params.text("status", 16).lower(),
+            message_type=params.text("type", 8).upper(),
+            text=params.text("q"),
+            offset=offset,
+            limit=limit,
+        )
+        return _listing(found, [views.message_summary(row) for row in found.rows])
+
+
+@blueprint.get("/messages/<int:message_id>")
+@login_required
+def message(message_id: int) -> Any:
+    with web().db.reading() as session:
+        row = messages.get(session, message_id)
+        if row is None:
+            return _error(404, f"no message with id {message_id}")
+        detail = views.message_detail(row)
+        detail["resubmitted_as"] = [r.id for r in browse.resubmissions_of(session, message_id)]
+    return jsonify(detail)
+
+
+def _outcome(result: Any) -> Response:
+    return jsonify(
+        message_id=result.message_id,
+        status=str(result.status),
+        ack_code=str(result.ack_code),
+        error=result.error,
+    )
+
+
+@blueprint.post("/messages/<int:message_id>/reprocess")
+@admin_required
+def reprocess(message_id: int) -> Any:
+    service = web().ingest()
+    if service is None:
+        return _error(503, "the broker is starting")
+    try:
+        return _outcome(service.reprocess(message_id, actor=current_user.name))
+    except LookupError as error:
+        return _error(404, str(error))
+    except ValueError as error:
+        return _error(409, str(error))
+
+
+@blueprint.post("/messages/<int:message_id>/resubmit")
+@admin_required
+def resubmit(message_id: int) -> Any:
+    """Body ``{"text": "MSH|...\\rPID|..."}``: an edited copy of a failed or rejected message."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return _error(400, 'the body must be JSON: {"text": "the edited message"}')
+    service = web().ingest()
+    if service is None:
+        return _error(503, "the broker is starting")
+    text = body["text"].replace("\r\n", "\r").replace("\n", "\r")
+    raw = "\r".join(s for s in text.split("\r") if s) + "\r"
+    try:
+        return _outcome(service.resubmit(message_id, raw.encode("utf-8"), actor=current_user.name))
+    except LookupError as error:
+        return _error(404, str(error))
+    except ValueError as error:
+        return _error(409, str(error))
+
+
+@blueprint.get("/patients")
+@login_required
+def patients() -> Response:
+    offset, limit = params.page()
+    with web().db.reading() as session:
+        found = browse.patients_page(session, text=params.text("q"), offset=offset, limit=limit)
+        return _listing(found, [views.patient_summary(p) for p in found.rows])
+
+
+@blueprint.get("/audit")
+@login_required
+def audit() -> Response:
+    offset, limit = params.page()
+    with web().db.reading() as session:
+        found = browse.audit_page(
+            session,
+            entity=params.text("entity", 32),
+            actor=params.text("actor", 200),
+            offset=offset,
+            limit=limit,
+        )
+        return _listing(found, [views.audit_summary(r) for r in found.rows])
+
+
+@blueprint.get("/queries")
+@login_required
+def queries() -> Response:
+    offset, limit = params.page()
+    with web().db.reading() as session:
+        found = browse.query_log_page(
+            session, calling_ae=params.text("calling_ae", 16), offset=offset, limit=limit
+        )
+        return _listing(found, [views.query_log_summary(r) for r in found.rows])

@@ -1,0 +1,201 @@
+"""The pages people use: dashboard, worklist, orders, messages, patients, audit, query log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from mwlbroker.domain.worklist import StepStatus
+from mwlbroker.services import views
+from mwlbroker.store import browse, messages
+from mwlbroker.store.db import DatabaseUnavailable
+from mwlbroker.web import params, web
+from mwlbroker.web.auth import admin_required, login_required
+
+blueprint = Blueprint("pages", __name__)
+
+MESSAGE_STATUSES = ("processed", "failed", "rejected")
+
+
+def start_of_today() -> datetime:
+    """Local midnight, as an aware moment."""
+    now = datetime.now().astimezone()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@blueprint.get("/")
+@login_required
+def dashboard() -> Any:
+    with web().db.reading() as session:
+        summary = views.dashboard(session, start_of_today())
+    return render_template(
+        "dashboard.html",
+        summary=summary,
+        listeners=web().listeners(),
+        destinations=web().destinations,
+    )
+
+
+@blueprint.get("/worklist")
+@login_required
+def worklist() -> Any:
+    offset, limit = params.page()
+    filters = {
+        "date": params.day(),
+        "modality": params.text("modality", 16).upper(),
+        "station": params.text("station", 16),
+        "status": params.text("status", 16).upper(),
+        "text": params.text("q"),
+    }
+    with web().db.reading() as session:
+        found = browse.worklist_page(session, offset=offset, limit=limit, **filters)
+        rows = [views.step_summary(step) for step in found.rows]
+    return render_template(
+        "worklist.html",
+        rows=rows,
+        page=found,
+        filters=filters,
+        statuses=[s.value for s in StepStatus],
+    )
+
+
+@blueprint.get("/orders/<int:order_id>")
+@login_required
+def order(order_id: int) -> Any:
+    with web().db.reading() as session:
+        detail = views.order_detail(session, order_id)
+    if detail is None:
+        abort(404)
+    return render_template("order.html", detail=detail)
+
+
+@blueprint.get("/messages")
+@login_required
+def message_list() -> Any:
+    offset, limit = params.page()
+    filters = {
+        "status": params.text("status", 16).lower(),
+        "message_type": params.text("type", 8).upper(),
+        "text": params.text("q"),
+    }
+    with web().db.reading() as session:
+        found = browse.messages_page(
+            session,
+            status=filters["status"],
+            message_type=filters["message_type"],
+            text=filters["text"],
+            offset=offset,
+            limit=limit,
+        )
+        rows = [views.message_summary(row) for row in found.rows]
+    return render_template(
+        "messages.html", rows=rows, page=found, filters=filters, statuses=MESSAGE_STATUSES
+    )
+
+
+def _message(message_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with web().db.reading() as session:
+        row = messages.get(session, message_id)
+        if row is None:
+            abort(404)
+        detail = views.message_detail(row)
+        copies = [views.message_summary(r) for r in browse.resubmissions_of(session, message_id)]
+    return detail, copies
+
+
+@blueprint.get("/messages/<int:message_id>")
+@login_required
+def message(message_id: int) -> Any:
+    detail, copies = _message(message_id)
+    return render_template("message.html", message=detail, copies=copies)
+
+
+@blueprint.post("/messages/<int:message_id>/reprocess")
+@admin_required
+def reprocess(message_id: int) -> Any:
+    service = web().ingest()
+    if service is None:
+        abort(503)
+    try:
+        result = service.reprocess(message_id, actor=current_user.name)
+    except LookupError:
+        abort(404)
+    except ValueError as error:
+        flash(str(error), "error")
+    except DatabaseUnavailable as error:
+        flash(f"database unavailable: {error}", "error")
+    else:
+        outcome = f"Reprocessed: {result.status} ({result.ack_code})"
+        flash(outcome + (f" - {result.error}" if result.error else ""), _kind(result.ack_code))
+    return redirect(url_for("pages.message", message_id=message_id))
+
+
+@blueprint.route("/messages/<int:message_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(message_id: int) -> Any:
+    detail, _copies = _message(message_id)
+    if detail["status"] == "processed":
+        flash("A processed message cannot be edited: it has been applied.", "error")
+        return redirect(url_for("pages.message", message_id=message_id))
+    if request.method == "GET":
+        return render_template("edit.html", message=detail, text=detail["text"].replace("\r", "\n"))
+    text = request.form.get("text", "")
+    service = web().ingest()
+    if service is None:
+        abort(503)
+    raw = "\r".join(line for line in text.replace("\r\n", "\n").split("\n") if line) + "\r"
+    try:
+        result = service.resubmit(message_id, raw.encode("utf-8"), actor=current_user.name)
+    except LookupError:
+        abort(404)
+    except ValueError as error:
+        flash(str(error), "error")
+        return redirect(url_for("pages.message", message_id=message_id))
+    flash(
+        f"Resubmitted as message {result.message_id}: {result.status} ({result.ack_code})"
+        + (f" - {result.error}" if result.error else ""),
+        _kind(result.ack_code),
+    )
+    return redirect(url_for("pages.message", message_id=result.message_id))
+
+
+def _kind(ack_code: str) -> str:
+    return "info" if ack_code == "AA" else "error"
+
+
+@blueprint.get("/patients")
+@login_required
+def patients() -> Any:
+    offset, limit = params.page()
+    query = params.text("q")
+    with web().db.reading() as session:
+        found = browse.patients_page(session, text=query, offset=offset, limit=limit)
+        rows = [views.patient_summary(p) for p in found.rows]
+    return render_template("patients.html", rows=rows, page=found, filters={"q": query})
+
+
+@blueprint.get("/audit")
+@login_required
+def audit() -> Any:
+    offset, limit = params.page()
+    filters = {"entity": params.text("entity", 32), "actor": params.text("actor", 200)}
+    with web().db.reading() as session:
+        found = browse.audit_page(session, offset=offset, limit=limit, **filters)
+        rows = [views.audit_summary(r) for r in found.rows]
+    return render_template("audit.html", rows=rows, page=found, filters=filters)
+
+
+@blueprint.get("/queries")
+@login_required
+def queries() -> Any:
+    offset, limit = params.page()
+    calling_ae = params.text("calling_ae", 16)
+    with web().db.reading() as session:
+        found = browse.query_log_page(session, calling_ae=calling_ae, offset=offset, limit=limit)
+        rows = [views.query_log_summary(r) for r in found.rows]
+    return render_template(
+        "queries.html", rows=rows, page=found, filters={"calling_ae": calling_ae}
+    )

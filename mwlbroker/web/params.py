@@ -1,0 +1,36 @@
+"""Reading list filters and paging from the query string, forgivingly."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from flask import request
+
+PAGE_SIZE = 50
+
+
+def text(name: str, limit: int = 64) -> str:
+    return request.args.get(name, "").strip()[:limit]
+
+
+def page() -> tuple[int, int]:
+    """(offset, limit) from ?page=N (1-based) and ?limit=N (at most 500)."""
+    try:
+        number = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        number = 1
+    try:
+        size = min(500, max(1, int(request.args.get("limit", str(PAGE_SIZE)))))
+    except ValueError:
+        size = PAGE_SIZE
+    return (number - 1) * size, size
+
+
+def day(name: str = "date") -> str:
+    """A date as YYYYMMDD from YYYYMMDD or YYYY-MM-DD (the date input), or 'today'; else ''."""
+    value = request.args.get(name, "").strip()
+    if value == "today":
+        return date.today().strftime("%Y%m%d")
+    digits = value.replace("-", "")
+    return digits if re.fullmatch(r"\d{8}", digits) else ""
