@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from pathlib import Path
 from types import FrameType
@@ -33,6 +34,7 @@ from mwlbroker.services.patients import PatientService
 from mwlbroker.services.progress import ProgressService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
+from mwlbroker.tls import TLSConfigError, server_context
 from mwlbroker.web import WebContext, create_app
 from mwlbroker.web.secret import load_or_create_secret
 from mwlbroker.web.server import WebServer
@@ -163,6 +165,20 @@ def build_jobs(
     return JobRunner(db, jobs, lease_seconds=config["jobs.lease_seconds"])
 
 
+def _hl7_tls(config: Config) -> ssl.SSLContext | None:
+    """The MLLP listener's TLS context, or None for plain MLLP; a bad file stops start-up."""
+    if not (config["hl7.tls_cert"] or config["hl7.tls_key"]):
+        if config["hl7.tls_ca"]:
+            raise StartupError("hl7.tls_ca needs hl7.tls_cert and hl7.tls_key", exit_code=2)
+        return None
+    try:
+        return server_context(
+            config["hl7.tls_cert"], config["hl7.tls_key"], config["hl7.tls_ca"], setting="hl7.tls"
+        )
+    except TLSConfigError as error:
+        raise StartupError(str(error), exit_code=2) from None
+
+
 class Broker:
     """Everything ``mwlbroker serve`` runs, in one process."""
 
@@ -228,6 +244,7 @@ class Broker:
                 max_message_bytes=config["hl7.max_message_bytes"],
                 application=config["hl7.application"],
                 facility=config["hl7.facility"],
+                tls=_hl7_tls(config),
             )
         except OSError as error:
             raise StartupError(
@@ -251,7 +268,10 @@ class Broker:
             ) from None
         self.web.start()
         for destination in self.outbound.destinations:
-            sender = OutboundSender(self.outbound, destination)
+            try:
+                sender = OutboundSender(self.outbound, destination)
+            except TLSConfigError as error:
+                raise StartupError(str(error), exit_code=2) from None
             sender.start()
             self.senders.append(sender)
         if self.forward is not None:

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, help="broker MLLP port (default: hl7.port)")
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK")
     send.add_argument("--quiet", "-q", action="store_true", help="print one line per message")
+    send.add_argument("--tls", action="store_true", help="MLLP over TLS")
+    send.add_argument("--ca", default="", help="CA (PEM) to check the broker's certificate against")
+    send.add_argument("--cert", default="", help="client certificate (PEM), if the broker asks")
+    send.add_argument("--key", default="", help="private key (PEM) of --cert")
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -340,9 +344,17 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _send(args: argparse.Namespace, config: Config) -> int:
     from mwlbroker.hl7v2.sender import MLLPClient, SendError, split_file
+    from mwlbroker.tls import TLSConfigError, client_context
 
     host = args.host or config["hl7.host"]
     port = args.port or config["hl7.port"]
+    tls = None
+    if args.tls or args.ca or args.cert:
+        try:
+            tls = client_context(args.ca, args.cert, args.key, setting="--tls")
+        except TLSConfigError as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 2
     batches: list[tuple[str, list[bytes]]] = []
     for name in args.files:
         try:
@@ -352,7 +364,7 @@ def _send(args: argparse.Namespace, config: Config) -> int:
             return 2
     failures = 0
     try:
-        with MLLPClient(host, port, timeout=args.timeout) as client:
+        with MLLPClient(host, port, timeout=args.timeout, tls=tls) as client:
             for name, messages in batches:
                 for index, message in enumerate(messages, 1):
                     label = name if len(messages) == 1 else f"{name} [{index}/{len(messages)}]"

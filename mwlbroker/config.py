@@ -145,6 +145,10 @@ _DESTINATION_KEYS = (
     "receiving_application",
     "receiving_facility",
     "charset",
+    "tls",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
 )
 
 
@@ -189,6 +193,9 @@ def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
                 key: _as_str(item.get(key, "")).strip()
                 for key in ("receiving_application", "receiving_facility")
             }
+            tls = {"tls": _as_bool(item.get("tls", False))} | {
+                key: _as_str(item.get(key, "")).strip() for key in ("tls_ca", "tls_cert", "tls_key")
+            }
         except KeyError as missing:
             raise ValueError(f"entry {index + 1} is missing {missing.args[0]!r}") from None
         except ValueError as error:
@@ -204,6 +211,7 @@ def _as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
                 "version": version,
                 **receiving,
                 "charset": charset,
+                **tls,
             }
         )
     return tuple(destinations)
@@ -380,6 +388,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "hl7", "facility", "", _as_str, "our MSH-4 Sending Facility in ACKs and outbound messages"
+    ),
+    Setting(
+        "hl7",
+        "tls_cert",
+        "",
+        _as_str,
+        "certificate (PEM) the MLLP listener presents; set with tls_key to accept only TLS",
+    ),
+    Setting("hl7", "tls_key", "", _as_str, "private key (PEM) of hl7.tls_cert"),
+    Setting(
+        "hl7",
+        "tls_ca",
+        "",
+        _as_str,
+        "CA certificates (PEM) that sign the senders' client certificates; set: a sender "
+        "without one is refused",
     ),
     Setting(
         "mappings",

@@ -53,6 +53,10 @@ class Destination:
     receiving_application: str = ""  # MSH-5
     receiving_facility: str = ""  # MSH-6
     charset: str = "UNICODE UTF-8"  # MSH-18
+    tls: bool = False  # MLLP over TLS
+    tls_ca: str = ""  # CA (PEM) the destination's certificate is checked against; "": system's
+    tls_cert: str = ""  # our client certificate (PEM), if the destination asks for one
+    tls_key: str = ""
 
     @property
     def message_type(self) -> str:

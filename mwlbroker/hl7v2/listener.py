@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
@@ -18,6 +19,7 @@ from mwlbroker.store.db import DatabaseUnavailable
 log = logging.getLogger("mwlbroker.hl7v2")
 
 RECV_BYTES = 65536
+HANDSHAKE_SECONDS = 30.0  # a peer that opens a connection and says nothing cannot hold it
 
 
 class MLLPListener:
@@ -34,8 +36,10 @@ class MLLPListener:
         max_message_bytes: int = 4 * 1024 * 1024,
         application: str = "MWLBROKER",
         facility: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ingest = ingest
+        self.tls = tls
         self.idle_timeout = idle_timeout
         self.max_message_bytes = max_message_bytes
         self.application = application
@@ -70,8 +74,9 @@ class MLLPListener:
         )
         self._thread.start()
         log.info(
-            "MLLP listener on %s:%d",
+            "MLLP listener on %s:%d%s",
             *self.address,
+            " (TLS)" if self.tls is not None else "",
             extra={"event": "listening", "listener": "hl7", "port": self.port},
         )
 
@@ -98,6 +103,12 @@ class MLLPListener:
             )
             connection.close()
             return
+        if self.tls is not None:
+            secured = self._handshake(connection, peer)
+            if secured is None:
+                self._slots.release()
+                return
+            connection = secured
         with self._lock:
             self._connections.add(connection)
         try:
@@ -106,6 +117,24 @@ class MLLPListener:
             with self._lock:
                 self._connections.discard(connection)
             self._slots.release()
+
+    def _handshake(self, connection: socket.socket, peer: str) -> socket.socket | None:
+        """TLS first, on the connection's own thread: a peer speaking plain MLLP, or one
+        without an acceptable certificate, is closed here and never reaches the intake."""
+        assert self.tls is not None
+        connection.settimeout(min(self.idle_timeout, HANDSHAKE_SECONDS))
+        try:
+            return self.tls.wrap_socket(connection, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            log.warning(
+                "MLLP %s: TLS handshake failed, connection closed: %s",
+                peer,
+                getattr(error, "reason", None) or error,
+                extra={"event": "tls_refused", "peer": peer},
+            )
+            with contextlib.suppress(OSError):
+                connection.close()
+            return None
 
     def _serve(self, connection: socket.socket, peer: str) -> None:
         connection.settimeout(self.idle_timeout)

@@ -17,6 +17,7 @@ from mwlbroker.domain.outbound import Destination
 from mwlbroker.hl7v2.sender import AckTimeout, MLLPClient, Reply, SendError
 from mwlbroker.services.delivery import DeliveryWorker
 from mwlbroker.services.outbound import Claim, OutboundService
+from mwlbroker.tls import client_context
 
 log = logging.getLogger("mwlbroker.outbound")
 
@@ -34,6 +35,16 @@ class OutboundSender:
         self.service = service
         self.destination = destination
         self._client: MLLPClient | None = None
+        self._tls = (
+            client_context(
+                destination.tls_ca,
+                destination.tls_cert,
+                destination.tls_key,
+                setting=f"outbound.destinations[{destination.name}].tls",
+            )
+            if destination.tls
+            else None
+        )
         self._worker = DeliveryWorker(
             f"outbound-{destination.name}",
             service.wakeup,
@@ -107,7 +118,10 @@ class OutboundSender:
         destination = self.destination
         try:
             self._client = MLLPClient(
-                destination.host, destination.port, timeout=self.service.options.ack_timeout
+                destination.host,
+                destination.port,
+                timeout=self.service.options.ack_timeout,
+                tls=self._tls,
             )
         except SendError as error:
             raise _Unreachable(str(error)) from None

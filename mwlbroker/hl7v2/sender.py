@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -49,13 +50,27 @@ class Reply:
 class MLLPClient:
     """One MLLP connection; messages are sent one at a time, each waiting for its ACK."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.timeout = timeout
         self.peer = f"{host}:{port}"
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout)
         except OSError as error:
             raise SendError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        if tls is not None:
+            try:
+                self._socket = tls.wrap_socket(self._socket, server_hostname=host)
+            except (ssl.SSLError, OSError) as error:
+                self._socket.close()
+                reason = getattr(error, "reason", None) or error
+                raise SendError(f"TLS with {host}:{port} failed: {reason}") from None
         self._decoder = FrameDecoder(64 * 1024 * 1024)
 
     def send(self, message: bytes) -> Reply:
@@ -102,9 +117,14 @@ def split_file(content: bytes) -> list[bytes]:
 
 
 def send_all(
-    host: str, port: int, messages: Iterable[bytes], *, timeout: float = 30.0
+    host: str,
+    port: int,
+    messages: Iterable[bytes],
+    *,
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[Reply]:
     """Send each message on one connection and yield its ACK."""
-    with MLLPClient(host, port, timeout=timeout) as client:
+    with MLLPClient(host, port, timeout=timeout, tls=tls) as client:
         for message in messages:
             yield client.send(message)
