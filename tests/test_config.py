@@ -29,6 +29,10 @@ def test_the_example_configuration_loads():
         "receiving_application": "RIS",
         "receiving_facility": "HOSPITAL",
         "charset": "UNICODE UTF-8",
+        "tls": False,
+        "tls_ca": "",
+        "tls_cert": "",
+        "tls_key": "",
     }
 
 
