@@ -67,6 +67,8 @@ def test_haproxy_sends_each_port_to_the_nodes_that_listen_on_it():
     for name in nodes:
         assert compose["services"][name]["image"] == compose["services"]["migrate"]["image"]
     assert compose["services"]["migrate"]["command"] == ["mwlbroker", "db", "upgrade"]
+    # Logins must be honoured by every node behind the balancer: one signing key for all.
+    assert "MWLBROKER_WEB_SECRET_KEY" in compose["x-node"]["environment"]
 
 
 def test_the_image_runs_serve_as_an_unprivileged_user_and_checks_readiness():
