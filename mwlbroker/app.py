@@ -27,6 +27,7 @@ from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.jobs import Job, JobRunner
 from mwlbroker.services.maintenance import MaintenanceService, RetentionPolicy
+from mwlbroker.services.metrics import Metrics
 from mwlbroker.services.orders import ORDER_TYPES, OrderService
 from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
@@ -201,6 +202,7 @@ class Broker:
         self.jobs = build_jobs(config, self.db, self.outbound, self.progress)
         self.scheduler: Scheduler | None = None
         self.accounts = AccountService(self.db)
+        self.metrics = Metrics(self.db, leader=lambda: self.jobs.leader)
         self.web: WebServer | None = None
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -223,6 +225,7 @@ class Broker:
             ingest=lambda: self.ingest,
             listeners=self.listeners,
             destinations=tuple(d.name for d in self.outbound.destinations),
+            metrics=self.metrics,
         )
         return create_app(
             context,
@@ -245,6 +248,7 @@ class Broker:
                 application=config["hl7.application"],
                 facility=config["hl7.facility"],
                 tls=_hl7_tls(config),
+                metrics=self.metrics,
             )
         except OSError as error:
             raise StartupError(

@@ -8,12 +8,14 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
 from mwlbroker.hl7v2.mllp import Frame, FrameDecoder, frame
 from mwlbroker.mapping.reader import read_header_bytes
 from mwlbroker.services.ingest import IngestResult, IngestService
+from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import DatabaseUnavailable
 
 log = logging.getLogger("mwlbroker.hl7v2")
@@ -37,9 +39,11 @@ class MLLPListener:
         application: str = "MWLBROKER",
         facility: str = "",
         tls: ssl.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ingest = ingest
         self.tls = tls
+        self.metrics = metrics or Metrics()
         self.idle_timeout = idle_timeout
         self.max_message_bytes = max_message_bytes
         self.application = application
@@ -111,11 +115,13 @@ class MLLPListener:
             connection = secured
         with self._lock:
             self._connections.add(connection)
+        self.metrics.hl7_connections.inc()
         try:
             self._serve(connection, peer)
         finally:
             with self._lock:
                 self._connections.discard(connection)
+            self.metrics.hl7_connections.dec()
             self._slots.release()
 
     def _handshake(self, connection: socket.socket, peer: str) -> socket.socket | None:
@@ -168,14 +174,19 @@ class MLLPListener:
             connection.close()
 
     def _answer(self, connection: socket.socket, received: Frame, peer: str) -> bool:
+        started = time.perf_counter()
         try:
             result = self.ingest.ingest(received.payload, peer=peer, truncated=received.truncated)
             ack = self._ack(result)
+            outcome = "duplicate" if result.duplicate else str(result.status or "unknown")
+            kind = result.type_name or "unknown"
         except DatabaseUnavailable as error:
             # Nothing was stored, so nothing may be acknowledged as accepted: the sender keeps
             # the message and resends it (HL7 AR: rejected for reasons unrelated to content).
             log.error("message from %s not stored, database unavailable: %s", peer, error)
             msh, _ = read_header_bytes(received.payload)
+            outcome = "not stored"
+            kind = "^".join(msh[9].split("^")[:2]) if len(msh) > 9 and msh[9] else "unknown"
             ack = build_ack(
                 msh,
                 AckCode.REJECT,
@@ -192,6 +203,8 @@ class MLLPListener:
         except OSError as error:
             log.warning("ACK to %s not delivered: %s", peer, error)
             return False
+        self.metrics.hl7_messages.labels(kind, outcome).inc()
+        self.metrics.hl7_ack_seconds.observe(time.perf_counter() - started)
         return True
 
     def _ack(self, result: IngestResult) -> bytes:

@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.ingest import IngestService
+from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import Database
 
 
@@ -30,6 +31,7 @@ class WebContext:
     listeners: Callable[[], dict[str, bool]] = dict
     destinations: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics | None = None  # what /metrics renders; None: no metrics (tests of pages)
 
 
 def web() -> WebContext:

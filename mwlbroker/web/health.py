@@ -1,9 +1,10 @@
-"""Liveness and readiness for load balancers and monitoring; no patient data, no login."""
+"""Liveness, readiness and metrics for load balancers and monitoring; no patient data, no login."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from mwlbroker.services.metrics import CONTENT_TYPE
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import web
 
@@ -41,3 +42,12 @@ def readyz() -> tuple[Response, int]:
         ),
         200 if ready else 503,
     )
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format: counters of this process, queues and jobs from the database."""
+    collected = web().metrics
+    if collected is None:
+        return Response("metrics are not collected here\n", status=404, mimetype="text/plain")
+    return Response(collected.render(), mimetype=None, content_type=CONTENT_TYPE)
