@@ -18,7 +18,6 @@ from mwlbroker import __version__
 from mwlbroker.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from mwlbroker.services.jobs import JobRun
     from mwlbroker.store.db import Database
 
 
@@ -897,6 +896,7 @@ def _forward(args: argparse.Namespace, config: Config) -> int:
 def _jobs(args: argparse.Namespace, config: Config) -> int:
     """``jobs list | run NAME``: the scheduled jobs, their last runs, and running one now."""
     from mwlbroker.app import Broker, StartupError, prepare_database
+    from mwlbroker.services import views
     from mwlbroker.store.db import DatabaseUnavailable
 
     broker = Broker(config)  # builds the jobs exactly as serve does; starts nothing
@@ -910,31 +910,17 @@ def _jobs(args: argparse.Namespace, config: Config) -> int:
                 print(f"mwlbroker: {error}", file=sys.stderr)
                 return 2
             if args.json:
-                print(json.dumps(_job_run(run), indent=2, ensure_ascii=False))
+                print(json.dumps(views.job_run_summary(run), indent=2, ensure_ascii=False))
             else:
                 state = "done" if run.ok else "FAILED"
                 print(f"{run.job}: {state} in {run.milliseconds:.0f} ms: {run.result}")
             return 0 if run.ok else 1
-        last = runner.last_runs()
-        holder = runner.lease_holder()
-        rows: list[dict[str, Any]] = [
-            {
-                "name": job.name,
-                "schedule": str(job.schedule),
-                "description": job.description,
-                "last_run": _job_run(last[job.name]) if job.name in last else None,
-            }
-            for job in runner.jobs.values()
-        ]
+        overview = views.jobs_overview(runner)
         if args.json:
-            lease = None
-            if holder is not None:
-                until = holder[1].isoformat() if holder[1] else None
-                lease = {"holder": holder[0], "expires_at": until}
-            print(json.dumps({"jobs": rows, "lease": lease}, indent=2, ensure_ascii=False))
+            print(json.dumps(overview, indent=2, ensure_ascii=False))
             return 0
         print(f"{'JOB':16} {'SCHEDULE':18} {'LAST RUN':20} {'NODE':24} {'MS':>7}  RESULT")
-        for row in rows:
+        for row in overview["jobs"]:
             last_run: dict[str, Any] | None = row["last_run"]
             if last_run is None:
                 print(f"{row['name']:16} {row['schedule']:18} {'never':20}")
@@ -945,27 +931,15 @@ def _jobs(args: argparse.Namespace, config: Config) -> int:
                 f"{last_run['node'][:24]:24} {last_run['milliseconds']:>7.0f}  "
                 f"{state}{last_run['result']}"
             )
-        if holder is not None:
-            print(f"scheduler lease: {holder[0]} until {holder[1]}")
+        if overview["lease"] is not None:
+            lease = overview["lease"]
+            print(f"scheduler lease: {lease['holder']} until {lease['expires_at']}")
         return 0
     except (DatabaseUnavailable, StartupError) as error:
         print(f"mwlbroker: {error}", file=sys.stderr)
         return 1
     finally:
         broker.db.dispose()
-
-
-def _job_run(run: JobRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "job": run.job,
-        "node": run.node,
-        "trigger": run.trigger,
-        "started_at": run.started_at.isoformat(),
-        "milliseconds": round(run.milliseconds, 1),
-        "ok": run.ok,
-        "result": run.result,
-    }
 
 
 def _reconciliation(args: argparse.Namespace, config: Config) -> int:

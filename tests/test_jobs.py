@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from mwlbroker.domain.accounts import Role
 from mwlbroker.services.maintenance import MaintenanceService, RetentionPolicy
 from mwlbroker.store import jobs as job_store
 from mwlbroker.store import messages, outbound, worklist
@@ -27,6 +28,7 @@ from tests.conftest import (
 )
 from tests.dicom_peers import Modality
 from tests.test_outbound import FAST_RETRIES, destination, order, perform, queue
+from tests.web_client import csrf_token, login
 
 
 def _starting(control_id: str, start: datetime) -> bytes:
@@ -189,3 +191,36 @@ def test_a_job_that_fails_is_recorded_with_its_error(broker):
     with broker.db.reading() as session:
         [row] = job_store.runs(session, job="health_check")
         assert (row.ok, row.result) == (False, "RuntimeError: disk on fire")
+
+
+def test_the_dashboard_shows_the_jobs_and_an_admin_runs_one(broker):
+    broker.accounts.add_user("alice", "correct horse battery", Role.ADMIN)
+    broker.accounts.add_user("victor", "correct horse battery", Role.VIEWER)
+    app = broker.build_web_app()
+
+    viewer = app.test_client()
+    login(viewer, "victor", "correct horse battery")
+    page = viewer.get("/").get_data(as_text=True)
+    assert "Scheduled jobs" in page and "expire_steps" in page and "Run now" not in page
+    token = csrf_token(viewer, "/")
+    assert viewer.post("/jobs/health_check/run", data={"csrf_token": token}).status_code == 403
+    assert (
+        viewer.post("/api/jobs/health_check/run", headers={"X-CSRFToken": token}).status_code == 403
+    )
+    listed = viewer.get("/api/jobs").get_json()
+    assert {job["name"] for job in listed["jobs"]} >= {"expire_steps", "health_check"}
+    assert listed["lease"]["holder"] == broker.jobs.node
+
+    admin = app.test_client()
+    login(admin, "alice", "correct horse battery")
+    assert admin.post("/jobs/health_check/run").status_code == 400  # no CSRF token
+    token = csrf_token(admin, "/")
+    done = admin.post("/jobs/health_check/run", data={"csrf_token": token}, follow_redirects=True)
+    assert done.status_code == 200
+    assert "health_check: done" in done.get_data(as_text=True)
+    run = admin.post("/api/jobs/retention/run", headers={"X-CSRFToken": token}).get_json()
+    assert run["ok"] is True and run["result"].startswith("purged")
+    assert run["trigger"] == "manual: alice"
+    assert admin.post("/api/jobs/nothing/run", headers={"X-CSRFToken": token}).status_code == 404
+    page = admin.get("/").get_data(as_text=True)
+    assert "Run now" in page and "database reachable" in page

@@ -4,7 +4,7 @@ and the JSON API, so each list reads the same wherever it is shown."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mwlbroker.mapping.fieldnames import field_names
 from mwlbroker.mapping.reader import decode
@@ -22,6 +22,9 @@ from mwlbroker.store.tables import (
     StepRow,
     StudyRow,
 )
+
+if TYPE_CHECKING:
+    from mwlbroker.services.jobs import JobRun, JobRunner
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -376,4 +379,39 @@ def dashboard(session: Any, since: datetime) -> dict[str, Any]:
         "outbound": queue,
         "outbound_pending": sum(c for (_, s), c in outbound_counts.items() if s == "pending"),
         "outbound_failed": sum(c for (_, s), c in outbound_counts.items() if s == "failed"),
+    }
+
+
+def job_run_summary(run: JobRun) -> dict[str, Any]:
+    """One run of a scheduled job."""
+    return {
+        "id": run.id,
+        "job": run.job,
+        "node": run.node,
+        "trigger": run.trigger,
+        "started_at": run.started_at.isoformat(),
+        "milliseconds": round(run.milliseconds, 1),
+        "ok": run.ok,
+        "result": run.result,
+    }
+
+
+def jobs_overview(runner: JobRunner) -> dict[str, Any]:
+    """Every scheduled job with its schedule and last run, and who holds the scheduler lease."""
+    last = runner.last_runs()
+    holder = runner.lease_holder()
+    lease = None
+    if holder is not None:
+        lease = {"holder": holder[0], "expires_at": _iso(holder[1])}
+    return {
+        "jobs": [
+            {
+                "name": job.name,
+                "schedule": str(job.schedule),
+                "description": job.description,
+                "last_run": job_run_summary(last[job.name]) if job.name in last else None,
+            }
+            for job in runner.jobs.values()
+        ],
+        "lease": lease,
     }

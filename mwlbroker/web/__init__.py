@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.ingest import IngestService
+from mwlbroker.services.jobs import JobRunner
 from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import Database
 
@@ -32,6 +33,7 @@ class WebContext:
     destinations: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None  # what /metrics renders; None: no metrics (tests of pages)
+    jobs: JobRunner | None = None  # the scheduled jobs, for the dashboard and "run now"
 
 
 def web() -> WebContext:

@@ -60,6 +60,27 @@ def status() -> Response:
     return jsonify(listeners=web().listeners(), **summary)
 
 
+@blueprint.get("/jobs")
+@login_required
+def jobs() -> Any:
+    """The scheduled jobs, their schedules and last runs, and the lease holder."""
+    runner = web().jobs
+    if runner is None:
+        return _error(404, "no scheduled jobs here")
+    return jsonify(views.jobs_overview(runner))
+
+
+@blueprint.post("/jobs/<name>/run")
+@admin_required
+def run_job(name: str) -> Any:
+    """Run a job now on this node; answers the run (``ok`` false when the job failed)."""
+    runner = web().jobs
+    if runner is None or name not in runner.jobs:
+        return _error(404, f"no job named {name!r}")
+    run = runner.run(name, trigger=f"manual: {current_user.name}"[:16])
+    return jsonify(views.job_run_summary(run))
+
+
 @blueprint.get("/worklist")
 @login_required
 def worklist() -> Response:

@@ -31,12 +31,27 @@ def start_of_today() -> datetime:
 def dashboard() -> Any:
     with web().db.reading() as session:
         summary = views.dashboard(session, start_of_today())
+    runner = web().jobs
     return render_template(
         "dashboard.html",
         summary=summary,
         listeners=web().listeners(),
         destinations=web().destinations,
+        jobs=views.jobs_overview(runner) if runner is not None else None,
     )
+
+
+@blueprint.post("/jobs/<name>/run")
+@admin_required
+def run_job(name: str) -> Any:
+    """Run a scheduled job now, on this node (an admin's "run now" on the dashboard)."""
+    runner = web().jobs
+    if runner is None or name not in runner.jobs:
+        abort(404)
+    run = runner.run(name, trigger=f"manual: {current_user.name}"[:16])
+    outcome = f"{name}: {'done' if run.ok else 'FAILED'} in {run.milliseconds:.0f} ms: {run.result}"
+    flash(outcome, "ok" if run.ok else "error")
+    return redirect(url_for("pages.dashboard"))
 
 
 @blueprint.get("/worklist")
