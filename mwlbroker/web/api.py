@@ -87,14 +87,7 @@ def worklist() -> Response:
     offset, limit = params.page()
     with web().db.reading() as session:
         found = browse.worklist_page(
-            session,
-            date=params.day(),
-            modality=params.text("modality", 16).upper(),
-            station=params.text("station", 16),
-            status=params.text("status", 16).upper(),
-            text=params.text("q"),
-            offset=offset,
-            limit=limit,
+            session, offset=offset, limit=limit, **params.worklist_filters()
         )
         return _listing(found, [views.step_summary(step) for step in found.rows])
 
@@ -114,11 +107,12 @@ def order(order_id: int) -> Any:
 def message_list() -> Response:
     offset, limit = params.page()
     with web().db.reading() as session:
+        filters = params.message_filters()
         found = browse.messages_page(
             session,
-            status=params.text("status", 16).lower(),
-            message_type=params.text("type", 8).upper(),
-            text=params.text("q"),
+            status=filters["status"],
+            message_type=filters["message_type"],
+            text=filters["text"],
             offset=offset,
             limit=limit,
         )

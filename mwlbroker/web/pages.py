@@ -58,13 +58,7 @@ def run_job(name: str) -> Any:
 @login_required
 def worklist() -> Any:
     offset, limit = params.page()
-    filters = {
-        "date": params.day(),
-        "modality": params.text("modality", 16).upper(),
-        "station": params.text("station", 16),
-        "status": params.text("status", 16).upper(),
-        "text": params.text("q"),
-    }
+    filters = params.worklist_filters()
     with web().db.reading() as session:
         found = browse.worklist_page(session, offset=offset, limit=limit, **filters)
         rows = [views.step_summary(step) for step in found.rows]
@@ -91,11 +85,7 @@ def order(order_id: int) -> Any:
 @login_required
 def message_list() -> Any:
     offset, limit = params.page()
-    filters = {
-        "status": params.text("status", 16).lower(),
-        "message_type": params.text("type", 8).upper(),
-        "text": params.text("q"),
-    }
+    filters = params.message_filters()
     with web().db.reading() as session:
         found = browse.messages_page(
             session,

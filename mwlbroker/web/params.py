@@ -34,3 +34,23 @@ def day(name: str = "date") -> str:
         return date.today().strftime("%Y%m%d")
     digits = value.replace("-", "")
     return digits if re.fullmatch(r"\d{8}", digits) else ""
+
+
+def worklist_filters() -> dict[str, str]:
+    """The worklist's filters, as the page and the API both take them."""
+    return {
+        "date": day(),
+        "modality": text("modality", 16).upper(),
+        "station": text("station", 16),
+        "status": text("status", 16).upper(),
+        "text": text("q"),
+    }
+
+
+def message_filters() -> dict[str, str]:
+    """The message list's filters, as the page and the API both take them."""
+    return {
+        "status": text("status", 16).lower(),
+        "message_type": text("type", 8).upper(),
+        "text": text("q"),
+    }
