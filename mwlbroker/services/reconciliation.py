@@ -210,9 +210,11 @@ class ReconciliationService:
     def _evidence(
         self, session: Any, patient: PatientRow, observations: list[identity.Observation]
     ) -> list[Evidence]:
-        ids = [o.message_id for o in observations if o.message_id is not None]
-        orders = store.orders_created_by(session, ids)
         first = rec.first_order_of(session, patient)
+        ids = [o.message_id for o in observations if o.message_id is not None]
+        if first is not None and first.created_message_id is not None:
+            ids.append(first.created_message_id)
+        orders = store.orders_created_by(session, ids)
         result = []
         for index, o in enumerate(observations):
             message_id = o.message_id
