@@ -796,6 +796,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
     """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing;
     ``link`` goes to :func:`_link`."""
     from mwlbroker.app import StartupError, open_database, prepare_database
+    from mwlbroker.services.reconciliation import performed_step_summary, study_summary
     from mwlbroker.store import images, progress
     from mwlbroker.store.db import DatabaseUnavailable
 
@@ -808,21 +809,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         with db.reading() as session:
             if args.command == "mpps":
                 rows = [
-                    {
-                        "id": r.id,
-                        "created_at": r.created_at.isoformat(),
-                        "sop_instance_uid": r.sop_instance_uid,
-                        "status": r.status,
-                        "scheduled": r.scheduled,
-                        "station_ae": r.station_ae,
-                        "modality": r.modality,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "study_instance_uid": r.study_instance_uid,
-                        "start": r.start_datetime,
-                        "end": r.end_datetime,
-                    }
+                    performed_step_summary(r)
                     for r in progress.list_performed_steps(
                         session, scheduled=False if args.unscheduled else None, limit=args.limit
                     )
@@ -838,23 +825,7 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
                 ]
             else:
                 rows = [
-                    {
-                        "id": r.id,
-                        "first_received_at": r.first_received_at.isoformat(),
-                        "study_instance_uid": r.study_instance_uid,
-                        "order_id": r.order_id,
-                        "matched_by": r.matched_by or None,
-                        "patient_id": r.patient_id,
-                        "patient_name": r.patient_name,
-                        "accession_number": r.accession_number,
-                        "modalities": r.modalities,
-                        "series": r.series_count,
-                        "instances": r.instance_count,
-                        "calling_ae": r.calling_ae,
-                        "images_received_at": r.images_received_at.isoformat()
-                        if r.images_received_at
-                        else None,
-                    }
+                    study_summary(r)
                     for r in images.list_studies(
                         session, matched=False if args.unmatched else None, limit=args.limit
                     )

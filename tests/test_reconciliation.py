@@ -384,3 +384,47 @@ def test_unmatched_studies_are_matched_by_a_later_order_or_linked_by_hand(
     assert automatic.actor.startswith("hl7 RIS/HOSPITAL message")
     assert by_hand.actor.startswith("cli") and by_hand.after["step_id"] == step.id
     assert by_hand.before["order_id"] is None
+
+
+def a47(control_id: str, new: str, prior: str) -> bytes:
+    return hl7(
+        f"MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ADT^A47|{control_id}|P|2.3.1",
+        "EVN|A47|20261127101500",
+        f"PID|1||{new}^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
+        f"MRG|{prior}^^^HOSPITAL^MR",
+    )
+
+
+def test_undo_refuses_when_the_merged_away_record_changed(broker):
+    send(broker, orm("M1", patient="P1", order="O1"), orm("M2", patient="P2", order="O2"))
+    service = broker.reconciliation
+    merged = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
+    send(broker, a47("M3", new="P2NEW", prior="P2"))  # the RIS renames the merged-away ID
+
+    with pytest.raises(UndoRefused, match=r"ID changed since \(P2 -> P2NEW\)"):
+        service.undo_merge(merged.merge_id, actor="bob")
+    assert worklist_item(broker, "AO2")[0] == "P1"
+
+
+def test_undo_takes_back_steps_added_to_a_moved_order_meanwhile(broker):
+    send(broker, orm("M1", patient="P1", order="O1"), orm("M2", patient="P2", order="O2"))
+    service = broker.reconciliation
+    merged = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
+    # The RIS adds a second procedure to the moved order, still naming the old ID.
+    send(
+        broker,
+        hl7(
+            "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ORM^O01|M3|P|2.3.1",
+            "PID|1||P2^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
+            "ORC|XO|O2|FO2||SC||^^^20261127143000^^R",
+            "OBR|1|O2|FO2|CTCHEST^CT chest^L||||||||||||||AO2|RO2|SO2||||CT",
+            "OBR|2|O2|FO2|CTABD^CT abdomen^L||||||||||||||AO2B|RO2B|SO2B||||CT",
+        ),
+    )
+    assert worklist_item(broker, "AO2B")[0] == "P1"
+
+    undone = service.undo_merge(merged.merge_id, actor="bob")
+
+    assert worklist_item(broker, "AO2")[0] == "P2"
+    assert worklist_item(broker, "AO2B")[0] == "P2"
+    assert any("added to the moved orders" in note for note in undone.notes)

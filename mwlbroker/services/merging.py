@@ -174,8 +174,10 @@ def undo_merge(ctx: Context, merge_id: int) -> Moved:
         )
     prior.merged_into_id = None
     prior.updated_at = ctx.now
-    steps = [rec.get_step(session, s["id"], for_update=True) for s in snapshot["steps"]]
-    _refresh(ctx, [s for s in steps if s is not None], prior, orders)
+    # Every step of the moved orders goes with them, including any an order update added
+    # while they were merged (it is the order's, so it is the prior patient's again).
+    steps = [step for order_id in orders for step in store.steps_of_order(session, order_id)]
+    _refresh(ctx, steps, prior, orders)
     notes = _notes(session, row, survivor, steps)
     row.undone_at = ctx.now
     row.undone_by = ctx.actor[:200]
@@ -264,7 +266,7 @@ def _changes_since(
 
 
 def _notes(
-    session: Any, row: PatientMergeRow, survivor: PatientRow, steps: list[StepRow | None]
+    session: Any, row: PatientMergeRow, survivor: PatientRow, steps: list[StepRow]
 ) -> list[str]:
     """What undo leaves as it is, for the person who asked to know."""
     notes = []
@@ -275,7 +277,13 @@ def _notes(
             f"(orders {', '.join(str(o.id) for o in since)})"
         )
     before = {s["id"]: s["status"] for s in row.snapshot["steps"]}
-    moved_on = [s for s in steps if s is not None and s.status != before.get(s.id)]
+    added = [s.id for s in steps if s.id not in before]
+    if added:
+        notes.append(
+            f"step(s) {', '.join(map(str, added))}, added to the moved orders since the merge, "
+            "go back with them"
+        )
+    moved_on = [s for s in steps if s.id in before and s.status != before[s.id]]
     if moved_on:
         notes.append(
             "step(s) "

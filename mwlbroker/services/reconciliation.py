@@ -30,6 +30,8 @@ from mwlbroker.store import progress as progress_store
 from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
 from mwlbroker.store.db import Database
+from mwlbroker.store.images import StudyRow
+from mwlbroker.store.progress import PerformedStepRow
 from mwlbroker.store.reconciliation import DuplicateDismissalRow, PatientMergeRow
 from mwlbroker.store.worklist import PatientRow, StepRow
 
@@ -45,6 +47,8 @@ __all__ = [
     "ReconciliationService",
     "SweepOutcome",
     "UndoRefused",
+    "performed_step_summary",
+    "study_summary",
 ]
 
 log = logging.getLogger("mwlbroker.reconciliation")
@@ -481,13 +485,58 @@ class ReconciliationService:
             [(c.step.id, c.before.value, c.after.value) for c in changes],
         )
 
-    def unscheduled_mpps(self, *, limit: int = 100) -> list[Any]:
+    def unscheduled_mpps(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Performed steps that matched no scheduled step, newest first."""
         with self.db.reading() as session:
-            return list(progress_store.list_performed_steps(session, scheduled=False, limit=limit))
+            rows = progress_store.list_performed_steps(session, scheduled=False, limit=limit)
+            return [performed_step_summary(row) for row in rows]
 
-    def unmatched_studies(self, *, limit: int = 100) -> list[Any]:
+    def unmatched_studies(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Received studies that matched no order, newest first."""
         with self.db.reading() as session:
-            return list(image_store.list_studies(session, matched=False, limit=limit))
+            rows = image_store.list_studies(session, matched=False, limit=limit)
+            return [study_summary(row) for row in rows]
+
+
+def performed_step_summary(row: PerformedStepRow) -> dict[str, Any]:
+    """A performed step as the lists show it (command line and API alike)."""
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat(),
+        "sop_instance_uid": row.sop_instance_uid,
+        "status": row.status,
+        "scheduled": row.scheduled,
+        "station_ae": row.station_ae,
+        "modality": row.modality,
+        "patient_id": row.patient_id,
+        "patient_name": row.patient_name,
+        "accession_number": row.accession_number,
+        "study_instance_uid": row.study_instance_uid,
+        "start": row.start_datetime,
+        "end": row.end_datetime,
+    }
+
+
+def study_summary(row: StudyRow) -> dict[str, Any]:
+    """A received study as the lists show it (command line and API alike)."""
+    return {
+        "id": row.id,
+        "first_received_at": row.first_received_at.isoformat(),
+        "study_instance_uid": row.study_instance_uid,
+        "order_id": row.order_id,
+        "matched_by": row.matched_by or None,
+        "step_id": row.step_id,
+        "patient_id": row.patient_id,
+        "patient_name": row.patient_name,
+        "accession_number": row.accession_number,
+        "modalities": row.modalities,
+        "series": row.series_count,
+        "instances": row.instance_count,
+        "calling_ae": row.calling_ae,
+        "images_received_at": row.images_received_at.isoformat()
+        if row.images_received_at
+        else None,
+    }
 
 
 def _grouped(updates: Any) -> Any:

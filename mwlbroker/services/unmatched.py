@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mwlbroker.domain import mpps
 from mwlbroker.domain.images import MatchedBy
 from mwlbroker.services.progress import ProgressService, StepChange
 from mwlbroker.services.worklist import Context, audit, record
@@ -128,17 +129,7 @@ def rematch(ctx: Context, progress: ProgressService, steps: Sequence[StepRow]) -
     for performed in rec.unscheduled_performed_steps_for(
         ctx.session, study_uids=uids, accessions=accessions
     ):
-        targets = [
-            s
-            for s in steps
-            if performed.study_instance_uid and s.study_instance_uid == performed.study_instance_uid
-        ] or [
-            s
-            for s in steps
-            if performed.accession_number
-            and s.accession_number == performed.accession_number
-            and s.patient_id == performed.patient_id
-        ]
+        targets = _referred_to(performed, steps)
         if targets:
             link_performed_step(ctx, progress, performed, targets, how=how)
             linked += 1
@@ -168,3 +159,29 @@ def rematch(ctx: Context, progress: ProgressService, steps: Sequence[StepRow]) -
             continue
         linked += 1
     return linked
+
+
+def _referred_to(performed: PerformedStepRow, steps: Sequence[StepRow]) -> list[StepRow]:
+    """The new steps the performed step's Scheduled Step Attributes Sequence names, by the rule
+    used on arrival: Study Instance UID, else Accession Number with the Patient ID; the
+    Requested Procedure ID and SPS ID must agree where given."""
+    found: dict[int, StepRow] = {}
+    for reference in mpps.step_references(performed.dataset):
+        named = [
+            s
+            for s in steps
+            if reference.study_instance_uid and s.study_instance_uid == reference.study_instance_uid
+        ] or [
+            s
+            for s in steps
+            if reference.accession_number
+            and s.accession_number == reference.accession_number
+            and (not performed.patient_id or s.patient_id == performed.patient_id)
+        ]
+        for step in named:
+            if (not reference.sps_id or step.sps_id == reference.sps_id) and (
+                not reference.requested_procedure_id
+                or step.requested_procedure_id == reference.requested_procedure_id
+            ):
+                found.setdefault(step.id, step)
+    return list(found.values())
