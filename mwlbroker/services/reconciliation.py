@@ -175,7 +175,10 @@ class ReconciliationService:
     # -- patients -------------------------------------------------------------------------------
 
     def find_patient(self, text: str) -> PatientView:
-        """The patient ``ID`` or ``ID^^^ISSUER`` names (followed to a survivor: no)."""
+        """The patient ``ID`` or ``ID^^^ISSUER`` names, as stored (a merged-away one too).
+
+        Raises LookupError when there is none, or several under different issuers.
+        """
         patient_id, _, issuer = text.partition("^^^")
         with self.db.reading() as session:
             rows = store.patients_with_id(session, patient_id)
