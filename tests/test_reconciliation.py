@@ -428,3 +428,21 @@ def test_undo_takes_back_steps_added_to_a_moved_order_meanwhile(broker):
     assert worklist_item(broker, "AO2")[0] == "P2"
     assert worklist_item(broker, "AO2B")[0] == "P2"
     assert any("added to the moved orders" in note for note in undone.notes)
+
+
+def test_merges_into_the_same_survivor_undo_independently(broker):
+    send(
+        broker,
+        orm("M1", patient="P1", order="O1"),
+        orm("M2", patient="P2", order="O2"),
+        orm("M3", patient="P3", order="O3"),
+    )
+    service = broker.reconciliation
+    survivor = patient_pk(broker, "P1")
+    first = service.merge(patient_pk(broker, "P2"), survivor, actor="alice")
+    service.merge(patient_pk(broker, "P3"), survivor, actor="alice")
+    assert [worklist_item(broker, f"AO{n}")[0] for n in (1, 2, 3)] == ["P1", "P1", "P1"]
+
+    service.undo_merge(first.merge_id, actor="bob")
+
+    assert [worklist_item(broker, f"AO{n}")[0] for n in (1, 2, 3)] == ["P1", "P2", "P1"]

@@ -149,9 +149,9 @@ def undo_merge(ctx: Context, merge_id: int) -> Moved:
     survivor = store.get_patient(session, row.survivor_pk)
     assert prior is not None and survivor is not None
     problems = [
-        f"merge {later.id} ({later.at:%Y-%m-%d %H:%M}) merged "
-        f"{'the survivor' if later.source_pk == survivor.id else 'a patient of it'} later; "
-        f"undo merge {later.id} first"
+        f"merge {later.id} ({later.at:%Y-%m-%d %H:%M}) merged {survivor.patient_id} into "
+        "another patient later; undo merge "
+        f"{later.id} first"
         for later in rec.merges_after(session, row)
     ]
     if not problems:

@@ -193,12 +193,12 @@ def merges(
 
 
 def merges_after(session: Session, merge: PatientMergeRow) -> Sequence[PatientMergeRow]:
-    """Merges not undone, made after ``merge``, touching either of its patients."""
-    pks = [merge.source_pk, merge.survivor_pk]
+    """Merges not undone, made after ``merge``, that merged either of its patients away (the
+    survivor into a third patient, taking the moved orders with it)."""
     query = select(PatientMergeRow).where(
         PatientMergeRow.id > merge.id,
         PatientMergeRow.undone_at.is_(None),
-        or_(PatientMergeRow.source_pk.in_(pks), PatientMergeRow.survivor_pk.in_(pks)),
+        PatientMergeRow.source_pk.in_([merge.source_pk, merge.survivor_pk]),
     )
     return session.scalars(query.order_by(PatientMergeRow.id)).all()
 
