@@ -122,18 +122,15 @@ def rematch(ctx: Context, progress: ProgressService, steps: Sequence[StepRow]) -
     """
     if not steps:
         return 0
-    uids = [s.study_instance_uid or "" for s in steps]
-    accessions = [(s.accession_number or "", s.patient_id) for s in steps]
+    keys = [(s.study_instance_uid, s.accession_number, s.patient_id) for s in steps]
     linked = 0
     how = f"matched when order came in ({ctx.actor})"
-    for performed in rec.unscheduled_performed_steps_for(
-        ctx.session, study_uids=uids, accessions=accessions
-    ):
+    for performed in rec.unscheduled_performed_steps_for(ctx.session, keys):
         targets = _referred_to(performed, steps)
         if targets:
             link_performed_step(ctx, progress, performed, targets, how=how)
             linked += 1
-    for study in rec.unmatched_studies_for(ctx.session, study_uids=uids, accessions=accessions):
+    for study in rec.unmatched_studies_for(ctx.session, keys):
         by_uid = [s for s in steps if s.study_instance_uid == study.study_instance_uid]
         by_accession = [
             s

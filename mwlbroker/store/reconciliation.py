@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select
+from sqlalchemy import and_, bindparam, delete, insert, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from mwlbroker.store.tables import (
@@ -203,46 +203,62 @@ def merges_after(session: Session, merge: PatientMergeRow) -> Sequence[PatientMe
     return session.scalars(query.order_by(PatientMergeRow.id)).all()
 
 
+# Lean statements, compiled once: they run for every new step an order creates.
+_WAITING_PERFORMED = select(PerformedStepRow.id).where(
+    PerformedStepRow.scheduled.is_(False),
+    or_(
+        PerformedStepRow.study_instance_uid == bindparam("uid"),
+        and_(
+            PerformedStepRow.accession_number == bindparam("accession"),
+            PerformedStepRow.patient_id == bindparam("patient_id"),
+        ),
+    ),
+)
+_WAITING_STUDIES = select(StudyRow.id).where(
+    StudyRow.order_id.is_(None),
+    or_(
+        StudyRow.study_instance_uid == bindparam("uid"),
+        and_(
+            StudyRow.accession_number == bindparam("accession"),
+            StudyRow.patient_id == bindparam("patient_id"),
+        ),
+    ),
+)
+
+
+def _waiting(
+    session: Session, statement: Any, keys: Sequence[tuple[str | None, str | None, str]]
+) -> list[int]:
+    found: dict[int, None] = {}
+    for uid, accession, patient_id in keys:
+        if not uid and not accession:
+            continue
+        values = {"uid": uid or None, "accession": accession or None, "patient_id": patient_id}
+        found.update(dict.fromkeys(session.execute(statement, values).scalars()))
+    return sorted(found)
+
+
 def unscheduled_performed_steps_for(
-    session: Session, *, study_uids: Sequence[str], accessions: Sequence[tuple[str, str]]
-) -> Sequence[PerformedStepRow]:
-    """Unscheduled performed steps naming one of these Study Instance UIDs, or one of these
-    (Accession Number, Patient ID) pairs; locked for the link that follows."""
-    conditions: list[ColumnElement[bool]] = []
-    uids = [u for u in study_uids if u]
-    if uids:
-        conditions.append(PerformedStepRow.study_instance_uid.in_(uids))
-    for accession, patient_id in accessions:
-        if accession and patient_id:
-            conditions.append(
-                and_(
-                    PerformedStepRow.accession_number == accession,
-                    PerformedStepRow.patient_id == patient_id,
-                )
-            )
-    if not conditions:
-        return []
-    query = select(PerformedStepRow).where(PerformedStepRow.scheduled.is_(False), or_(*conditions))
-    return session.scalars(query.order_by(PerformedStepRow.id).with_for_update()).all()
+    session: Session, keys: Sequence[tuple[str | None, str | None, str]]
+) -> list[PerformedStepRow]:
+    """Unscheduled performed steps naming one of these (Study Instance UID, Accession Number,
+    Patient ID): the UID, else the accession with the Patient ID; locked for the link."""
+    rows = (
+        session.get(PerformedStepRow, pk, with_for_update=True)
+        for pk in _waiting(session, _WAITING_PERFORMED, keys)
+    )
+    return [row for row in rows if row is not None]
 
 
 def unmatched_studies_for(
-    session: Session, *, study_uids: Sequence[str], accessions: Sequence[tuple[str, str]]
-) -> Sequence[StudyRow]:
-    """Unmatched studies with one of these Study Instance UIDs, or (Accession, Patient ID)."""
-    conditions: list[ColumnElement[bool]] = []
-    uids = [u for u in study_uids if u]
-    if uids:
-        conditions.append(StudyRow.study_instance_uid.in_(uids))
-    for accession, patient_id in accessions:
-        if accession and patient_id:
-            conditions.append(
-                and_(StudyRow.accession_number == accession, StudyRow.patient_id == patient_id)
-            )
-    if not conditions:
-        return []
-    query = select(StudyRow).where(StudyRow.order_id.is_(None), or_(*conditions))
-    return session.scalars(query.order_by(StudyRow.id).with_for_update()).all()
+    session: Session, keys: Sequence[tuple[str | None, str | None, str]]
+) -> list[StudyRow]:
+    """Unmatched studies with one of these (Study Instance UID, Accession Number, Patient ID)."""
+    rows = (
+        session.get(StudyRow, pk, with_for_update=True)
+        for pk in _waiting(session, _WAITING_STUDIES, keys)
+    )
+    return [row for row in rows if row is not None]
 
 
 def get_step(session: Session, step_id: int, *, for_update: bool = False) -> StepRow | None:
