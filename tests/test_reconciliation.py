@@ -148,6 +148,7 @@ def test_one_id_with_two_peoples_demographics_is_a_collision_with_its_evidence(
         ("DOE^JOHN", "19700101", "M", ["PLM1"]),
         ("SMITH^MARY", "19850505", "F", ["PLM2"]),
     ]
+    assert all(e["at"] for e in collision["evidence"])
     assert "ORM^O01" in collision["evidence"][1]["source"]
     assert "MSH-10 M2" in collision["evidence"][1]["source"]
     text = cli(database_url, "patients", "collisions")

@@ -226,6 +226,7 @@ class ReconciliationService:
         for index, o in enumerate(observations):
             message_id = o.message_id
             source = o.source
+            at = o.at or (_iso(patient.created_at) if index == 0 else "")
             if index == 0 and first is not None and first.created_message_id is not None:
                 message_id = first.created_message_id
                 found = message_store.get(session, message_id)
@@ -238,7 +239,7 @@ class ReconciliationService:
                     sex=o.sex,
                     source=source,
                     message_id=message_id,
-                    at=o.at,
+                    at=at,
                     orders=[
                         order.placer_order_number or order.filler_order_number or str(order.id)
                         for order in orders.get(message_id or -1, [])
