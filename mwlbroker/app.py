@@ -33,6 +33,7 @@ from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
 from mwlbroker.services.patients import PatientService
 from mwlbroker.services.progress import ProgressService
+from mwlbroker.services.reconciliation import ReconciliationService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
 from mwlbroker.tls import TLSConfigError, server_context
@@ -72,10 +73,21 @@ def load_site_mappings(config: Config) -> MappingSet:
         ) from None
 
 
-def build_ingest(config: Config, db: Database, mappings: MappingSet | None = None) -> IngestService:
-    """The intake service with an applier for each message type the mappings handle."""
+def build_ingest(
+    config: Config,
+    db: Database,
+    mappings: MappingSet | None = None,
+    reconciliation: ReconciliationService | None = None,
+) -> IngestService:
+    """The intake service with an applier for each message type the mappings handle.
+
+    New steps are offered to reconciliation, which links the performed steps and studies
+    that arrived before their order.
+    """
     mappings = mappings if mappings is not None else load_site_mappings(config)
     orders = OrderService(mappings)
+    reconciliation = reconciliation or build_reconciliation(config, db)
+    orders.steps_listeners.append(reconciliation.rematch)
     patients = PatientService(mappings)
     appliers: dict[str, Applier] = {}
     for type_name in ORDER_TYPES:
@@ -98,6 +110,18 @@ def build_progress(config: Config, db: Database, outbound: OutboundService) -> P
     progress.listeners.append(outbound.on_status_changes)
     progress.after_commit.append(outbound.wakeup.wake)
     return progress
+
+
+def build_reconciliation(
+    config: Config,
+    db: Database,
+    progress: ProgressService | None = None,
+    outbound: OutboundService | None = None,
+) -> ReconciliationService:
+    """Patient identity reconciliation, moving steps on (and telling the RIS) as progress does."""
+    outbound = outbound or OutboundService.from_config(config, db)
+    progress = progress or build_progress(config, db, outbound)
+    return ReconciliationService(db, progress, outbound)
 
 
 def prepare_database(db: Database) -> None:
@@ -133,10 +157,22 @@ def prepare_database(db: Database) -> None:
 
 
 def build_jobs(
-    config: Config, db: Database, outbound: OutboundService, progress: ProgressService
+    config: Config,
+    db: Database,
+    outbound: OutboundService,
+    progress: ProgressService,
+    reconciliation: ReconciliationService,
 ) -> JobRunner:
     """The scheduled jobs ([jobs] schedules, [retention] ages), ready to run by name."""
     maintenance = MaintenanceService(db, RetentionPolicy.from_config(config), progress.files)
+
+    def sweep() -> str:
+        done = reconciliation.sweep_duplicates()
+        return (
+            f"{done.candidates} likely duplicate pair(s) among {done.patients} patient(s) "
+            f"in {done.seconds:.1f} s"
+        )
+
     jobs = [
         Job(
             "expire_steps",
@@ -155,6 +191,12 @@ def build_jobs(
             "give outbound messages held as failed another round of attempts",
             config["jobs.outbound_retry"],
             outbound.retry_failed,
+        ),
+        Job(
+            "duplicate_sweep",
+            "find likely duplicate patients for the reconciliation list",
+            config["jobs.duplicate_sweep"],
+            sweep,
         ),
         Job(
             "health_check",
@@ -191,6 +233,7 @@ class Broker:
         self.dicom: DicomServer | None = None
         self.outbound = OutboundService.from_config(config, self.db)
         self.progress = build_progress(config, self.db, self.outbound)
+        self.reconciliation = build_reconciliation(config, self.db, self.progress, self.outbound)
         self.forward: ForwardService | None = None
         if config["forward.host"]:
             assert self.progress.files is not None
@@ -199,7 +242,7 @@ class Broker:
             self.progress.after_commit.append(self.forward.wakeup.wake)
         self.senders: list[OutboundSender] = []
         self.forwarder: Forwarder | None = None
-        self.jobs = build_jobs(config, self.db, self.outbound, self.progress)
+        self.jobs = build_jobs(config, self.db, self.outbound, self.progress, self.reconciliation)
         self.scheduler: Scheduler | None = None
         self.accounts = AccountService(self.db)
         self.metrics = Metrics(self.db, leader=lambda: self.jobs.leader)
@@ -236,7 +279,7 @@ class Broker:
 
     def start(self) -> None:
         config = self.config
-        self.ingest = build_ingest(config, self.db)
+        self.ingest = build_ingest(config, self.db, reconciliation=self.reconciliation)
         prepare_database(self.db)
         try:
             self.hl7 = MLLPListener(

@@ -30,6 +30,12 @@ def _add_config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_actor_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--actor", help="who acts, for the audit record (default: cli and the login name)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwlbroker",
@@ -168,6 +174,70 @@ def build_parser() -> argparse.ArgumentParser:
     study_list.add_argument("--unmatched", action="store_true", help="only those matching no order")
     study_list.add_argument("--limit", type=int, default=50)
     study_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for command_set, noun in ((mpps_commands, "performed step"), (study_commands, "study")):
+        link = command_set.add_parser(
+            "link", help=f"link an unmatched {noun} to a scheduled step (audited)"
+        )
+        _add_config_flag(link)
+        link.add_argument("id", type=int, metavar="ID", help=f"the {noun}'s id (from list)")
+        link.add_argument(
+            "steps", type=int, nargs="*", metavar="STEP_ID", help="scheduled step id(s)"
+        )
+        link.add_argument("--accession", help="link to the step with this Accession Number")
+        _add_actor_flag(link)
+        link.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pats = commands.add_parser("patients", help="patient identity reconciliation")
+    pat_commands = pats.add_subparsers(dest="patients_command", metavar="ACTION", required=True)
+    collisions = pat_commands.add_parser(
+        "collisions", help="Patient IDs whose messages gave conflicting demographics"
+    )
+    _add_config_flag(collisions)
+    collisions.add_argument("--limit", type=int, default=100)
+    collisions.add_argument("--json", action="store_true", help="machine-readable output")
+    duplicates = pat_commands.add_parser(
+        "duplicates", help="likely duplicates: one person under several Patient IDs"
+    )
+    _add_config_flag(duplicates)
+    duplicates.add_argument(
+        "--stored", action="store_true", help="list the last sweep's pairs without sweeping now"
+    )
+    duplicates.add_argument(
+        "--min-score", type=float, default=None, metavar="S", help="0-100 (default 85)"
+    )
+    duplicates.add_argument("--limit", type=int, default=100)
+    duplicates.add_argument("--json", action="store_true", help="machine-readable output")
+    dismiss = pat_commands.add_parser(
+        "dismiss", help="remember that two patients are not the same person"
+    )
+    _add_config_flag(dismiss)
+    dismiss.add_argument("first", metavar="PATIENT", help="Patient ID, or ID^^^ISSUER")
+    dismiss.add_argument("second", metavar="OTHER", help="Patient ID, or ID^^^ISSUER")
+    dismiss.add_argument("--note", default="", help="why, for the audit record")
+    _add_actor_flag(dismiss)
+    merge = pat_commands.add_parser(
+        "merge", help="merge a patient into another: orders and steps move to the survivor"
+    )
+    _add_config_flag(merge)
+    merge.add_argument("source", metavar="SOURCE_ID", help="merged away: Patient ID or ID^^^ISSUER")
+    merge.add_argument("survivor", metavar="SURVIVOR_ID", help="the patient that remains")
+    merge.add_argument(
+        "--notify-ris", action="store_true", help="queue an ADT^A40 for each outbound destination"
+    )
+    _add_actor_flag(merge)
+    merge.add_argument("--json", action="store_true", help="machine-readable output")
+    unmerge = pat_commands.add_parser(
+        "unmerge", help="undo a merge: every order and step back where it was"
+    )
+    _add_config_flag(unmerge)
+    unmerge.add_argument("merge_id", type=int, metavar="MERGE_ID")
+    _add_actor_flag(unmerge)
+    unmerge.add_argument("--json", action="store_true", help="machine-readable output")
+    merges = pat_commands.add_parser("merges", help="merges made, newest first, undone or not")
+    _add_config_flag(merges)
+    merges.add_argument("--limit", type=int, default=50)
+    merges.add_argument("--json", action="store_true", help="machine-readable output")
 
     fwd = commands.add_parser("forward", help="received instances forwarded to the PACS")
     fwd_commands = fwd.add_subparsers(dest="forward_command", metavar="ACTION", required=True)
@@ -311,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "modality": _modality,
         "mpps": _reconciliation,
         "studies": _reconciliation,
+        "patients": _patients,
         "bench": _bench,
     }[args.command]
     try:
@@ -943,12 +1014,15 @@ def _jobs(args: argparse.Namespace, config: Config) -> int:
 
 
 def _reconciliation(args: argparse.Namespace, config: Config) -> int:
-    """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing."""
+    """``mpps list`` and ``studies list``: what the modalities did, and what matched nothing;
+    ``link`` goes to :func:`_link`."""
     from mwlbroker.app import StartupError, open_database, prepare_database
     from mwlbroker.services.views import performed_step_summary, study_summary
     from mwlbroker.store import images, progress
     from mwlbroker.store.db import DatabaseUnavailable
 
+    if getattr(args, f"{args.command}_command") == "link":
+        return _link(args, config)
     db = open_database(config)
     try:
         prepare_database(db)
@@ -994,6 +1068,173 @@ def _reconciliation(args: argparse.Namespace, config: Config) -> int:
         for row in rows:
             print("  ".join("-" if row[c] is None else str(row[c]) for c in columns))
         return 0
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def _actor(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.actor:
+        return str(args.actor)
+    try:
+        return f"cli {getpass.getuser()}"
+    except Exception:  # no login name (a container without a passwd entry)
+        return "cli"
+
+
+def _link(args: argparse.Namespace, config: Config) -> int:
+    """``mpps link`` and ``studies link``: an exam without an order, linked to its step."""
+    from dataclasses import asdict
+
+    from mwlbroker.app import StartupError, build_reconciliation, open_database, prepare_database
+    from mwlbroker.services.reconciliation import ReconciliationRefused
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    if bool(args.steps) == bool(args.accession):
+        print("mwlbroker: give either STEP_ID(s) or --accession", file=sys.stderr)
+        return 2
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        service = build_reconciliation(config, db)
+        steps = list(args.steps) or service.steps_for_accession(args.accession)
+        if not steps:
+            print(f"mwlbroker: no scheduled step with accession {args.accession}", file=sys.stderr)
+            return 1
+        if args.command == "mpps":
+            outcome = service.link_mpps(args.id, steps, actor=_actor(args))
+        elif len(steps) > 1:
+            print(
+                f"mwlbroker: accession {args.accession} has {len(steps)} steps "
+                f"({', '.join(map(str, steps))}); give the STEP_ID",
+                file=sys.stderr,
+            )
+            return 1
+        else:
+            outcome = service.link_study(args.id, steps[0], actor=_actor(args))
+        if args.json:
+            print(json.dumps(asdict(outcome), indent=2))
+            return 0
+        noun = "performed step" if outcome.kind == "mpps" else "study"
+        print(
+            f"{noun} {outcome.id} linked to step(s) {', '.join(map(str, outcome.step_ids))}"
+            + "".join(f"; step {i}: {b} -> {a}" for i, b, a in outcome.changes)
+        )
+        return 0
+    except (LookupError, ReconciliationRefused) as error:
+        print(f"mwlbroker: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 1
+    except (DatabaseUnavailable, StartupError) as error:
+        print(f"mwlbroker: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def _patients(args: argparse.Namespace, config: Config) -> int:
+    """``patients collisions | duplicates | dismiss | merge | unmerge | merges``."""
+    from dataclasses import asdict
+
+    from mwlbroker.app import StartupError, build_reconciliation, open_database, prepare_database
+    from mwlbroker.domain.identity import DUPLICATE_MIN_SCORE
+    from mwlbroker.services.reconciliation import ReconciliationRefused
+    from mwlbroker.store.db import DatabaseUnavailable
+
+    action = args.patients_command
+    db = open_database(config)
+    try:
+        prepare_database(db)
+        service = build_reconciliation(config, db)
+        if action == "collisions":
+            found = service.collisions(limit=args.limit)
+            if args.json:
+                print(json.dumps([asdict(c) for c in found], indent=2, ensure_ascii=False))
+                return 0
+            print(f"{len(found)} Patient ID(s) with conflicting demographics")
+            for collision in found:
+                print(f"\n{collision.patient.label}: {'; '.join(collision.conflicts)}")
+                for e in collision.evidence:
+                    orders = f"  orders {', '.join(e.orders)}" if e.orders else ""
+                    print(
+                        f"    {e.name or '-':28} {e.birth_date or '-':8} {e.sex or '-':2} "
+                        f"{e.source}{orders}"
+                    )
+            return 0
+        if action == "duplicates":
+            min_score = DUPLICATE_MIN_SCORE if args.min_score is None else args.min_score
+            if not args.stored:
+                sweep = service.sweep_duplicates(min_score=min_score)
+                if not args.json:
+                    print(
+                        f"swept {sweep.patients} patient(s) in {sweep.seconds:g} s: "
+                        f"{sweep.candidates} candidate pair(s)"
+                    )
+            pairs = service.duplicates(min_score=min_score, limit=args.limit)
+            if args.json:
+                print(json.dumps([asdict(c) for c in pairs], indent=2, ensure_ascii=False))
+                return 0
+            print(
+                f"{'SCORE':>5}  {'PATIENT':20} {'NAME':28}  {'OTHER':20} {'NAME':28} BORN     SEX"
+            )
+            for pair in pairs:
+                a, b = pair.first, pair.second
+                print(
+                    f"{pair.score:5.1f}  {a.label[:20]:20} {a.name[:28]:28}  {b.label[:20]:20} "
+                    f"{b.name[:28]:28} {a.birth_date:8} {a.sex or '-'}/{b.sex or '-'}"
+                )
+            return 0
+        if action == "dismiss":
+            first, second = service.find_patient(args.first), service.find_patient(args.second)
+            service.dismiss(first.pk, second.pk, actor=_actor(args), note=args.note)
+            print(f"{first.label} and {second.label}: not the same person (remembered)")
+            return 0
+        if action == "merge":
+            source, survivor = (
+                service.find_patient(args.source),
+                service.find_patient(args.survivor),
+            )
+            outcome = service.merge(
+                source.pk, survivor.pk, actor=_actor(args), notify_ris=args.notify_ris
+            )
+        elif action == "unmerge":
+            outcome = service.undo_merge(args.merge_id, actor=_actor(args))
+        else:
+            views = service.merges(limit=args.limit)
+            if args.json:
+                print(json.dumps([asdict(v) for v in views], indent=2, ensure_ascii=False))
+                return 0
+            print(f"{'ID':>5}  {'AT (UTC)':19}  {'MERGED AWAY':20} {'SURVIVOR':20} ORIGIN  UNDONE")
+            for v in views:
+                print(
+                    f"{v.id:>5}  {v.at[:19]:19}  {v.prior.label[:20]:20} "
+                    f"{v.survivor.label[:20]:20} {v.origin:7} {(v.undone_at or '-')[:19]}"
+                )
+            return 0
+        if args.json:
+            print(json.dumps(asdict(outcome), indent=2, ensure_ascii=False))
+            return 0
+        if action == "merge":
+            print(
+                f"merge {outcome.merge_id}: {outcome.prior.label} merged into "
+                f"{outcome.survivor.label}: {len(outcome.orders)} order(s), "
+                f"{len(outcome.steps)} step(s) moved"
+                + (f"; ADT^A40 queued ({len(outcome.notified)})" if outcome.notified else "")
+            )
+        else:
+            print(
+                f"merge {outcome.merge_id} undone: {len(outcome.orders)} order(s), "
+                f"{len(outcome.steps)} step(s) back with {outcome.prior.label}"
+            )
+            for note in outcome.notes:
+                print(f"  note: {note}")
+        return 0
+    except (LookupError, ReconciliationRefused) as error:
+        print(f"mwlbroker: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 1
     except (DatabaseUnavailable, StartupError) as error:
         print(f"mwlbroker: {error}", file=sys.stderr)
         return 1

@@ -607,6 +607,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "jobs",
+        "duplicate_sweep",
+        parse_schedule("cron 0 3 * * *"),
+        _as_schedule,
+        "when to look for likely duplicate patients (the reconciliation list)",
+    ),
+    Setting(
+        "jobs",
         "health_check",
         parse_schedule("every 1m"),
         _as_schedule,

@@ -149,7 +149,13 @@ def test_jobs_list_shows_each_job_and_its_last_run(database_url, tmp_path):
     listed = run_cli("jobs", "list", "--json", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     jobs = {job["name"]: job for job in json.loads(listed.stdout)["jobs"]}
-    assert set(jobs) == {"expire_steps", "retention", "outbound_retry", "health_check"}
+    assert set(jobs) == {
+        "expire_steps",
+        "retention",
+        "outbound_retry",
+        "duplicate_sweep",
+        "health_check",
+    }
     assert jobs["retention"]["schedule"] == "off"
     assert jobs["expire_steps"]["schedule"] == "every 15m"
     assert all(job["last_run"] is None for job in jobs.values())
@@ -224,3 +230,27 @@ def test_the_dashboard_shows_the_jobs_and_an_admin_runs_one(broker):
     assert admin.post("/api/jobs/nothing/run", headers={"X-CSRFToken": token}).status_code == 404
     page = admin.get("/").get_data(as_text=True)
     assert "Run now" in page and "database reachable" in page
+
+
+def test_the_duplicate_sweep_job_fills_the_reconciliation_list(broker, database_url):
+    def adt(control_id: str, patient: str, name: str) -> bytes:
+        return hl7(
+            f"MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ADT^A04|{control_id}|P|2.3.1",
+            "EVN|A04|20261127101500",
+            f"PID|1||{patient}^^^HOSPITAL^MR||{name}||19650412|M",
+        )
+
+    _send(
+        broker.hl7.port,
+        adt("D1", "PID777", "MUELLER^HANS"),
+        adt("D2", "PID888", "MULLER^HANS"),  # the same man, registered twice
+        adt("D3", "PID999", "SCHMIDT^ANNA"),
+    )
+    env = cli_env(database_url)
+    done = run_cli("jobs", "run", "duplicate_sweep", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 likely duplicate pair(s) among 3 patient(s)" in done.stdout
+    listed = run_cli("patients", "duplicates", "--stored", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    [pair] = json.loads(listed.stdout)
+    assert {pair["first"]["patient_id"], pair["second"]["patient_id"]} == {"PID777", "PID888"}

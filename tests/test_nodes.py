@@ -27,6 +27,7 @@ QUIET = {  # every job off but the one a test watches
     "MWLBROKER_JOBS_EXPIRE_STEPS": "off",
     "MWLBROKER_JOBS_RETENTION": "off",
     "MWLBROKER_JOBS_OUTBOUND_RETRY": "off",
+    "MWLBROKER_JOBS_DUPLICATE_SWEEP": "off",
 }
 
 

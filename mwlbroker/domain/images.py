@@ -32,6 +32,7 @@ class MatchedBy(enum.StrEnum):
 
     STUDY_INSTANCE_UID = "study uid"
     ACCESSION_NUMBER = "accession"  # with the Patient ID
+    MANUAL = "manual"  # linked to one scheduled step by staff
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ reason, and can be reprocessed once the cause is dealt with.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,11 +38,22 @@ ORDER_TYPES = ("ORM^O01", "OMI^O23", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15")
 _HOLDABLE = {StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY}
 
 
+StepsListener = Callable[[Context, Sequence[StepRow]], object]
+"""Called inside the transaction with the steps an order message created (re-matching kept
+performed steps and studies that were waiting for them)."""
+
+
 class OrderService:
     """Applies order messages inside the ingest transaction."""
 
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
+        self.steps_listeners: list[StepsListener] = []
+
+    def _steps_added(self, ctx: Context, steps: Sequence[StepRow]) -> None:
+        if steps:
+            for listener in self.steps_listeners:
+                listener(ctx, steps)
 
     def prepare(self, message: HL7Message) -> tuple[HL7Message, MappedOrder]:
         """Map the order, before (and outside) the transaction that applies it."""
@@ -125,8 +137,11 @@ class OrderService:
             after=mapped.step_status,
             detail=f"{len(mapped.steps)} step(s), profile {mapped.profile}",
         )
-        for mapped_step in mapped.steps:
+        added = [
             self._add_step(ctx, order, patient, mapped_step, mapped.step_status)
+            for mapped_step in mapped.steps
+        ]
+        self._steps_added(ctx, added)
 
     def _add_step(
         self,
@@ -174,10 +189,11 @@ class OrderService:
         order.attributes = merge(order.attributes, mapped.order)
         by_key = {_step_key_of_row(s): s for s in steps}
         seen: set[int] = set()
+        added: list[StepRow] = []
         for mapped_step in mapped.steps:
             existing = by_key.get(_step_key(mapped_step))
             if existing is None:
-                self._add_step(ctx, order, patient, mapped_step, mapped.step_status)
+                added.append(self._add_step(ctx, order, patient, mapped_step, mapped.step_status))
                 continue
             seen.add(existing.id)
             if StepStatus(existing.status).is_final:
@@ -208,6 +224,7 @@ class OrderService:
                 after=step.status,
                 detail="not in the order update",
             )
+        self._steps_added(ctx, added)
 
     # -- CA, OC, DC, SC, HD, RL -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from mwlbroker.domain.outbound import (
     Destination,
     StatusReport,
 )
+from mwlbroker.mapping.patient_message import build_merge_message
 from mwlbroker.mapping.status_message import build_status_message
 from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.progress import StepChange
@@ -30,6 +31,7 @@ from mwlbroker.store import outbound as store
 from mwlbroker.store import worklist
 from mwlbroker.store.db import Database
 from mwlbroker.store.outbound import OutboundRow
+from mwlbroker.store.worklist import PatientRow
 
 log = logging.getLogger("mwlbroker.outbound")
 
@@ -138,6 +140,40 @@ class OutboundService:
             application=self.options.application,
             facility=self.options.facility,
         )
+
+    def on_patient_merged(self, ctx: Context, prior: PatientRow, survivor: PatientRow) -> list[int]:
+        """Queue an ADT^A40 per destination for a merge made here; returns the message ids.
+
+        A patient-level message belongs to no order, so it waits for no order's messages.
+        """
+        ids = []
+        for destination in self.destinations:
+            row = OutboundRow(
+                destination=destination.name,
+                order_id=None,
+                step_id=None,
+                message_type="ADT^A40",
+                order_status="",
+                control_id="",
+                payload=b"",
+                status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=ctx.now,
+                created_at=ctx.now,
+            )
+            worklist.add(ctx.session, row)
+            row.control_id = f"MWLB{row.id:010d}"
+            row.payload = build_merge_message(
+                dict(survivor.attributes),
+                dict(prior.attributes),
+                destination,
+                control_id=row.control_id,
+                at=ctx.now,
+                application=self.options.application,
+                facility=self.options.facility,
+            )
+            ids.append(row.id)
+        return ids
 
     # -- the senders ----------------------------------------------------------------------------
 

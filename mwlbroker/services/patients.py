@@ -15,13 +15,13 @@ from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatientEvent
 from mwlbroker.mapping.engine import MappingSet
 from mwlbroker.mapping.reader import HL7Message
+from mwlbroker.services.merging import ReconciliationRefused, merge_patient
 from mwlbroker.services.worklist import (
     Context,
     audit,
     merge,
     patient_snapshot,
     propagate_patient,
-    record,
     resolve_patient,
     upsert_patient,
 )
@@ -71,7 +71,7 @@ class PatientService:
         return event.prior_patient_id, event.prior_issuer or event.patient.issuer
 
     def _merge(self, ctx: Context, event: MappedPatientEvent) -> None:
-        """A40: the prior patient's orders and steps move to the surviving patient."""
+        """A40: the prior patient's orders and steps move to the surviving patient (undoable)."""
         prior_id, prior_issuer = self._prior(ctx, event)
         survivor_id, survivor_issuer = event.patient.patient_id, event.patient.issuer
         survivor = resolve_patient(ctx, survivor_id or "", survivor_issuer)
@@ -103,41 +103,14 @@ class PatientService:
                 error_code=HL7ErrorCode.APPLICATION_RECORD_LOCKED,
                 location="MRG-1",
             )
-        orders = list(store.orders_of_patient(ctx.session, prior.id))
-        steps = list(store.steps_of_patient(ctx.session, prior.id))
-        before = {
-            "prior": patient_snapshot(prior),
-            "survivor": patient_snapshot(survivor),
-            "orders": [o.id for o in orders],
-            "steps": [s.id for s in steps],
-        }
-        for order in orders:
-            order.patient_pk = survivor.id
-            order.updated_at = ctx.now
-            record(
-                ctx,
-                order,
-                "patient merged",
-                detail=f"from {prior.patient_id} into {survivor.patient_id}",
-            )
-        for step in steps:
-            step.patient_pk = survivor.id
-        prior.merged_into_id = survivor.id
-        prior.updated_at = ctx.now
+        try:
+            merge_patient(ctx, prior, survivor, origin="hl7")
+        except ReconciliationRefused as error:
+            raise MessageError(
+                str(error), error_code=HL7ErrorCode.APPLICATION_RECORD_LOCKED, location="MRG-1"
+            ) from None
         survivor = self._update_survivor(ctx, event)
         propagate_patient(ctx, survivor, all_steps=True)
-        audit(
-            ctx,
-            "merge",
-            "patient",
-            survivor.id,
-            before=before,
-            after={
-                "survivor": patient_snapshot(survivor),
-                "merged": prior.id,
-                "orders": [o.id for o in orders],
-            },
-        )
 
     def _update_survivor(self, ctx: Context, event: MappedPatientEvent) -> PatientRow:
         survivor, changed = upsert_patient(ctx, event.patient)

@@ -439,6 +439,13 @@ class ProgressService:
 
     # -- the scheduled steps follow -------------------------------------------------------------
 
+    def follow(
+        self, ctx: Context, steps: list[StepRow], event: str, said: str, *, quiet: bool = False
+    ) -> list[StepChange]:
+        """Bring steps to the status their performed steps and images call for, inside the
+        caller's transaction (a performed step or study linked late, by staff or a new order)."""
+        return self._follow(ctx, steps, event, said, quiet=quiet)
+
     def _follow(
         self,
         ctx: Context,

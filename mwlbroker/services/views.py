@@ -222,6 +222,7 @@ def study_summary(r: StudyRow) -> dict[str, Any]:
         "study_instance_uid": r.study_instance_uid,
         "order_id": r.order_id,
         "matched_by": r.matched_by or None,
+        "step_id": r.step_id,
         "patient_id": r.patient_id,
         "patient_name": r.patient_name,
         "accession_number": r.accession_number,

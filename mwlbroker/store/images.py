@@ -59,7 +59,10 @@ def steps_of_study(session: Session, study: StudyRow) -> Sequence[StepRow]:
     if study.order_id is None:
         return []
     query = select(StepRow).where(StepRow.order_id == study.order_id)
-    if study.matched_by == "accession":
+    if study.matched_by == "manual":
+        # Linked by staff to one step, whatever its identifiers say.
+        query = query.where(StepRow.id == study.step_id)
+    elif study.matched_by == "accession":
         query = query.where(StepRow.accession_number == study.accession_number)
     else:
         query = query.where(StepRow.study_instance_uid == study.study_instance_uid)
@@ -68,7 +71,10 @@ def steps_of_study(session: Session, study: StudyRow) -> Sequence[StepRow]:
 
 def studies_of_step(session: Session, step: StepRow) -> Sequence[StudyRow]:
     """The received studies matched to a scheduled step's order that are its own."""
-    mine = [StudyRow.study_instance_uid == (step.study_instance_uid or "")]
+    mine = [
+        StudyRow.study_instance_uid == (step.study_instance_uid or ""),
+        StudyRow.step_id == step.id,
+    ]
     if step.accession_number:
         mine.append(
             and_(

@@ -329,7 +329,8 @@ class OutboundRow(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     destination: Mapped[str] = mapped_column(String(64))  # [[outbound.destinations]] name
-    order_id: Mapped[int] = mapped_column(ForeignKey("imaging_order.id"))
+    # None for a patient-level message (ADT^A40 after a merge made here).
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_order.id"))
     step_id: Mapped[int | None] = mapped_column(ForeignKey("procedure_step.id"))
     message_type: Mapped[str] = mapped_column(String(16))  # MSH-9, e.g. ORM^O01
     order_status: Mapped[str] = mapped_column(String(2))  # ORC-5: IP, CM, DC
@@ -366,7 +367,11 @@ class StudyRow(Base):
     study_description: Mapped[str] = mapped_column(String(64), default="")  # (0008,1030) | LO
     modalities: Mapped[str] = mapped_column(String(64), default="")  # (0008,0061), from series
     order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_order.id"))
-    matched_by: Mapped[str] = mapped_column(String(16), default="")  # "study uid", "accession"
+    matched_by: Mapped[str] = mapped_column(
+        String(16), default=""
+    )  # "study uid", "accession", "manual"
+    # The scheduled step staff linked the study to (matched_by "manual"); None otherwise.
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("procedure_step.id"))
     series_count: Mapped[int] = mapped_column(Integer, default=0)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")  # sender of the first one
@@ -524,3 +529,73 @@ class LoginFailureRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_login_failure_name_address_at", "name", "address", "at"),)
+
+
+class PatientMergeRow(Base):
+    """One merge of a patient into another, with the snapshot that lets it be undone.
+
+    ``snapshot`` holds where every moved order and step was, the performed steps and studies
+    linked to them, and both patients as they were: undo puts each back, or refuses when what
+    it would put back has changed since.
+    """
+
+    __tablename__ = "patient_merge"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    source_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))  # merged away
+    survivor_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(16))  # "staff", or "hl7" for an ADT^A40
+    message_id: Mapped[int | None] = mapped_column(Id)  # the A40; no FK: retention purges
+    snapshot: Mapped[dict] = mapped_column(JSON, default=dict)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    undone_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_patient_merge_source_pk", "source_pk"),
+        Index("ix_patient_merge_survivor_pk", "survivor_pk"),
+    )
+
+
+class DuplicateCandidateRow(Base):
+    """A pair of patients the last sweep found likely to be one person (lower pk first).
+
+    Filled by the duplicate sweep so the reconciliation page reads a short table, not 100,000
+    patients.
+    """
+
+    __tablename__ = "duplicate_candidate"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    other_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    score: Mapped[float] = mapped_column(Float)  # 0..100
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    found_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "patient_pk", "other_pk", name="uq_duplicate_candidate_patient_pk_other_pk"
+        ),
+        Index("ix_duplicate_candidate_score", "score"),
+    )
+
+
+class DuplicateDismissalRow(Base):
+    """Staff said these two patients are not the same person: the sweep leaves them be."""
+
+    __tablename__ = "duplicate_dismissal"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))  # the lower pk
+    other_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        UniqueConstraint(
+            "patient_pk", "other_pk", name="uq_duplicate_dismissal_patient_pk_other_pk"
+        ),
+    )

@@ -25,7 +25,9 @@ __all__ = [
     "find_patient",
     "get_order",
     "get_patient",
+    "orders_created_by",
     "orders_of_patient",
+    "patients_with_id",
     "search_steps",
     "steps_of_order",
     "steps_of_patient",
@@ -58,8 +60,26 @@ def find_patient(session: Session, patient_id: str, issuer: str = "") -> Patient
     return None if pk is None else session.get(PatientRow, pk)
 
 
-def get_patient(session: Session, pk: int) -> PatientRow | None:
-    return session.get(PatientRow, pk)
+def get_patient(session: Session, pk: int, *, for_update: bool = False) -> PatientRow | None:
+    return session.get(PatientRow, pk, with_for_update=for_update)
+
+
+def patients_with_id(session: Session, patient_id: str) -> Sequence[PatientRow]:
+    """Every patient with this Patient ID, whatever the issuer."""
+    query = select(PatientRow).where(PatientRow.patient_id == patient_id).order_by(PatientRow.id)
+    return session.scalars(query).all()
+
+
+def orders_created_by(session: Session, message_ids: Iterable[int]) -> dict[int, list[OrderRow]]:
+    """The orders each of these messages created, by message id."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return {}
+    query = select(OrderRow).where(OrderRow.created_message_id.in_(ids)).order_by(OrderRow.id)
+    found: dict[int, list[OrderRow]] = {}
+    for order in session.scalars(query):
+        found.setdefault(order.created_message_id or 0, []).append(order)
+    return found
 
 
 def get_order(session: Session, pk: int) -> OrderRow | None:

@@ -1,7 +1,7 @@
 """Scheduled jobs: their runs, and the lease that lets one node run them.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-27 17:20:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,91 @@
+"""ADT^A40 for the RIS: a merge made here, told back as the RIS itself would say it.
+
+PID carries the surviving patient (PID-3 ID ^^^ assigning authority, PID-5 name in XPN order,
+PID-7, PID-8) and MRG-1 the merged-away patient's ID (IHE ITI PAM / RAD Patient Information
+Reconciliation). The values are escaped as in the status messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mwlbroker.domain.outbound import Destination
+from mwlbroker.domain.worklist import Attributes
+from mwlbroker.mapping.status_message import escape
+
+_CODECS = {"ASCII": "ascii", "8859/1": "latin-1", "UNICODE UTF-8": "utf-8"}
+
+
+def build_merge_message(
+    survivor: Attributes,
+    prior: Attributes,
+    destination: Destination,
+    *,
+    control_id: str,
+    at: datetime,
+    application: str = "MWLBROKER",
+    facility: str = "",
+) -> bytes:
+    """ADT^A40 (ADT_A39 structure from v2.4 on) merging ``prior`` into ``survivor``."""
+    version = destination.version
+    charset = destination.charset
+    when = at.astimezone().strftime("%Y%m%d%H%M%S")
+    message_type = "ADT^A40" if version in ("2.3", "2.3.1") else "ADT^A40^ADT_A39"
+    segments = [
+        "|".join(
+            [
+                "MSH",
+                "^~\\&",
+                escape(application),
+                escape(facility),
+                escape(destination.receiving_application),
+                escape(destination.receiving_facility),
+                when,
+                "",
+                message_type,
+                escape(control_id),
+                "P",
+                version,
+                "",
+                "",
+                "",
+                "",
+                "" if charset == "ASCII" else charset,
+            ]
+        ),
+        f"EVN|A40|{when}",
+        "|".join(
+            [
+                "PID",
+                "1",
+                "",
+                _cx(survivor),  # PID-3 Patient Identifier List
+                "",
+                _xpn(_text(survivor, "PatientName")),  # PID-5
+                "",
+                escape(_text(survivor, "PatientBirthDate")),  # PID-7
+                escape(_text(survivor, "PatientSex")),  # PID-8
+            ]
+        ),
+        f"MRG|{_cx(prior)}",  # MRG-1 Prior Patient Identifier List
+    ]
+    text = "\r".join(segment.rstrip("|") for segment in segments) + "\r"
+    return text.encode(_CODECS.get(charset, "utf-8"), errors="replace")
+
+
+def _text(attributes: Attributes, keyword: str) -> str:
+    value = attributes.get(keyword)
+    return value if isinstance(value, str) else ""
+
+
+def _cx(patient: Attributes) -> str:
+    """CX: ID ^ check digit ^ scheme ^ assigning authority."""
+    issuer = escape(_text(patient, "IssuerOfPatientID"))
+    return escape(_text(patient, "PatientID")) + (f"^^^{issuer}" if issuer else "")
+
+
+def _xpn(name: str) -> str:
+    """DICOM PN family^given^middle^prefix^suffix -> HL7 XPN family^given^middle^suffix^prefix."""
+    parts = (name.split("=")[0].split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = (escape(part) for part in parts)
+    return "^".join([family, given, middle, suffix, prefix]).rstrip("^")
