@@ -36,6 +36,28 @@ def _add_actor_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    group: Any,
+    name: str,
+    *,
+    help: str,
+    record: bool = False,
+    limit: bool = False,
+    json: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand with the flags every command shares: --config, and as asked the record's
+    ID, --limit and --json, so that each list, show and action reads the same."""
+    parser: argparse.ArgumentParser = group.add_parser(name, help=help)
+    _add_config_flag(parser)
+    if record:
+        parser.add_argument("id", type=int)
+    if limit:
+        parser.add_argument("--limit", type=int, default=50)
+    if json:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwlbroker",
@@ -44,11 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mwlbroker {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run the broker (MLLP listener and the rest)")
-    _add_config_flag(serve)
+    _command(commands, "serve", help="run the broker (MLLP listener and the rest)")
 
-    send = commands.add_parser("send", help="send HL7 files over MLLP and print each ACK")
-    _add_config_flag(send)
+    send = _command(commands, "send", help="send HL7 files over MLLP and print each ACK")
     send.add_argument(
         "files", nargs="+", metavar="FILE", help="HL7 file(s), one or more messages each"
     )
@@ -63,21 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_commands.add_parser(
-        "show", help="print the effective configuration, secrets masked"
-    )
-    _add_config_flag(show)
+    _command(config_commands, "show", help="print the effective configuration, secrets masked")
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    upgrade = db_commands.add_parser("upgrade", help="migrate the schema to this version")
-    _add_config_flag(upgrade)
-    current = db_commands.add_parser("current", help="print the schema revision")
-    _add_config_flag(current)
-    copy = db_commands.add_parser(
-        "copy", help="copy the whole database into another, empty one (SQLite to PostgreSQL)"
+    _command(db_commands, "upgrade", help="migrate the schema to this version")
+    _command(db_commands, "current", help="print the schema revision")
+    copy = _command(
+        db_commands,
+        "copy",
+        help="copy the whole database into another, empty one (SQLite to PostgreSQL)",
     )
-    _add_config_flag(copy)
     copy.add_argument("--to", required=True, metavar="URL", help="the target database URL")
     copy.add_argument(
         "--from", dest="source", metavar="URL", help="the source (default: database.url)"
@@ -85,95 +101,88 @@ def build_parser() -> argparse.ArgumentParser:
 
     maps = commands.add_parser("mappings", help="the HL7 to worklist mapping files")
     map_commands = maps.add_subparsers(dest="mappings_command", metavar="ACTION", required=True)
-    check = map_commands.add_parser("check", help="validate every mapping file")
-    _add_config_flag(check)
+    check = _command(map_commands, "check", help="validate every mapping file", json=True)
     check.add_argument("--dir", help="mapping folder (default: mappings.dir)")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-    trial = map_commands.add_parser(
-        "test", help="print the worklist items a message would produce, touching nothing"
+    trial = _command(
+        map_commands,
+        "test",
+        help="print the worklist items a message would produce, touching nothing",
     )
-    _add_config_flag(trial)
     trial.add_argument("message", metavar="MESSAGE.hl7")
     trial.add_argument("--dir", help="mapping folder (default: mappings.dir)")
     trial.add_argument("--json", action="store_true", help="the items as DICOM JSON")
 
     msgs = commands.add_parser("messages", help="the message store")
     msg_commands = msgs.add_subparsers(dest="messages_command", metavar="ACTION", required=True)
-    listing = msg_commands.add_parser("list", help="newest messages first")
-    _add_config_flag(listing)
+    listing = _command(msg_commands, "list", help="newest messages first", limit=True, json=True)
     listing.add_argument("--status", choices=["processed", "failed", "rejected"])
     listing.add_argument("--control-id", help="only messages with this MSH-10")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    show_msg = msg_commands.add_parser("show", help="one message: header, status, error, segments")
-    _add_config_flag(show_msg)
-    show_msg.add_argument("id", type=int)
-    show_msg.add_argument("--json", action="store_true", help="machine-readable output")
-    reprocess = msg_commands.add_parser(
-        "reprocess", help="apply a failed or rejected message again"
+    _command(
+        msg_commands,
+        "show",
+        help="one message: header, status, error, segments",
+        record=True,
+        json=True,
     )
-    _add_config_flag(reprocess)
-    reprocess.add_argument("id", type=int)
+    _command(
+        msg_commands, "reprocess", help="apply a failed or rejected message again", record=True
+    )
 
     users = commands.add_parser("user", help="accounts of the web page and API")
     user_commands = users.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    user_add = user_commands.add_parser("add", help="add a user (asks for the password)")
-    _add_config_flag(user_add)
+    user_add = _command(user_commands, "add", help="add a user (asks for the password)")
     user_add.add_argument("name", metavar="NAME")
     user_add.add_argument("--role", choices=["admin", "viewer"], required=True)
     user_add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    user_passwd = user_commands.add_parser("passwd", help="set a user's password")
-    _add_config_flag(user_passwd)
+    user_passwd = _command(user_commands, "passwd", help="set a user's password")
     user_passwd.add_argument("name", metavar="NAME")
     user_passwd.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    user_list = user_commands.add_parser("list", help="list the users and their roles")
-    _add_config_flag(user_list)
-    user_list.add_argument("--json", action="store_true", help="machine-readable output")
-    user_token = user_commands.add_parser(
-        "token", help="create an API token for a user (printed once)"
+    _command(user_commands, "list", help="list the users and their roles", json=True)
+    user_token = _command(
+        user_commands, "token", help="create an API token for a user (printed once)"
     )
-    _add_config_flag(user_token)
     user_token.add_argument("name", metavar="NAME")
 
     out = commands.add_parser("outbound", help="the status messages queued for the RIS")
     out_commands = out.add_subparsers(dest="outbound_command", metavar="ACTION", required=True)
-    out_list = out_commands.add_parser("list", help="newest outbound messages first")
-    _add_config_flag(out_list)
+    out_list = _command(
+        out_commands, "list", help="newest outbound messages first", limit=True, json=True
+    )
     out_list.add_argument("--status", choices=["pending", "sent", "failed"])
     out_list.add_argument("--destination", metavar="NAME", help="only this destination")
-    out_list.add_argument("--limit", type=int, default=50)
-    out_list.add_argument("--json", action="store_true", help="machine-readable output")
-    out_show = out_commands.add_parser("show", help="one outbound message: status, ACK, segments")
-    _add_config_flag(out_show)
-    out_show.add_argument("id", type=int)
-    out_show.add_argument("--json", action="store_true", help="machine-readable output")
-    out_retry = out_commands.add_parser(
-        "retry", help="send a failed (or waiting) message again, from attempt one"
+    _command(
+        out_commands,
+        "show",
+        help="one outbound message: status, ACK, segments",
+        record=True,
+        json=True,
     )
-    _add_config_flag(out_retry)
-    out_retry.add_argument("id", type=int)
+    _command(
+        out_commands,
+        "retry",
+        help="send a failed (or waiting) message again, from attempt one",
+        record=True,
+    )
 
     mpps = commands.add_parser("mpps", help="performed procedure steps the modalities reported")
     mpps_commands = mpps.add_subparsers(dest="mpps_command", metavar="ACTION", required=True)
-    mpps_list = mpps_commands.add_parser("list", help="newest performed steps first")
-    _add_config_flag(mpps_list)
+    mpps_list = _command(
+        mpps_commands, "list", help="newest performed steps first", limit=True, json=True
+    )
     mpps_list.add_argument(
         "--unscheduled", action="store_true", help="only those matching no scheduled step"
     )
-    mpps_list.add_argument("--limit", type=int, default=50)
-    mpps_list.add_argument("--json", action="store_true", help="machine-readable output")
 
     studies = commands.add_parser("studies", help="studies received over C-STORE")
     study_commands = studies.add_subparsers(dest="studies_command", metavar="ACTION", required=True)
-    study_list = study_commands.add_parser("list", help="newest studies first")
-    _add_config_flag(study_list)
+    study_list = _command(
+        study_commands, "list", help="newest studies first", limit=True, json=True
+    )
     study_list.add_argument("--unmatched", action="store_true", help="only those matching no order")
-    study_list.add_argument("--limit", type=int, default=50)
-    study_list.add_argument("--json", action="store_true", help="machine-readable output")
 
     for command_set, noun in ((mpps_commands, "performed step"), (study_commands, "study")):
         link = command_set.add_parser(
@@ -190,16 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     pats = commands.add_parser("patients", help="patient identity reconciliation")
     pat_commands = pats.add_subparsers(dest="patients_command", metavar="ACTION", required=True)
-    collisions = pat_commands.add_parser(
-        "collisions", help="Patient IDs whose messages gave conflicting demographics"
+    collisions = _command(
+        pat_commands,
+        "collisions",
+        help="Patient IDs whose messages gave conflicting demographics",
+        json=True,
     )
-    _add_config_flag(collisions)
     collisions.add_argument("--limit", type=int, default=100)
-    collisions.add_argument("--json", action="store_true", help="machine-readable output")
-    duplicates = pat_commands.add_parser(
-        "duplicates", help="likely duplicates: one person under several Patient IDs"
+    duplicates = _command(
+        pat_commands,
+        "duplicates",
+        help="likely duplicates: one person under several Patient IDs",
+        json=True,
     )
-    _add_config_flag(duplicates)
     duplicates.add_argument(
         "--stored", action="store_true", help="list the last sweep's pairs without sweeping now"
     )
@@ -207,58 +219,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-score", type=float, default=None, metavar="S", help="0-100 (default 85)"
     )
     duplicates.add_argument("--limit", type=int, default=100)
-    duplicates.add_argument("--json", action="store_true", help="machine-readable output")
-    dismiss = pat_commands.add_parser(
-        "dismiss", help="remember that two patients are not the same person"
+    dismiss = _command(
+        pat_commands, "dismiss", help="remember that two patients are not the same person"
     )
-    _add_config_flag(dismiss)
     dismiss.add_argument("first", metavar="PATIENT", help="Patient ID, or ID^^^ISSUER")
     dismiss.add_argument("second", metavar="OTHER", help="Patient ID, or ID^^^ISSUER")
     dismiss.add_argument("--note", default="", help="why, for the audit record")
     _add_actor_flag(dismiss)
-    merge = pat_commands.add_parser(
-        "merge", help="merge a patient into another: orders and steps move to the survivor"
+    merge = _command(
+        pat_commands,
+        "merge",
+        help="merge a patient into another: orders and steps move to the survivor",
+        json=True,
     )
-    _add_config_flag(merge)
     merge.add_argument("source", metavar="SOURCE_ID", help="merged away: Patient ID or ID^^^ISSUER")
     merge.add_argument("survivor", metavar="SURVIVOR_ID", help="the patient that remains")
     merge.add_argument(
         "--notify-ris", action="store_true", help="queue an ADT^A40 for each outbound destination"
     )
     _add_actor_flag(merge)
-    merge.add_argument("--json", action="store_true", help="machine-readable output")
-    unmerge = pat_commands.add_parser(
-        "unmerge", help="undo a merge: every order and step back where it was"
+    unmerge = _command(
+        pat_commands,
+        "unmerge",
+        help="undo a merge: every order and step back where it was",
+        json=True,
     )
-    _add_config_flag(unmerge)
     unmerge.add_argument("merge_id", type=int, metavar="MERGE_ID")
     _add_actor_flag(unmerge)
-    unmerge.add_argument("--json", action="store_true", help="machine-readable output")
-    merges = pat_commands.add_parser("merges", help="merges made, newest first, undone or not")
-    _add_config_flag(merges)
-    merges.add_argument("--limit", type=int, default=50)
-    merges.add_argument("--json", action="store_true", help="machine-readable output")
+    _command(
+        pat_commands,
+        "merges",
+        help="merges made, newest first, undone or not",
+        limit=True,
+        json=True,
+    )
 
     fwd = commands.add_parser("forward", help="received instances forwarded to the PACS")
     fwd_commands = fwd.add_subparsers(dest="forward_command", metavar="ACTION", required=True)
-    fwd_list = fwd_commands.add_parser("list", help="newest forward tasks first")
-    _add_config_flag(fwd_list)
+    fwd_list = _command(
+        fwd_commands, "list", help="newest forward tasks first", limit=True, json=True
+    )
     fwd_list.add_argument("--status", choices=["pending", "sent", "failed"])
-    fwd_list.add_argument("--limit", type=int, default=50)
-    fwd_list.add_argument("--json", action="store_true", help="machine-readable output")
-    fwd_retry = fwd_commands.add_parser("retry", help="forward a failed instance again")
-    _add_config_flag(fwd_retry)
-    fwd_retry.add_argument("id", type=int)
+    _command(fwd_commands, "retry", help="forward a failed instance again", record=True)
 
     jobs = commands.add_parser("jobs", help="the scheduled jobs: expiry, retention, retries")
     job_commands = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    jobs_list = job_commands.add_parser("list", help="each job: schedule, last run, result")
-    _add_config_flag(jobs_list)
-    jobs_list.add_argument("--json", action="store_true", help="machine-readable output")
-    jobs_run = job_commands.add_parser("run", help="run one job now, in this process")
-    _add_config_flag(jobs_run)
+    _command(job_commands, "list", help="each job: schedule, last run, result", json=True)
+    jobs_run = _command(job_commands, "run", help="run one job now, in this process", json=True)
     jobs_run.add_argument("name", help="the job's name, as `jobs list` shows it")
-    jobs_run.add_argument("--json", action="store_true", help="machine-readable output")
 
     modality = commands.add_parser(
         "modality", help="act as a modality for go-live checks: worklist, MPPS, images"
