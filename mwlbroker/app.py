@@ -226,6 +226,7 @@ class Broker:
             listeners=self.listeners,
             destinations=tuple(d.name for d in self.outbound.destinations),
             metrics=self.metrics,
+            worklist_statuses=tuple(config["dicom.worklist_statuses"]),
         )
         return create_app(
             context,

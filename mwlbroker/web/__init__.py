@@ -32,6 +32,8 @@ class WebContext:
     destinations: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None  # what /metrics renders; None: no metrics (tests of pages)
+    # dicom.worklist_statuses: a step in another status is not served, whatever its keys.
+    worklist_statuses: tuple[str, ...] = ("SCHEDULED",)
 
 
 def web() -> WebContext:

@@ -34,3 +34,9 @@ def day(name: str = "date") -> str:
         return date.today().strftime("%Y%m%d")
     digits = value.replace("-", "")
     return digits if re.fullmatch(r"\d{8}", digits) else ""
+
+
+def number(name: str) -> int | None:
+    """A positive whole number from the query string; None when absent or not one."""
+    value = request.args.get(name, "").strip()
+    return int(value) if value.isdigit() and len(value) < 18 else None
