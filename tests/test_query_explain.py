@@ -10,7 +10,17 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
+from mwlbroker.domain import query as q
 from mwlbroker.domain.accounts import Role
+from mwlbroker.domain.query import Element, parse_query
+from mwlbroker.services.query_explain import replay_query
+from mwlbroker.services.worklist_query import (
+    Caller,
+    QueryProfile,
+    WorklistQueryOptions,
+    WorklistQueryService,
+)
+from mwlbroker.store.db import Database
 from tests.conftest import Peer, ack_fields, hl7
 from tests.web_client import login
 
@@ -234,3 +244,44 @@ def test_the_explainer_needs_a_login(logged):
     assert page.status_code == 302 and "/login" in page.headers["Location"]
     api = anonymous.get(f"/api/queries/{query['id']}/explain?step={steps['EXP-A']['id']}")
     assert api.status_code == 401 and "DOE" not in api.get_data(as_text=True)
+
+
+def test_profile_additions_read_back_from_the_log(tmp_path):
+    """Both kinds of profile addition (station fill-in, date window) are rebuilt as applied."""
+    db = Database(f"sqlite:///{tmp_path / 'unused.db'}")
+    profile = QueryProfile(
+        "CT*", fill_station_ae=True, date_window_days=2, pn_case_insensitive=True
+    )
+    service = WorklistQueryService(
+        db, WorklistQueryOptions(profiles=(profile,)), today=lambda: date(2026, 11, 27)
+    )
+    try:
+        elements = [
+            Element(q.PATIENT_NAME, "PN", "PatientName", "müller*"),
+            Element(q.SPS_SEQUENCE, "SQ", "ScheduledProcedureStepSequence", items=((),)),
+        ]
+        applied, _ = service._apply_profile(parse_query(elements), Caller("CT1"))
+    finally:
+        service.close()
+        db.dispose()
+    logged = applied.describe()
+    assert [line.get("source") for line in logged] == [None, "profile CT*", "profile CT*"]
+    again = replay_query(q.identifier_json(elements), logged, applied.notes)
+    assert again.describe() == logged and again.notes == applied.notes
+    stored = {
+        q.PATIENT_NAME: {"vr": "PN", "Value": [{"Alphabetic": "MÜLLER^HANS"}]},
+        q.SPS_SEQUENCE: {
+            "vr": "SQ",
+            "Value": [
+                {
+                    q.SCHEDULED_STATION_AE_TITLE: {"vr": "AE", "Value": ["CT1"]},
+                    q.SPS_START_DATE: {"vr": "DA", "Value": ["20261130"]},
+                }
+            ],
+        },
+    }
+    verdicts = {v.key: v for v in again.explain(stored)}
+    assert verdicts["PatientName"].matched  # case/accent-insensitive, as the profile said
+    window = verdicts["ScheduledProcedureStepSequence>date+time"]
+    assert window.wanted == "20261125000000-20261129999999" and not window.matched
+    assert applied.matches(stored) is again.matches(stored) is False
