@@ -285,3 +285,22 @@ def test_profile_additions_read_back_from_the_log(tmp_path):
     window = verdicts["ScheduledProcedureStepSequence>date+time"]
     assert window.wanted == "20261125000000-20261129999999" and not window.matched
     assert applied.matches(stored) is again.matches(stored) is False
+
+
+def test_a_refused_query_is_explained_as_refused(broker_factory):
+    broker = broker_factory()
+    broker.accounts.add_user(VIEWER, PASSWORD, Role.VIEWER)
+    send(broker, omi("EXP-R"))
+    assert find(broker, calling_ae="CT1", name="DOE*", day="20261128-20261127") == []
+    client = broker.build_web_app().test_client()
+    login(client, VIEWER, PASSWORD)
+    (query,) = client.get("/api/queries").get_json()["items"]
+    assert query["status"] == 0xC000 and "ends before it starts" in query["error"]
+    (step,) = client.get("/api/worklist").get_json()["items"]
+    found = explain(client, query, step)
+    assert found["problem"].startswith("the query was refused: ")
+    explanation = found["explanation"]
+    assert explanation["keys"] == [] and not explanation["served"]
+    assert explanation["verdict"].startswith("The query was refused (")
+    page = client.get(f"/queries/{query['id']}/explain?step={step['id']}")
+    assert "ends before it starts" in page.get_data(as_text=True)

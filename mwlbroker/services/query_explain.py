@@ -149,11 +149,11 @@ def _since(returned_then: bool, served: bool, status: int) -> str:
 
 
 def _replay(row: QueryLogRow) -> tuple[WorklistQuery | None, str | None]:
-    if row.status != 0 and not row.conditions:
-        return None, f"the query was refused: {row.error or f'status {row.status:04X}'}"
     try:
         query = replay_query(row.identifier or {}, row.conditions or [], row.notes or [])
-    except (QueryError, KeyError, TypeError, ValueError) as error:
+    except QueryError as error:  # refused when it came, and for the same reason now
+        return None, f"the query was refused: {row.error or error.comment}"
+    except (KeyError, TypeError, ValueError) as error:
         return None, f"the logged query cannot be read back: {error}"
     if query.describe() != list(row.conditions or []):
         return query, "the conditions rebuilt from the log differ from those logged"
