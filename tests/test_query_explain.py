@@ -83,7 +83,8 @@ def find(broker, *, calling_ae: str, name: str, day: str) -> list[Dataset]:
 
 @pytest.fixture
 def logged(broker_factory):
-    """A broker whose CT profile fills an empty station, five steps, and one logged C-FIND."""
+    """A broker whose CT profile fills an empty station, five steps, and one logged C-FIND:
+    a viewer's client, the logged query, the steps by accession number, and the broker."""
     broker = broker_factory(dicom__profiles=[{"calling_ae": "CT*", "fill_station_ae": True}])
     broker.accounts.add_user(VIEWER, PASSWORD, Role.VIEWER)
     send(broker, omi("EXP-A"))  # matches
@@ -98,7 +99,7 @@ def logged(broker_factory):
     assert login(client, VIEWER, PASSWORD).status_code == 302
     (query,) = client.get("/api/queries").get_json()["items"]
     steps = {s["accession_number"]: s for s in client.get("/api/worklist").get_json()["items"]}
-    return client, query, steps
+    return client, query, steps, broker
 
 
 def explain(client, query, step) -> dict:
@@ -116,7 +117,7 @@ WHEN = "ScheduledProcedureStepSequence>date+time"
 
 
 def test_a_match_key_by_key(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     found = explain(client, query, steps["EXP-A"])
     assert found["problem"] is None
     assert found["served_statuses"] == ["SCHEDULED"]
@@ -156,7 +157,7 @@ def test_a_match_key_by_key(logged):
 
 
 def test_a_miss_on_the_station_a_profile_filled(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     found = explain(client, query, steps["EXP-B"])
     explanation = found["explanation"]
     assert not explanation["keys_match"] and not explanation["served"]
@@ -170,7 +171,7 @@ def test_a_miss_on_the_station_a_profile_filled(logged):
 
 
 def test_a_miss_on_the_date_range(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     found = explain(client, query, steps["EXP-C"])
     missed = [k["key"] for k in found["explanation"]["keys"] if not k["matched"]]
     assert missed == ["ScheduledProcedureStepSequence", WHEN]
@@ -179,7 +180,7 @@ def test_a_miss_on_the_date_range(logged):
 
 
 def test_a_miss_on_the_wildcard_name(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     found = explain(client, query, steps["EXP-D"])
     name = by_key(found)["PatientName"]
     assert (name["match"], name["item_value"], name["matched"]) == (
@@ -191,7 +192,7 @@ def test_a_miss_on_the_wildcard_name(logged):
 
 
 def test_an_item_in_a_status_not_served(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     found = explain(client, query, steps["EXP-E"])
     explanation = found["explanation"]
     assert explanation["keys_match"] and explanation["status"] == "CANCELED"
@@ -202,8 +203,17 @@ def test_an_item_in_a_status_not_served(logged):
     assert not explanation["returned_then"] and explanation["since"] == ""
 
 
+def test_a_step_changed_since_the_query(logged):
+    client, query, steps, broker = logged
+    assert explain(client, query, steps["EXP-A"])["explanation"]["since"] == ""
+    send(broker, omi("EXP-A", control="CA", order_status="CA"))
+    explanation = explain(client, query, steps["EXP-A"])["explanation"]
+    assert explanation["returned_then"] and not explanation["served"]
+    assert explanation["since"].startswith("The query returned this step when it ran")
+
+
 def test_the_page_picks_an_item_and_explains_it(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     log = client.get("/queries").get_data(as_text=True)
     assert f"/queries/{query['id']}/explain" in log
     page = client.get(f"/queries/{query['id']}/explain").get_data(as_text=True)
@@ -238,7 +248,7 @@ def test_values_from_dicom_and_hl7_are_escaped(broker_factory):
 
 
 def test_the_explainer_needs_a_login(logged):
-    client, query, steps = logged
+    client, query, steps, _ = logged
     anonymous = client.application.test_client()
     page = anonymous.get(f"/queries/{query['id']}/explain?step={steps['EXP-A']['id']}")
     assert page.status_code == 302 and "/login" in page.headers["Location"]

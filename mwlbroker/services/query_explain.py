@@ -141,8 +141,8 @@ def _since(returned_then: bool, served: bool, status: int) -> str:
     if status != int(FindStatus.SUCCESS) or returned_then == served:
         return ""
     if returned_then:
-        return "The query returned this step when it ran: the step has changed since."
-    return "The query did not return this step when it ran: the step has changed since."
+        return "The query returned this step when it ran: the step (or dicom.worklist_statuses) has changed since."
+    return "The query did not return this step when it ran: the step (or dicom.worklist_statuses) has changed since."
 
 
 # -- the query as it was applied --------------------------------------------------------------
