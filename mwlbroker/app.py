@@ -270,6 +270,7 @@ class Broker:
             destinations=tuple(d.name for d in self.outbound.destinations),
             metrics=self.metrics,
             jobs=self.jobs,
+            worklist_statuses=tuple(config["dicom.worklist_statuses"]),
         )
         return create_app(
             context,

@@ -60,7 +60,10 @@ def matches(elements: list[Element], stored: dict, insensitive: bool = False) ->
     query = parse_query(elements)
     if insensitive:
         query = q.WorklistQuery(query.keys, pn_insensitive=True)
-    return query.matches(stored)
+    matched = query.matches(stored)
+    # The explainer's verdicts come from the same predicates: they agree on every case here.
+    assert all(verdict.matched for verdict in query.explain(stored)) is matched
+    return matched
 
 
 @pytest.mark.parametrize(
@@ -214,3 +217,97 @@ def test_keys_as_given_keep_name_groups():
     assert given[q.PATIENT_NAME]["Value"] == [
         {"Alphabetic": "YAMADA^TARO", "Ideographic": "山田^太郎"}
     ]
+
+
+# -- explaining a match key by key ---------------------------------------------------------------
+
+
+def verdicts(elements: list[Element], stored: dict) -> dict[str, q.KeyVerdict]:
+    return {v.key: v for v in parse_query(elements).explain(stored)}
+
+
+def test_explain_gives_each_key_its_matching_type_values_and_outcome():
+    station = Element(q.SCHEDULED_STATION_AE_TITLE, "AE", "ScheduledStationAETitle", "CT2")
+    modality = Element(q.MODALITY, "CS", "Modality", "")
+    elements = [
+        name("DOE*"),
+        Element(q.STUDY_INSTANCE_UID, "UI", "StudyInstanceUID", "1.2.4\\1.2.3"),
+        sps(station, modality, date("20261127")),
+    ]
+    found = verdicts(elements, item(station="CT1"))
+    assert list(found) == [
+        "PatientName",
+        "StudyInstanceUID",
+        "ScheduledProcedureStepSequence",
+        "ScheduledProcedureStepSequence>ScheduledStationAETitle",
+        "ScheduledProcedureStepSequence>Modality",
+        "ScheduledProcedureStepSequence>ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepSequence>date+time",
+    ]
+    assert found["PatientName"].as_dict() == {
+        "key": "PatientName",
+        "tag": q.PATIENT_NAME,
+        "match": "wildcard",
+        "query_value": "DOE*",
+        "item_value": "DOE^JOHN",
+        "matched": True,
+        "source": "query",
+    }
+    assert found["StudyInstanceUID"].match == "uid-list"
+    sequence = found["ScheduledProcedureStepSequence"]
+    assert (sequence.match, sequence.found, sequence.matched) == ("sequence", "1 item", False)
+    miss = found["ScheduledProcedureStepSequence>ScheduledStationAETitle"]
+    assert (miss.match, miss.wanted, miss.found, miss.matched) == ("single", "CT2", "CT1", False)
+    assert miss.tag == f"{q.SPS_SEQUENCE}>{q.SCHEDULED_STATION_AE_TITLE}"
+    universal = found["ScheduledProcedureStepSequence>Modality"]
+    assert (universal.match, universal.found, universal.matched) == ("universal", "CT", True)
+    # the date became a combined date-time range: the date key itself is universal now
+    when = found["ScheduledProcedureStepSequence>date+time"]
+    assert (when.match, when.found, when.matched) == ("date-time range", "20261127143000", True)
+    assert when.wanted == "20261127000000-20261127999999"
+    assert [
+        v.key for v in parse_query(elements).explain(item(station="CT2")) if not v.matched
+    ] == []
+
+
+def test_explain_a_date_miss_a_profile_condition_and_case_insensitive_names():
+    query = parse_query([name("müller*"), sps(date("20261128-"))])
+    query = q.WorklistQuery(query.keys, pn_insensitive=True)
+    station = q.Key(q.SCHEDULED_STATION_AE_TITLE, "AE", "", q.SingleValue("CT2"), source="p")
+    query = query.with_sps_condition(station, "filled")
+    stored = item(name="MÜLLER^HANS", station="CT2", date="20261127")
+    found = {v.key: v for v in query.explain(stored)}
+    assert found["PatientName"].match == "wildcard (case/accent-insensitive)"
+    assert found["PatientName"].matched
+    assert found[f"ScheduledProcedureStepSequence>{q.SCHEDULED_STATION_AE_TITLE}"].source == "p"
+    when = found["ScheduledProcedureStepSequence>date+time"]
+    assert (when.wanted, when.found, when.matched) == ("20261128000000-", "20261127143000", False)
+    assert not query.matches(stored)
+
+
+def test_explain_an_item_without_the_sequence():
+    stored = item()
+    del stored[q.SPS_SEQUENCE]
+    found = verdicts([sps(Element(q.MODALITY, "CS", "Modality", "CT"))], stored)
+    assert not found["ScheduledProcedureStepSequence"].matched
+    assert found["ScheduledProcedureStepSequence>Modality"].found == ""
+    assert not found["ScheduledProcedureStepSequence>Modality"].matched
+
+
+def test_a_logged_identifier_reads_back_as_the_same_elements():
+    elements = [
+        Element("00080005", "CS", "", "ISO_IR 192"),
+        Element(q.ACCESSION_NUMBER, "SH", "", "A1"),
+        name("YAMADA^TARO=山田^太郎"),
+        Element(q.STUDY_INSTANCE_UID, "UI", "", "1.2.3\\1.2.4"),
+        sps(Element(q.MODALITY, "CS", "", "CT"), date("20261127-")),
+    ]
+    logged = q.identifier_json(elements)
+    again = q.elements_from_json(logged, keyword=lambda tag: "K" + tag)
+    assert q.identifier_json(again) == logged
+    assert again[0].keyword == "K00080005" and again[-1].items[0][0].keyword == "K00080060"
+    conditions = [(c["match"], c["value"]) for c in parse_query(elements).describe()]
+    assert [(c["match"], c["value"]) for c in parse_query(again).describe()] == conditions
+    both = {"Alphabetic": "YAMADA^TARO", "Ideographic": "山田^太郎"}
+    assert parse_query(again).matches(item(name=both, study="1.2.4"))
+    assert not parse_query(again).matches(item(name={"Alphabetic": "YAMADA^TARO"}))

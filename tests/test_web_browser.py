@@ -1,5 +1,5 @@
 """The web page in headless Chromium against a real ``mwlbroker serve``: log in, find an order,
-reprocess a failed message. Screenshots of the main pages go to test-artifacts/screenshots/."""
+reprocess a failed message, explain a worklist query. Screenshots of the main pages go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Peer, ack_fields, cli_env, orm, run_cli, start_serve
+from tests.conftest import (
+    ROOT,
+    Peer,
+    ack_fields,
+    cli_env,
+    orm,
+    run_cli,
+    start_serve,
+    wait_for,
+)
+from tests.dicom_peers import Modality
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -106,6 +116,27 @@ def test_log_in_find_an_order_and_reprocess_a_failed_message(served, database_ur
             page.goto(base + "/audit")
             expect(page.locator("main table")).to_contain_text("message reprocess")
             shot(page, "audit")
+
+            # A modality asks for its worklist; the query log explains why an item came back.
+            modality = Modality(served.dicom_port, ae_title="CT1")
+            try:
+                assert len(modality.worklist(accession="ABROWSER1")) == 1
+            finally:
+                modality.close()
+            page.goto(base + "/queries")
+            rows = page.locator("main table tbody tr a.explain")
+
+            def logged() -> bool:  # the query log is written off the response path
+                page.reload()
+                return rows.count() == 1
+
+            wait_for(logged, interval=0.2)
+            rows.first.click()
+            expect(page.locator("h1")).to_contain_text("from CT1")
+            page.locator("table.candidates a.explain").first.click()
+            expect(page.locator(".verdict")).to_contain_text("matches every key")
+            expect(page.locator("table.explanation")).to_contain_text("AccessionNumber")
+            shot(page, "explain")
         finally:
             browser.close()
     request.node.user_properties.append(("screenshots", str(SCREENSHOTS)))

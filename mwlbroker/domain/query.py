@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -108,6 +108,30 @@ def _elements_json(elements: Iterable[Element]) -> dict[str, Any]:
 def identifier_json(elements: Iterable[Element]) -> dict[str, Any]:
     """The keys as given, in the DICOM JSON model."""
     return _elements_json(elements)
+
+
+def elements_from_json(
+    given: Mapping[str, Any], keyword: Callable[[str], str] = lambda tag: ""
+) -> list[Element]:
+    """The keys of a logged identifier (:func:`identifier_json`) as elements again, in tag order.
+
+    ``keyword`` names a tag ("00100010" -> "PatientName"); the domain keeps no dictionary.
+    """
+    elements = []
+    for tag in sorted(given):
+        element = given[tag] if isinstance(given[tag], Mapping) else {}
+        vr = str(element.get("vr") or "UN")
+        values = element.get("Value") or []
+        if vr == "SQ":
+            items = tuple(
+                tuple(elements_from_json(item, keyword))
+                for item in values
+                if isinstance(item, Mapping)
+            )
+            elements.append(Element(tag, "SQ", keyword(tag), items=items))
+        else:
+            elements.append(Element(tag, vr, keyword(tag), "\\".join(_text(v) for v in values)))
+    return elements
 
 
 # -- conditions --------------------------------------------------------------------------------
@@ -375,6 +399,16 @@ class WorklistQuery:
         _describe(self.keys, "", lines, self.pn_insensitive)
         return lines
 
+    def explain(self, item: Mapping[str, Any]) -> list[KeyVerdict]:
+        """Each requested key's verdict on a stored item, depth first: why it matched or not.
+
+        Every verdict comes from the very predicates :meth:`matches` uses, so an item matches
+        exactly when every verdict is a match.
+        """
+        verdicts: list[KeyVerdict] = []
+        _explain(self.keys, item, "", "", self.pn_insensitive, verdicts)
+        return verdicts
+
 
 def _describe(keys: Iterable[Key], prefix: str, lines: list[dict[str, Any]], pn_fold: bool) -> None:
     for key in keys:
@@ -400,6 +434,85 @@ def _describe(keys: Iterable[Key], prefix: str, lines: list[dict[str, Any]], pn_
         if key.source != "query":
             line["source"] = key.source
         lines.append(line)
+
+
+# -- explaining a match -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyVerdict:
+    """One key of a query held against one item: the matching type, both values, the outcome."""
+
+    key: str  # keyword path: "ScheduledProcedureStepSequence>Modality"
+    tag: str  # tag path: "00400100>00080060"
+    match: str  # universal, single, wildcard, range, uid-list, sequence, date-time range
+    wanted: str  # the query's value
+    found: str  # the item's value; "" when it has none
+    matched: bool
+    source: str = "query"  # or what added the condition (a profile)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "tag": self.tag,
+            "match": self.match,
+            "query_value": self.wanted,
+            "item_value": self.found,
+            "matched": self.matched,
+            "source": self.source,
+        }
+
+
+def _explain(
+    keys: Iterable[Key],
+    item: Mapping[str, Any],
+    name_prefix: str,
+    tag_prefix: str,
+    insensitive: bool,
+    verdicts: list[KeyVerdict],
+) -> None:
+    for key in keys:
+        name = name_prefix + (key.keyword or key.tag)
+        tag = tag_prefix + key.tag
+        condition = key.condition
+        kind = condition.kind
+        if key.vr == "PN" and insensitive and kind in ("single", "wildcard"):
+            kind += " (case/accent-insensitive)"
+        found = _shown(item.get(key.tag), key.vr)
+        matched = key.matches(item, insensitive)  # the C-FIND predicate itself
+        verdicts.append(
+            KeyVerdict(name, tag, kind, condition.describe(), found, matched, key.source)
+        )
+        if not isinstance(condition, SequenceMatch):
+            continue
+        # PS3.4 C.2.2.2.6: one stored item must match every key; show the first that does,
+        # else the first there is, so each sub-key's verdict is about one and the same item.
+        stored = [i for i in _values(item.get(key.tag)) if isinstance(i, Mapping)]
+        chosen = next(
+            (i for i in stored if condition.matches_item(i, insensitive)),
+            stored[0] if stored else {},
+        )
+        _explain(condition.keys, chosen, name + ">", tag + ">", insensitive, verdicts)
+        for combined in condition.combined:
+            verdicts.append(
+                KeyVerdict(
+                    f"{name}>date+time",
+                    f"{tag}>{combined.date_tag}+{combined.time_tag}",
+                    "date-time range",
+                    combined.describe(),
+                    item_datetime(chosen, combined.date_tag, combined.time_tag) or "",
+                    combined.matches_item(chosen),
+                    combined.source,
+                )
+            )
+
+
+def _shown(element: Mapping[str, Any] | None, vr: str) -> str:
+    """A stored element's value as text: multiple values joined by backslashes."""
+    values = _values(element)
+    if vr == "SQ":
+        return f"{len(values)} item{'' if len(values) == 1 else 's'}" if values else ""
+    return "\\".join(_text(v) for v in values)
 
 
 # -- building a query from an identifier -------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from mwlbroker.domain import query as q
@@ -24,9 +24,14 @@ __all__ = [
     "QueryLogRow",
     "Selection",
     "add_query_logs",
+    "get_query_log",
+    "get_step",
+    "look_up_steps",
     "purge_query_log",
     "recent_queries",
     "select_worklist",
+    "steps_by_ids",
+    "steps_like",
 ]
 
 # Keys at the top of a worklist item, and the column holding each.
@@ -231,3 +236,65 @@ def recent_queries(
     if calling_ae is not None:
         statement = statement.where(QueryLogRow.calling_ae == calling_ae)
     return session.scalars(statement).all()
+
+
+def get_query_log(session: Session, log_id: int) -> QueryLogRow | None:
+    """One logged query by its id."""
+    return session.get(QueryLogRow, log_id)
+
+
+# -- items to hold a logged query against ------------------------------------------------------
+
+
+def get_step(session: Session, step_id: int) -> StepRow | None:
+    """One procedure step, in any status."""
+    return session.get(StepRow, step_id)
+
+
+def steps_by_ids(session: Session, step_ids: Sequence[int]) -> Sequence[StepRow]:
+    """The steps with these ids that still exist, in the order given."""
+    if not step_ids:
+        return []
+    found = {
+        row.id: row for row in session.scalars(select(StepRow).where(StepRow.id.in_(step_ids)))
+    }
+    return [found[i] for i in step_ids if i in found]
+
+
+def look_up_steps(session: Session, text: str, *, limit: int = 25) -> Sequence[StepRow]:
+    """Steps in any status whose accession number, SPS ID or requested procedure ID is
+    ``text``, or whose id it is."""
+    wanted = [
+        StepRow.accession_number == text,
+        StepRow.sps_id == text,
+        StepRow.requested_procedure_id == text,
+    ]
+    if text.isdigit() and len(text) < 18:
+        wanted.append(StepRow.id == int(text))
+    statement = select(StepRow).where(or_(*wanted)).order_by(StepRow.id).limit(limit)
+    return session.scalars(statement).all()
+
+
+def steps_like(
+    session: Session,
+    *,
+    station_ae: str | None = None,
+    modality: str | None = None,
+    day: str | None = None,
+    limit: int = 25,
+) -> Sequence[StepRow]:
+    """Steps in any status on the same station, of the same modality or on the same day
+    (YYYYMMDD) as a query asked for, latest start first; the latest steps when none is given."""
+    alike: list[ColumnElement[bool]] = []
+    if station_ae:
+        alike.append(StepRow.station_ae == station_ae)
+    if modality:
+        alike.append(StepRow.modality == modality)
+    if day:
+        alike.append(StepRow.start_datetime.between(day + "000000", day + "999999"))
+    statement = select(StepRow).order_by(
+        StepRow.start_datetime.desc().nulls_last(), StepRow.id.desc()
+    )
+    if alike:
+        statement = statement.where(or_(*alike))
+    return session.scalars(statement.limit(limit)).all()

@@ -31,9 +31,10 @@ class WebContext:
     # Listener name -> up? ("hl7", "dicom", "web"), as the broker sees them.
     listeners: Callable[[], dict[str, bool]] = dict
     destinations: tuple[str, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None  # what /metrics renders; None: no metrics (tests of pages)
     jobs: JobRunner | None = None  # the scheduled jobs, for the dashboard and "run now"
+    # dicom.worklist_statuses: a step in another status is not served, whatever its keys.
+    worklist_statuses: tuple[str, ...] = ("SCHEDULED",)
 
 
 def web() -> WebContext:

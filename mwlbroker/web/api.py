@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
-from mwlbroker.services import views
+from mwlbroker.services import query_explain, views
 from mwlbroker.store import browse, messages
 from mwlbroker.store.browse import Page
 from mwlbroker.store.db import DatabaseUnavailable
@@ -207,3 +207,23 @@ def queries() -> Response:
             session, calling_ae=params.text("calling_ae", 16), offset=offset, limit=limit
         )
         return _listing(found, [views.query_log_summary(r) for r in found.rows])
+
+
+@blueprint.get("/queries/<int:log_id>/explain")
+@login_required
+def explain_query(log_id: int) -> Any:
+    """Why a logged query did or did not return a step (?step=ID), key by key."""
+    with web().db.reading() as session:
+        try:
+            found = query_explain.explain_query(
+                session,
+                log_id,
+                statuses=web().worklist_statuses,
+                step_id=params.number("step"),
+                look_up=params.text("find"),
+            )
+        except LookupError as error:
+            return _error(404, str(error))
+    if found is None:
+        return _error(404, f"no logged query with id {log_id}")
+    return jsonify(found)

@@ -1,4 +1,5 @@
-"""The pages people use: dashboard, worklist, orders, messages, patients, audit, query log."""
+"""The pages people use: dashboard, worklist, orders, messages, patients, audit, query log
+and its explainer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.services import views
+from mwlbroker.services import query_explain, views
 from mwlbroker.store import browse, messages
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
@@ -204,3 +205,25 @@ def queries() -> Any:
     return render_template(
         "queries.html", rows=rows, page=found, filters={"calling_ae": calling_ae}
     )
+
+
+@blueprint.get("/queries/<int:log_id>/explain")
+@login_required
+def explain_query(log_id: int) -> Any:
+    """A logged query held against a step (?step=ID), picked from candidates or looked up
+    by accession number, SPS ID or step id (?find=...)."""
+    look_up = params.text("find")
+    with web().db.reading() as session:
+        try:
+            found = query_explain.explain_query(
+                session,
+                log_id,
+                statuses=web().worklist_statuses,
+                step_id=params.number("step"),
+                look_up=look_up,
+            )
+        except LookupError:
+            abort(404)
+    if found is None:
+        abort(404)
+    return render_template("explain.html", found=found)

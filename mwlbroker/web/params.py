@@ -54,3 +54,9 @@ def message_filters() -> dict[str, str]:
         "message_type": text("type", 8).upper(),
         "text": text("q"),
     }
+
+
+def number(name: str) -> int | None:
+    """A positive whole number from the query string; None when absent or not one."""
+    value = request.args.get(name, "").strip()
+    return int(value) if value.isdigit() and len(value) < 18 else None
