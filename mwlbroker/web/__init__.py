@@ -7,8 +7,7 @@ and hands them over in a :class:`WebContext`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
