@@ -356,7 +356,7 @@ SETTINGS: tuple[Setting, ...] = (
         "idle_timeout",
         300.0,
         _as_float(0.1, 86400),
-        "seconds an MLLP connection may stay silent before it is closed",
+        "seconds an MLLP connection may go without completing a message before it is closed",
     ),
     Setting(
         "hl7",

@@ -143,15 +143,21 @@ class MLLPListener:
             return None
 
     def _serve(self, connection: socket.socket, peer: str) -> None:
-        connection.settimeout(self.idle_timeout)
         decoder = FrameDecoder(self.max_message_bytes)
         log.debug("MLLP connection from %s", peer)
         reason = "closed by peer"
+        # Idle means "no complete message for idle_timeout", not "no byte": a client sending
+        # one byte a second would otherwise hold its slot for ever.
+        deadline = time.monotonic() + self.idle_timeout
         while True:
+            remaining = deadline - time.monotonic()
             try:
+                if remaining <= 0:
+                    raise TimeoutError
+                connection.settimeout(remaining)
                 data = connection.recv(RECV_BYTES)
             except TimeoutError:
-                reason = f"idle for {self.idle_timeout:g} s"
+                reason = f"no complete message for {self.idle_timeout:g} s"
                 break
             except OSError as error:
                 reason = f"error: {error}"
@@ -161,6 +167,7 @@ class MLLPListener:
             for received in decoder.feed(data):
                 if not self._answer(connection, received, peer):
                     return
+                deadline = time.monotonic() + self.idle_timeout
             if self._stopping.is_set() and not decoder.pending:
                 reason = "broker stopping"
                 break

@@ -243,7 +243,12 @@ class HL7Message:
             return value
         if self._unescaper is None:
             self._unescaper = hl7.Message("\r", esc=self._escape, separators=self._separators)
-        return str(self._unescaper.unescape(value))
+        try:
+            return str(self._unescaper.unescape(value))
+        except ValueError:
+            # python-hl7 gives up on some malformed sequences (``\.spx\``, a count that is not
+            # a number): keep the text as written rather than fail the whole message.
+            return value
 
     def repetitions(self, segment: str, field: int, occurrence: int = 1) -> int:
         """How many repetitions a field has (0 when absent or empty)."""

@@ -124,11 +124,19 @@ class IngestService:
         row = _new_row(raw, peer, truncated, now)
         try:
             message, header = self._read(raw, truncated)
-        except MessageRejected as rejection:
+        except Exception as error:
+            if not isinstance(error, MessageRejected):
+                # A reader fault on bytes nobody foresaw: keep the message and refuse it, so
+                # the sender hears why instead of seeing its connection dropped.
+                log.exception("reading a message from %s failed", peer)
+                error = MessageRejected(
+                    f"message cannot be read: {error}",
+                    error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                )
             msh, _ = read_header_bytes(raw)
             _describe_from_bytes(row, msh)
-            _mark(row, MessageStatus.REJECTED, rejection, now)
-            return _Intake(row, now, msh, self.default_codec, rejection=rejection)
+            _mark(row, MessageStatus.REJECTED, error, now)
+            return _Intake(row, now, msh, self.default_codec, rejection=error)
         _describe(row, header)
         row.digest = content_digest(message.text)
         row.dedup_key = _dedup_key(header)
