@@ -276,6 +276,7 @@ class Broker:
             context,
             secret_key=config["web.secret_key"] or load_or_create_secret(),
             secure_cookies=config["web.secure_cookies"],
+            proxy_hops=config["web.proxy_hops"],
         )
 
     def start(self) -> None:

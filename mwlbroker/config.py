@@ -682,6 +682,14 @@ SETTINGS: tuple[Setting, ...] = (
         "mark the session cookie Secure (sent over HTTPS only); set it behind a TLS proxy",
     ),
     Setting(
+        "web",
+        "proxy_hops",
+        0,
+        _as_int(0, 5),
+        "reverse proxies in front of the web page (TLS terminators) whose X-Forwarded-For/-Proto/"
+        "-Host headers are believed; 0: none, the headers are ignored",
+    ),
+    Setting(
         "log",
         "level",
         "info",

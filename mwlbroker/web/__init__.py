@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.ingest import IngestService
@@ -43,7 +44,12 @@ def web() -> WebContext:
 
 
 def create_app(
-    context: WebContext, *, secret_key: str, secure_cookies: bool = False, testing: bool = False
+    context: WebContext,
+    *,
+    secret_key: str,
+    secure_cookies: bool = False,
+    proxy_hops: int = 0,
+    testing: bool = False,
 ) -> Flask:
     """The Flask application: blueprints, login, CSRF protection and security headers."""
     from mwlbroker.web import api, auth, health, pages, reconcile, security
@@ -82,4 +88,11 @@ def create_app(
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(reconcile.blueprint, url_prefix="/reconcile")
     app.register_blueprint(api.blueprint, url_prefix="/api")
+    if proxy_hops:
+        # Behind a TLS-terminating proxy: the client's address (login throttling, audit) and
+        # scheme (https redirects) come from the proxy's headers, but only from that many hops;
+        # without it they are ignored, so no client can claim another address.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops, x_host=proxy_hops
+        )
     return app
