@@ -270,6 +270,7 @@ class Broker:
             destinations=tuple(d.name for d in self.outbound.destinations),
             metrics=self.metrics,
             jobs=self.jobs,
+            reconciliation=self.reconciliation,
         )
         return create_app(
             context,

@@ -17,6 +17,7 @@ from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.ingest import IngestService
 from mwlbroker.services.jobs import JobRunner
 from mwlbroker.services.metrics import Metrics
+from mwlbroker.services.reconciliation import ReconciliationService
 from mwlbroker.store.db import Database
 
 
@@ -34,6 +35,8 @@ class WebContext:
     settings: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None  # what /metrics renders; None: no metrics (tests of pages)
     jobs: JobRunner | None = None  # the scheduled jobs, for the dashboard and "run now"
+    # Collisions, duplicates, merges and exams without an order; None: no reconciliation pages.
+    reconciliation: ReconciliationService | None = None
 
 
 def web() -> WebContext:
@@ -46,7 +49,7 @@ def create_app(
     context: WebContext, *, secret_key: str, secure_cookies: bool = False, testing: bool = False
 ) -> Flask:
     """The Flask application: blueprints, login, CSRF protection and security headers."""
-    from mwlbroker.web import api, auth, health, pages, reconcile, security
+    from mwlbroker.web import api, auth, health, pages, reconcile, reconcile_api, security
 
     app = Flask(__name__)
     app.config.update(
@@ -82,4 +85,5 @@ def create_app(
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(reconcile.blueprint, url_prefix="/reconcile")
     app.register_blueprint(api.blueprint, url_prefix="/api")
+    app.register_blueprint(reconcile_api.blueprint, url_prefix="/api/reconcile")
     return app
