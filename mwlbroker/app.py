@@ -271,6 +271,7 @@ class Broker:
             metrics=self.metrics,
             jobs=self.jobs,
             worklist_statuses=tuple(config["dicom.worklist_statuses"]),
+            reconciliation=self.reconciliation,
         )
         return create_app(
             context,

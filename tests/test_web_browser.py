@@ -1,5 +1,6 @@
 """The web page in headless Chromium against a real ``mwlbroker serve``: log in, find an order,
-reprocess a failed message, explain a worklist query. Screenshots of the main pages go to test-artifacts/screenshots/."""
+reprocess a failed message, explain a worklist query, merge two duplicate patients (then ask the
+worklist with DCMTK's findscu). Screenshots of the main pages go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 
 from tests.conftest import (
     ROOT,
@@ -14,11 +16,14 @@ from tests.conftest import (
     ack_fields,
     cli_env,
     orm,
+    require_tools,
     run_cli,
     start_serve,
     wait_for,
 )
-from tests.dicom_peers import Modality
+from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.test_reconciliation import orm as utf8_orm
+from tests.test_worklist_find import findscu
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -139,4 +144,92 @@ def test_log_in_find_an_order_and_reprocess_a_failed_message(served, database_ur
             shot(page, "explain")
         finally:
             browser.close()
+    request.node.user_properties.append(("screenshots", str(SCREENSHOTS)))
+
+
+def test_merge_two_duplicate_patients_end_to_end(served, database_url, request, tmp_path):
+    """Sweep, pick the survivor, confirm, and the modality's worklist shows the survivor."""
+    _require_chromium()
+    require_tools("findscu", "storescu")
+    from playwright.sync_api import expect, sync_playwright
+
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with Peer(served.hl7_port) as peer:
+        for message in (
+            utf8_orm("R1", patient="A1", name="MÜLLER^JÜRGEN", order="O1"),
+            utf8_orm("R2", patient="B2", name="MULLER^JURGEN", order="O2"),
+            utf8_orm("R3", patient="K1", name="KOWALSKI^JAN", birth="19811224", order="O3"),
+            utf8_orm("R4", patient="K2", name="JAN^KOWALSKY", birth="19811224", order="O4"),
+            # One ID, two people: a collision.
+            utf8_orm("R5", patient="SHARED", name="DOE^JOHN", birth="19650302", order="O5"),
+            utf8_orm(
+                "R6", patient="SHARED", name="SMITH^MARY", birth="19900417", sex="F", order="O6"
+            ),
+        ):
+            assert ack_fields(peer.send(message))["MSA"][1] == "AA"
+    # An exam the modality started without a worklist item, and images of a study no one ordered.
+    modality = Modality(served.dicom_port)
+    try:
+        unscheduled = in_progress(None)
+        unscheduled.PatientID = "K1"
+        assert modality.create(unscheduled, generate_uid())[0].Status == 0x0000
+    finally:
+        modality.close()
+    image = ct_image(study_uid=generate_uid(), patient_id="A1", patient_name="MÜLLER^JÜRGEN")
+    sent = storescu(served.dicom_port, *write_images(tmp_path / "images", [image]))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    before = findscu(served.dicom_port, "AccessionNumber=AO2", "PatientID", tmp_path=tmp_path)
+    assert before.values("PatientID") == ["B2"]
+    base = f"http://127.0.0.1:{served.web_port}"
+
+    def shot(page, name: str) -> None:
+        page.screenshot(path=str(SCREENSHOTS / f"{kind}-{name}.png"), full_page=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(base + "/reconcile/")
+            page.fill("input[name=name]", "admin")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/reconcile/duplicates")
+            expect(page.locator("main")).to_contain_text("No likely duplicates")
+            page.click("button[name=sweep]")
+            expect(page.locator(".flash")).to_contain_text("2 likely duplicate pair(s)")
+            pair = page.locator("article.pair", has_text="MULLER^JURGEN")
+            expect(pair).to_contain_text("MÜLLER^JÜRGEN")
+            expect(pair).to_contain_text("AO2")
+            shot(page, "reconcile-duplicates")
+
+            pair.get_by_label("keep A1").check()
+            pair.locator("button[name=merge]").click()
+            expect(page.locator("h2")).to_have_text("Confirm the merge")
+            expect(page.locator("main")).to_contain_text("Survives: patient")
+            shot(page, "reconcile-confirm")
+            page.click("button[name=confirm]")
+            expect(page).to_have_url(f"{base}/reconcile/merges")
+            expect(page.locator(".flash")).to_contain_text(
+                "B2^^^HOSPITAL (MULLER^JURGEN) merged into A1^^^HOSPITAL"
+            )
+            expect(page.locator("main table")).to_contain_text("merged")
+            shot(page, "reconcile-merges")
+
+            page.goto(base + "/reconcile/collisions")
+            expect(page.locator("article.collision")).to_contain_text("SHARED^^^HOSPITAL")
+            shot(page, "reconcile-collisions")
+            page.goto(base + "/reconcile/exams")
+            expect(page.locator("article.exam")).to_have_count(2)
+            shot(page, "reconcile-exams")
+        finally:
+            browser.close()
+
+    # The modality asks again: the moved order now carries the survivor's Patient ID.
+    after = findscu(served.dicom_port, "AccessionNumber=AO2", "PatientID", "PatientName",
+                    tmp_path=tmp_path)  # fmt: skip
+    assert after.status == "Success" and after.values("PatientID") == ["A1"]
+    assert after.values("PatientName") == ["MÜLLER^JÜRGEN"]
     request.node.user_properties.append(("screenshots", str(SCREENSHOTS)))

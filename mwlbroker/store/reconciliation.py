@@ -44,6 +44,8 @@ __all__ = [
     "patient_updates",
     "replace_candidates",
     "steps_by_accession",
+    "steps_naming",
+    "steps_of_patients",
     "studies_of_orders",
     "unmatched_studies_for",
     "unscheduled_performed_steps_for",
@@ -132,7 +134,7 @@ def candidates(
         .order_by(DuplicateCandidateRow.score.desc(), DuplicateCandidateRow.id)
         .limit(limit)
     )
-    return [(c, a, b) for c, a, b in session.execute(query).tuples()]
+    return [(c, a, b) for c, a, b in session.execute(query)]
 
 
 def patient_updates(session: Session) -> Iterator[tuple[AuditRow, str, str, str | None]]:
@@ -145,7 +147,7 @@ def patient_updates(session: Session) -> Iterator[tuple[AuditRow, str, str, str 
         .order_by(AuditRow.entity_id, AuditRow.id)
         .execution_options(yield_per=2000)
     )
-    for audit, kind, trigger, control_id in session.execute(query).tuples():
+    for audit, kind, trigger, control_id in session.execute(query):
         yield audit, kind or "", trigger or "", control_id
 
 
@@ -279,3 +281,30 @@ def steps_by_accession(session: Session, accession: str) -> Sequence[StepRow]:
 def orders_created_since(session: Session, patient_pk: int, since: datetime) -> Sequence[OrderRow]:
     query = select(OrderRow).where(OrderRow.patient_pk == patient_pk, OrderRow.created_at > since)
     return session.scalars(query.order_by(OrderRow.id)).all()
+
+
+def steps_of_patients(session: Session, patient_pks: Sequence[int]) -> Sequence[StepRow]:
+    """The steps of these patients, by patient then id: a likely duplicate pair side by side."""
+    if not patient_pks:
+        return []
+    query = select(StepRow).where(StepRow.patient_pk.in_(list(patient_pks)))
+    return session.scalars(query.order_by(StepRow.patient_pk, StepRow.id)).all()
+
+
+def steps_naming(
+    session: Session, patient_id: str | None, accession: str | None, *, limit: int = 20
+) -> Sequence[StepRow]:
+    """Steps with this Patient ID or Accession Number, newest first: where an exam without an
+    order most likely belongs."""
+    conditions = [
+        column == value
+        for column, value in (
+            (StepRow.patient_id, patient_id),
+            (StepRow.accession_number, accession),
+        )
+        if value
+    ]
+    if not conditions:
+        return []
+    query = select(StepRow).where(or_(*conditions)).order_by(StepRow.id.desc()).limit(limit)
+    return session.scalars(query).all()

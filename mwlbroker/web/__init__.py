@@ -17,6 +17,7 @@ from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.ingest import IngestService
 from mwlbroker.services.jobs import JobRunner
 from mwlbroker.services.metrics import Metrics
+from mwlbroker.services.reconciliation import ReconciliationService
 from mwlbroker.store.db import Database
 
 
@@ -35,6 +36,8 @@ class WebContext:
     jobs: JobRunner | None = None  # the scheduled jobs, for the dashboard and "run now"
     # dicom.worklist_statuses: a step in another status is not served, whatever its keys.
     worklist_statuses: tuple[str, ...] = ("SCHEDULED",)
+    # Collisions, duplicates, merges and exams without an order; None: no reconciliation pages.
+    reconciliation: ReconciliationService | None = None
 
 
 def web() -> WebContext:
@@ -52,7 +55,7 @@ def create_app(
     testing: bool = False,
 ) -> Flask:
     """The Flask application: blueprints, login, CSRF protection and security headers."""
-    from mwlbroker.web import api, auth, health, pages, reconcile, security
+    from mwlbroker.web import api, auth, health, pages, reconcile, reconcile_api, security
 
     app = Flask(__name__)
     app.config.update(
@@ -88,6 +91,7 @@ def create_app(
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(reconcile.blueprint, url_prefix="/reconcile")
     app.register_blueprint(api.blueprint, url_prefix="/api")
+    app.register_blueprint(reconcile_api.blueprint, url_prefix="/api/reconcile")
     if proxy_hops:
         # Behind a TLS-terminating proxy: the client's address (login throttling, audit) and
         # scheme (https redirects) come from the proxy's headers, but only from that many hops;

@@ -24,23 +24,23 @@ from mwlbroker.web.pages import start_of_today
 blueprint = Blueprint("api", __name__)
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
+def json_error(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error=message), status
 
 
 @blueprint.errorhandler(CSRFError)
-def _csrf_error(error: CSRFError) -> tuple[Response, int]:
-    return _error(400, f"CSRF check failed: {error.description}")
+def csrf_error(error: CSRFError) -> tuple[Response, int]:
+    return json_error(400, f"CSRF check failed: {error.description}")
 
 
 @blueprint.errorhandler(DatabaseUnavailable)
-def _database_error(error: DatabaseUnavailable) -> tuple[Response, int]:
-    return _error(503, f"database unavailable: {error}")
+def database_error(error: DatabaseUnavailable) -> tuple[Response, int]:
+    return json_error(503, f"database unavailable: {error}")
 
 
 @blueprint.errorhandler(404)
-def _not_found(_error_: Any) -> tuple[Response, int]:
-    return _error(404, "not found")
+def not_found(_exception: Any) -> tuple[Response, int]:
+    return json_error(404, "not found")
 
 
 def _listing(found: Page, items: list[dict[str, Any]]) -> Response:
@@ -66,7 +66,7 @@ def jobs() -> Any:
     """The scheduled jobs, their schedules and last runs, and the lease holder."""
     runner = web().jobs
     if runner is None:
-        return _error(404, "no scheduled jobs here")
+        return json_error(404, "no scheduled jobs here")
     return jsonify(views.jobs_overview(runner))
 
 
@@ -76,7 +76,7 @@ def run_job(name: str) -> Any:
     """Run a job now on this node; answers the run (``ok`` false when the job failed)."""
     runner = web().jobs
     if runner is None or name not in runner.jobs:
-        return _error(404, f"no job named {name!r}")
+        return json_error(404, f"no job named {name!r}")
     run = runner.run(name, trigger=f"manual: {current_user.name}"[:16])
     return jsonify(views.job_run_summary(run))
 
@@ -98,7 +98,7 @@ def order(order_id: int) -> Any:
     with web().db.reading() as session:
         detail = views.order_detail(session, order_id)
     if detail is None:
-        return _error(404, f"no order with id {order_id}")
+        return json_error(404, f"no order with id {order_id}")
     return jsonify(detail)
 
 
@@ -125,7 +125,7 @@ def message(message_id: int) -> Any:
     with web().db.reading() as session:
         row = messages.get(session, message_id)
         if row is None:
-            return _error(404, f"no message with id {message_id}")
+            return json_error(404, f"no message with id {message_id}")
         detail = views.message_detail(row)
         detail["resubmitted_as"] = [r.id for r in browse.resubmissions_of(session, message_id)]
     return jsonify(detail)
@@ -145,13 +145,13 @@ def _outcome(result: Any) -> Response:
 def reprocess(message_id: int) -> Any:
     service = web().ingest()
     if service is None:
-        return _error(503, "the broker is starting")
+        return json_error(503, "the broker is starting")
     try:
         return _outcome(service.reprocess(message_id, actor=current_user.name))
     except LookupError as error:
-        return _error(404, str(error))
+        return json_error(404, str(error))
     except ValueError as error:
-        return _error(409, str(error))
+        return json_error(409, str(error))
 
 
 @blueprint.post("/messages/<int:message_id>/resubmit")
@@ -160,18 +160,18 @@ def resubmit(message_id: int) -> Any:
     """Body ``{"text": "MSH|...\\rPID|..."}``: an edited copy of a failed or rejected message."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        return _error(400, 'the body must be JSON: {"text": "the edited message"}')
+        return json_error(400, 'the body must be JSON: {"text": "the edited message"}')
     service = web().ingest()
     if service is None:
-        return _error(503, "the broker is starting")
+        return json_error(503, "the broker is starting")
     text = body["text"].replace("\r\n", "\r").replace("\n", "\r")
     raw = "\r".join(s for s in text.split("\r") if s) + "\r"
     try:
         return _outcome(service.resubmit(message_id, raw.encode("utf-8"), actor=current_user.name))
     except LookupError as error:
-        return _error(404, str(error))
+        return json_error(404, str(error))
     except ValueError as error:
-        return _error(409, str(error))
+        return json_error(409, str(error))
 
 
 @blueprint.get("/patients")
@@ -223,7 +223,7 @@ def explain_query(log_id: int) -> Any:
                 look_up=params.text("find"),
             )
         except LookupError as error:
-            return _error(404, str(error))
+            return json_error(404, str(error))
     if found is None:
-        return _error(404, f"no logged query with id {log_id}")
+        return json_error(404, f"no logged query with id {log_id}")
     return jsonify(found)

@@ -34,6 +34,13 @@ from mwlbroker.web import web
 
 blueprint = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
+# The blueprints under /api: they answer JSON, refusals included.
+API_BLUEPRINTS = ("api", "reconcile_api")
+
+
+def is_api() -> bool:
+    """Whether the request is for the JSON API (answers JSON, never a redirect to the login)."""
+    return request.blueprint in API_BLUEPRINTS
 
 
 class User:
@@ -94,7 +101,7 @@ def init_app(app: Flask) -> None:
 
     @manager.unauthorized_handler
     def _unauthorized() -> Response:
-        if request.blueprint == "api":
+        if is_api():
             response = jsonify(error="login required (session or Authorization: Bearer token)")
             response.status_code = 401
             response.headers["WWW-Authenticate"] = 'Bearer realm="mwlbroker"'
@@ -133,7 +140,7 @@ def admin_required(view: F) -> F:
 
             return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
         if not current_user.is_admin:
-            if request.blueprint == "api":
+            if is_api():
                 response = jsonify(error="this needs the admin role")
                 response.status_code = 403
                 return response
