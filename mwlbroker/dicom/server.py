@@ -29,6 +29,7 @@ import select
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -320,11 +321,16 @@ def _one_pdu_per_message(association: Association) -> None:
             if key is None:
                 for pdata in packed_pdvs(message.encode_msg(context_id, limit), limit):
                     dimse.dul.send_pdu(pdata)
+                time.sleep(0)
                 return
             command = commands[key] = cast(bytes, encode(message.command_set, True, True))
         identifier = cast(BytesIO, primitive.Identifier).getvalue()
         for pdata in packed_pdvs(_message_pdvs(context_id, command, identifier, limit), limit):
             dimse.dul.send_pdu(pdata)
+        # This thread goes straight on to build the next response, holding the interpreter
+        # lock; the reactor thread that sends this one would wait for it up to the switch
+        # interval (5 ms). Let it have the lock now.
+        time.sleep(0)
 
     dimse.send_msg = send_msg
 
