@@ -275,6 +275,7 @@ class _ResponsiveRequestHandler(RequestHandler):
         association = super()._create_association()
         _read_before_sending(association)
         _one_pdu_per_message(association)
+        _wake_on_work(association)
         return association
 
 
@@ -412,6 +413,59 @@ def _read_before_sending(association: Association) -> None:
         return send_queued()
 
     dul._process_recv_primitive = process_recv_primitive
+
+
+_IDLE_WAIT = 0.005  # seconds: how often an idle reactor still checks its timers and kill flag
+
+
+def _wake_on_work(association: Association) -> None:
+    """Make the DUL reactor wait for the peer or for something to send, instead of polling.
+
+    pynetdicom 3.0's reactor sleeps 1 ms whenever a turn finds nothing to do, so every PDU
+    in or out waits up to 1 ms. Its idle turn ends in ``_is_transport_event``, which here
+    blocks until the socket is readable or ``send_pdu`` queues a primitive (a byte on a
+    socket pair wakes it), at most :data:`_IDLE_WAIT`, and then queues the send itself so
+    that the same turn carries it out.
+    """
+    dul = association.dul
+    waker, wakened = socket.socketpair()
+    waker.setblocking(False)
+    wakened.setblocking(False)
+    queue_primitive = dul.send_pdu
+    is_transport_event = dul._is_transport_event
+
+    def send_pdu(primitive: Any) -> None:
+        queue_primitive(primitive)
+        with contextlib.suppress(OSError):
+            waker.send(b"\0")
+
+    def wait_for_work() -> bool:
+        raw = getattr(dul.socket, "socket", None)
+        if (
+            raw is None
+            or not dul.event_queue.empty()  # events still to act on: no waiting
+            or dul.state_machine.current_state == "Sta13"
+            or dul._kill_thread
+        ):
+            return is_transport_event()
+        try:
+            readable, _, _ = select.select([raw, wakened], [], [], _IDLE_WAIT)
+        except (OSError, ValueError):
+            return is_transport_event()  # closed: pynetdicom's own check reports it
+        if wakened in readable:
+            with contextlib.suppress(OSError):
+                wakened.recv(4096)
+        if raw in readable:
+            return is_transport_event()
+        return dul._process_recv_primitive()
+
+    def close(_event: evt.Event) -> None:
+        waker.close()
+        wakened.close()
+
+    dul.send_pdu = send_pdu
+    dul._is_transport_event = wait_for_work
+    association.bind(evt.EVT_CONN_CLOSE, close)
 
 
 def _peer_has_sent(association_socket: Any) -> bool:
