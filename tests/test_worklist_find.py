@@ -23,7 +23,14 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pynetdicom import AE
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, evt
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
@@ -543,6 +550,109 @@ def test_latin1_profile_transliterates(scp, worklist, tmp_path):
     # other callers still get UTF-8
     other = findscu(server.port, "PatientName", "PatientID=P1", aet="NEWCT", tmp_path=tmp_path)
     assert str(other.responses[0].PatientName) == "DVOŘÁK^ŁUKASZ"
+
+
+# -- transfer syntaxes and PDUs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+    ],
+    ids=["implicit", "explicit", "deflated", "big-endian"],
+)
+def test_each_transfer_syntax_gets_the_requested_keys(scp, worklist, syntax):
+    # responses are written straight from the stored item in little endian syntaxes, and by
+    # pydicom in the others or for values it must format itself (the weight, a DS)
+    worklist.add(name="DVOŘÁK^JIŘÍ", patient_id="P1", procedure={"PatientWeight": "70.5"})
+    worklist.add(name="SMITH^JOHN", patient_id="P2", study="1.2.3.4")
+    server = scp()
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ModalityWorklistInformationFind, [syntax])
+    association = ae.associate("127.0.0.1", server.port, ae_title="MWLBROKER")
+    assert association.is_established
+    try:
+        assert association.accepted_contexts[0].transfer_syntax == [syntax]
+        query = identifier(
+            SpecificCharacterSet="",
+            PatientName="",
+            PatientID="",
+            PatientWeight="",
+            StudyInstanceUID="",
+            ScheduledProcedureStepSequence=[
+                sps_item(Modality="CT", ScheduledProcedureStepStartDate="")
+            ],
+        )
+        results = find(association, query)
+    finally:
+        association.release()
+    assert [status for status, _ in results] == [0xFF00, 0xFF00, 0x0000]
+    by_id = {ds.PatientID: ds for status, ds in results if status == 0xFF00}
+    requested = {
+        "SpecificCharacterSet",
+        "PatientName",
+        "PatientID",
+        "PatientWeight",
+        "StudyInstanceUID",
+        "ScheduledProcedureStepSequence",
+    }
+    for response in by_id.values():
+        assert {e.keyword for e in response} == requested
+        (step,) = response.ScheduledProcedureStepSequence
+        assert step.Modality == "CT" and step.ScheduledProcedureStepStartDate == "20261127"
+        assert {e.keyword for e in step} == {"Modality", "ScheduledProcedureStepStartDate"}
+    utf8, ascii_only = by_id["P1"], by_id["P2"]
+    assert utf8.SpecificCharacterSet == "ISO_IR 192"
+    assert str(utf8.PatientName) == "DVOŘÁK^JIŘÍ" and utf8.PatientWeight == 70.5
+    assert ascii_only.SpecificCharacterSet == "" and ascii_only.PatientWeight is None
+    assert str(ascii_only.PatientName) == "SMITH^JOHN"
+    assert ascii_only.StudyInstanceUID == "1.2.3.4"  # odd length: padded, and read back
+
+
+@pytest.mark.parametrize("max_pdu", [16382, 128])
+def test_each_response_leaves_in_as_few_pdus_as_the_peer_allows(scp, worklist, max_pdu):
+    worklist.add_many([{"accession": f"PDU{i}", "patient_id": f"P{i}"} for i in range(3)])
+    server = scp()
+    received: list[P_DATA_TF] = []
+
+    def on_pdu(event: evt.Event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            received.append(event.pdu)
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    association = ae.associate(
+        "127.0.0.1",
+        server.port,
+        ae_title="MWLBROKER",
+        max_pdu=max_pdu,
+        evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
+    )
+    assert association.is_established
+    try:
+        query = identifier(
+            AccessionNumber="PDU*",
+            PatientID="",
+            PatientName="",
+            ScheduledProcedureStepSequence=[sps_item(ScheduledStationAETitle="CT1")],
+        )
+        results = find(association, query)
+    finally:
+        association.release()
+    assert [status for status, _ in results] == [0xFF00] * 3 + [0x0000]
+    found = sorted((ds.AccessionNumber, ds.PatientID) for s, ds in results if s == 0xFF00)
+    assert found == [("PDU0", "P0"), ("PDU1", "P1"), ("PDU2", "P2")]
+    for pdu in received:
+        assert len(pdu.encode()) - 6 <= max_pdu  # PS3.8 D.1: the PDV list within the limit
+    if max_pdu == 16382:
+        # command and data set of each pending response together, then the final status
+        assert [len(pdu.presentation_data_value_items) for pdu in received] == [2, 2, 2, 1]
+    else:
+        assert len(received) > 4
 
 
 # -- profiles ----------------------------------------------------------------------------------

@@ -12,33 +12,41 @@ from functools import partial
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom.events import Event
 
 from mwlbroker.dicom.identifier import read_identifier
+from mwlbroker.dicom.json_encoding import EncodedDataset, NotEncodable, encode_json
 from mwlbroker.dicom.storage import read_instance
 from mwlbroker.domain.images import StorageRefused, StorageStatus
 from mwlbroker.domain.mpps import MPPSRefused, NStatus
 from mwlbroker.domain.query import Element, FindStatus, QueryError
 from mwlbroker.services.progress import ProgressService
-from mwlbroker.services.worklist_query import Caller, FinalStatus, WorklistQueryService
+from mwlbroker.services.worklist_query import (
+    Caller,
+    FinalStatus,
+    WorklistQueryService,
+    WorklistResponse,
+)
 
 log = logging.getLogger("mwlbroker.dicom")
 
 VERIFICATION_SUCCESS = 0x0000  # PS3.4 A.4.2 C-ECHO status: success
 
-FindResponse = tuple[int | Dataset, Dataset | None]
+FindResponse = tuple[int | Dataset, Dataset | EncodedDataset | None]
 
 
 def handle_find(event: Event, worklist: WorklistQueryService) -> Iterator[FindResponse]:
     """EVT_C_FIND for Modality Worklist (PS3.4 K.4.1.2): pending per match, then a final status.
 
     The matches are selected and the database session closed before the first pending
-    response; a C-CANCEL is honoured before each pending response (PS3.7 9.3.2.3).
+    response; a C-CANCEL is honoured before each pending response (PS3.7 9.3.2.3). Each
+    identifier is encoded here for the context's transfer syntax.
     """
     answer = worklist.find(caller_of(event), partial(identifier_of, event))
+    transfer_syntax = event.context.transfer_syntax
     try:
-        for response in answer:
+        for response in answer.responses(partial(response_identifier, transfer_syntax)):
             if event.is_cancelled:
                 yield int(answer.finish(FindStatus.CANCEL).status), None
                 return
@@ -199,6 +207,28 @@ def handle_rejected(event: Event) -> None:
         called_ae_of(event),
         extra={"event": "association_rejected", "calling_ae": requestor.ae_title},
     )
+
+
+def response_identifier(
+    transfer_syntax: UID, response: WorklistResponse
+) -> EncodedDataset | Dataset:
+    """A response identifier encoded for the transfer syntax, or as a Dataset for pydicom.
+
+    Little endian items of text (every worklist item the mappings build) are written
+    directly; anything else, and the big endian and deflated syntaxes, go through pydicom.
+    """
+    if transfer_syntax in _DIRECT_SYNTAXES:
+        implicit = transfer_syntax == ImplicitVRLittleEndian
+        try:
+            data = encode_json(response.elements, implicit_vr=implicit, encoding=response.encoding)
+        except NotEncodable:
+            pass
+        else:
+            return EncodedDataset(data, implicit)
+    return response.dataset()
+
+
+_DIRECT_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian})
 
 
 def identifier_of(event: Event) -> list[Element]:

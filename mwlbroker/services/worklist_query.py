@@ -1,8 +1,9 @@
 """Answer Modality Worklist queries: apply the caller's profile, select, build responses, log.
 
 A query runs in a short read-only session that is closed before the first response is built
-(style convention 2): the matches are materialised, then each response dataset is built as the
-DICOM edge asks for it. Every query, answered or refused, is recorded in the query log by a
+(style convention 2): the matches are materialised, then each response identifier is built as
+the DICOM edge asks for it, in the DICOM JSON model the items are stored in (the edge writes
+the bytes for its transfer syntax). Every query, answered or refused, is recorded in the query log by a
 background writer, so a modality never waits for a log commit.
 """
 
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 
@@ -24,6 +25,7 @@ from mwlbroker.config import Config
 from mwlbroker.domain.charsets import DEFAULT_REPERTOIRE, RESPONSE_CHARSETS, transliterate
 from mwlbroker.domain.query import (
     SCHEDULED_STATION_AE_TITLE,
+    SPECIFIC_CHARACTER_SET,
     SPS_SEQUENCE,
     SPS_START_DATE,
     SPS_START_TIME,
@@ -44,6 +46,19 @@ log = logging.getLogger("mwlbroker.worklist")
 
 UTF8 = "ISO_IR 192"
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT"})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorklistResponse:
+    """One pending response's identifier in the DICOM JSON model, and the codec of its text."""
+
+    elements: dict[str, Any]
+    encoding: str  # Python codec of its Specific Character Set (ASCII when it has none)
+
+    def dataset(self) -> Dataset:
+        """The identifier as a pydicom Dataset."""
+        return Dataset.from_json(self.elements)
 
 
 @dataclass(frozen=True)
@@ -199,7 +214,9 @@ class WorklistQueryService:
             query = query.with_combined_range(window, note)
         return query, profile
 
-    def response(self, item: Mapping[str, Any], query: WorklistQuery, charset: str) -> Dataset:
+    def response(
+        self, item: Mapping[str, Any], query: WorklistQuery, charset: str
+    ) -> WorklistResponse:
         """The response identifier for a stored item, in ``charset`` where it needs one.
 
         Values the character set cannot hold are transliterated; a response with only ASCII
@@ -208,12 +225,13 @@ class WorklistQueryService:
         projected = query.response(item)
         codec = RESPONSE_CHARSETS.get(charset, "utf-8")
         fitted = _fit_item(projected, codec) if codec != "utf-8" else projected
-        dataset = Dataset.from_json(fitted)
         if charset != DEFAULT_REPERTOIRE and not _is_ascii(fitted):
-            dataset.SpecificCharacterSet = charset  # (0008,0005), PS3.3 C.12.1.1.2
-        elif query.charset_requested:
-            dataset.SpecificCharacterSet = ""
-        return dataset
+            # (0008,0005), PS3.3 C.12.1.1.2
+            fitted[SPECIFIC_CHARACTER_SET] = {"vr": "CS", "Value": [charset]}
+            return WorklistResponse(fitted, codec)
+        if query.charset_requested:
+            fitted[SPECIFIC_CHARACTER_SET] = {"vr": "CS"}
+        return WorklistResponse(fitted, "ascii")
 
     def purge_log(self, now: datetime | None = None) -> int:
         """Delete query log records older than the retention; returns how many."""
@@ -251,20 +269,27 @@ class WorklistAnswer:
     def fail(self, status: FindStatus, comment: str, tag: str | None = None) -> None:
         self.failure = FinalStatus(status, comment, tag)
 
-    def __iter__(self) -> Iterator[Dataset]:
-        """Each match's response, built when asked for; stops early on a failure."""
+    def __iter__(self) -> Iterator[WorklistResponse]:
+        """Each match's response identifier, built when asked for; stops early on a failure."""
+        return self.responses(lambda response: response)
+
+    def responses(self, build: Callable[[WorklistResponse], T]) -> Iterator[T]:
+        """Each match's response identifier passed through ``build`` (the edge's encoder).
+
+        An item that cannot be answered (or built) ends the matches with a failure.
+        """
         if self.failure is not None or self.query is None:
             return
         for step_id, item in self.steps:
             try:
-                dataset = self._service.response(item, self.query, self.charset)
+                response = build(self._service.response(item, self.query, self.charset))
             except Exception:
                 log.exception("worklist item of step %d cannot be answered", step_id)
                 self.fail(FindStatus.UNABLE_TO_PROCESS, f"item of step {step_id} is unreadable")
                 return
             if self.first_response_ms is None:
                 self.first_response_ms = (time.perf_counter() - self._started) * 1000
-            yield dataset
+            yield response
             self.returned += 1  # the caller came back for more: the last one was sent
 
     def abandon(self) -> None:
