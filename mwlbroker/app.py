@@ -304,7 +304,7 @@ class Broker:
             ) from None
         self.hl7.start()
         try:
-            self.dicom = start_dicom_server(config, self.db, self.progress)
+            self.dicom = start_dicom_server(config, self.db, self.progress, self.metrics)
         except OSError as error:
             raise StartupError(
                 f"dicom.port: cannot listen on {config['dicom.host']}:{config['dicom.port']}: "

@@ -9,7 +9,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RIS, Peer, ack_fields, orm, wait_for
+from tests.conftest import RIS, Peer, ack_fields, orm, require_tools, wait_for
+from tests.dicom_peers import ct_image, storescu, write_images
 from tests.test_outbound import FAST_RETRIES, destination, order, perform
 
 
@@ -26,7 +27,7 @@ def scrape(port: int) -> tuple[str, dict[tuple[str, tuple], float]]:
     return text, samples
 
 
-def test_metrics_count_messages_acks_queues_and_jobs(broker_factory):
+def test_metrics_count_messages_acks_queues_and_jobs(broker_factory, tmp_path):
     with RIS(listening=False) as ris:  # down: the status messages wait in the queue
         broker = broker_factory(outbound__destinations=[destination(ris)], **FAST_RETRIES)
         _, before = scrape(broker.web.port)
@@ -61,6 +62,21 @@ def test_metrics_count_messages_acks_queues_and_jobs(broker_factory):
         assert after[("mwlbroker_job_last_run_success", job)] == 1.0
         assert after[("mwlbroker_job_last_run_timestamp_seconds", job)] > 0
         assert "DOE" not in text and "PID1" not in text  # no patient data without a login
+
+        # The DICOM side: the worklist query and the MPPS of perform(), and one image.
+        assert after[("mwlbroker_cfind_queries_total", (("status", "0000"),))] == 1.0
+        assert after[("mwlbroker_cfind_seconds_count", ())] == 1.0
+        create = (("operation", "N-CREATE"), ("status", "0000"))
+        assert after[("mwlbroker_mpps_total", create)] == 1.0
+        final = (("operation", "N-SET"), ("status", "0000"))
+        assert after[("mwlbroker_mpps_total", final)] == 1.0
+        require_tools("storescu")
+        image = ct_image(study_uid="1.2.826.0.1.3680043.10.1.7", accession="APLM3")
+        stored = storescu(broker.dicom.port, *write_images(tmp_path, [image]))
+        assert stored.returncode == 0, stored.stderr
+        _, after = scrape(broker.web.port)
+        assert after[("mwlbroker_cstore_total", (("status", "0000"),))] == 1.0
+        wait_for(lambda: scrape(broker.web.port)[1][("mwlbroker_dicom_associations", ())] == 0)
 
         ris.listen()
         wait_for(lambda: scrape(broker.web.port)[1].get(pending) is None, timeout=20)

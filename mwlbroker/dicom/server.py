@@ -59,7 +59,9 @@ from mwlbroker.dicom.handlers import (
     handle_store,
 )
 from mwlbroker.dicom.json_encoding import EncodedDataset
+from mwlbroker.dicom.metered import metered_find, metered_mpps, metered_store
 from mwlbroker.dicom.storage import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from mwlbroker.services.metrics import Metrics
 from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.worklist_query import WorklistQueryService
 from mwlbroker.store.db import Database
@@ -110,10 +112,12 @@ class DicomServer:
         progress: ProgressService,
         *,
         owns_worklist: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.options = options
         self.worklist = worklist
         self.progress = progress
+        self.metrics = metrics or Metrics()
         self._owns_worklist = owns_worklist
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -153,13 +157,16 @@ class DicomServer:
         ae.add_supported_context(Verification)
         for storage_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(storage_class, list(TRANSFER_SYNTAXES))
+        metrics = self.metrics
         handlers = [
-            (evt.EVT_C_FIND, handle_find, [self.worklist]),
-            (evt.EVT_N_CREATE, handle_n_create, [self.progress]),
-            (evt.EVT_N_SET, handle_n_set, [self.progress]),
-            (evt.EVT_C_STORE, handle_store, [self.progress]),
+            (evt.EVT_C_FIND, metered_find(handle_find, metrics), [self.worklist]),
+            (evt.EVT_N_CREATE, metered_mpps(handle_n_create, metrics, "N-CREATE"), [self.progress]),
+            (evt.EVT_N_SET, metered_mpps(handle_n_set, metrics, "N-SET"), [self.progress]),
+            (evt.EVT_C_STORE, metered_store(handle_store, metrics), [self.progress]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_REJECTED, handle_rejected),
+            (evt.EVT_CONN_OPEN, lambda _event: metrics.dicom_associations.inc()),
+            (evt.EVT_CONN_CLOSE, lambda _event: metrics.dicom_associations.dec()),
         ]
         server = ae.make_server(
             (options.host, options.port),
@@ -196,7 +203,10 @@ class DicomServer:
 
 
 def start_dicom_server(
-    config: Config, db: Database, progress: ProgressService | None = None
+    config: Config,
+    db: Database,
+    progress: ProgressService | None = None,
+    metrics: Metrics | None = None,
 ) -> DicomServer:
     """Build the worklist query service and the DICOM listener from the settings, and start it.
 
@@ -206,7 +216,9 @@ def start_dicom_server(
     worklist = WorklistQueryService.from_config(config, db)
     if progress is None:
         progress = ProgressService.from_config(config, db)
-    server = DicomServer(DicomOptions.from_config(config), worklist, progress, owns_worklist=True)
+    server = DicomServer(
+        DicomOptions.from_config(config), worklist, progress, owns_worklist=True, metrics=metrics
+    )
     try:
         server.start()
     except BaseException:
