@@ -40,7 +40,9 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     # Alembic narrates every migration step at INFO; the broker logs the upgrade itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     # pynetdicom narrates every association and every C-FIND response at INFO (one line per
-    # matching item); the broker logs each association's query itself. Kept for debugging.
-    logging.getLogger("pynetdicom").setLevel(
-        logging.DEBUG if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
-    )
+    # matching item), APScheduler every firing (the lease heartbeat, the settle chore, every
+    # few seconds); the broker logs each query and each job's run itself. Kept for debugging.
+    for chatty in ("pynetdicom", "apscheduler"):
+        logging.getLogger(chatty).setLevel(
+            logging.DEBUG if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+        )
