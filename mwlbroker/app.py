@@ -208,16 +208,18 @@ def build_jobs(
     return JobRunner(db, jobs, lease_seconds=config["jobs.lease_seconds"])
 
 
-def _hl7_tls(config: Config) -> ssl.SSLContext | None:
-    """The MLLP listener's TLS context, or None for plain MLLP; a bad file stops start-up."""
-    if not (config["hl7.tls_cert"] or config["hl7.tls_key"]):
-        if config["hl7.tls_ca"]:
-            raise StartupError("hl7.tls_ca needs hl7.tls_cert and hl7.tls_key", exit_code=2)
+def _listener_tls(config: Config, section: str) -> ssl.SSLContext | None:
+    """The TLS context of the ``hl7`` or ``dicom`` listener from its tls_* settings, or None
+    for plain MLLP/DICOM; a bad file stops start-up (exit code 2) naming the setting."""
+    cert, key, ca = (config[f"{section}.tls_{name}"] for name in ("cert", "key", "ca"))
+    if not (cert or key):
+        if ca:
+            raise StartupError(
+                f"{section}.tls_ca needs {section}.tls_cert and {section}.tls_key", exit_code=2
+            )
         return None
     try:
-        return server_context(
-            config["hl7.tls_cert"], config["hl7.tls_key"], config["hl7.tls_ca"], setting="hl7.tls"
-        )
+        return server_context(cert, key, ca, setting=f"{section}.tls")
     except TLSConfigError as error:
         raise StartupError(str(error), exit_code=2) from None
 
@@ -284,6 +286,8 @@ class Broker:
         config = self.config
         self.ingest = build_ingest(config, self.db, reconciliation=self.reconciliation)
         prepare_database(self.db)
+        # Every certificate is checked before anything listens.
+        hl7_tls, dicom_tls = _listener_tls(config, "hl7"), _listener_tls(config, "dicom")
         try:
             self.hl7 = MLLPListener(
                 self.ingest,
@@ -294,7 +298,7 @@ class Broker:
                 max_message_bytes=config["hl7.max_message_bytes"],
                 application=config["hl7.application"],
                 facility=config["hl7.facility"],
-                tls=_hl7_tls(config),
+                tls=hl7_tls,
                 metrics=self.metrics,
             )
         except OSError as error:
@@ -304,7 +308,9 @@ class Broker:
             ) from None
         self.hl7.start()
         try:
-            self.dicom = start_dicom_server(config, self.db, self.progress, self.metrics)
+            self.dicom = start_dicom_server(
+                config, self.db, self.progress, self.metrics, tls=dicom_tls
+            )
         except OSError as error:
             raise StartupError(
                 f"dicom.port: cannot listen on {config['dicom.host']}:{config['dicom.port']}: "
@@ -326,7 +332,10 @@ class Broker:
             sender.start()
             self.senders.append(sender)
         if self.forward is not None:
-            self.forwarder = Forwarder(self.forward)
+            try:
+                self.forwarder = Forwarder(self.forward)
+            except TLSConfigError as error:
+                raise StartupError(str(error), exit_code=2) from None
             self.forwarder.start()
         # Studies whose images have gone quiet complete their steps (progress.complete_on).
         quiet = config["progress.images_quiet_seconds"]

@@ -289,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--aec", help="called AE title (default: dicom.ae_title)")
         command.add_argument("--aet", default="MWLEMU", help="our AE title (default: MWLEMU)")
         command.add_argument("--timeout", type=float, default=30.0, help="seconds per answer")
+        command.add_argument("--tls", action="store_true", help="DICOM over TLS")
+        command.add_argument("--ca", default="", help="CA (PEM) to check the SCP's certificate")
+        command.add_argument("--cert", default="", help="client certificate (PEM), if asked for")
+        command.add_argument("--key", default="", help="private key (PEM) of --cert")
         command.add_argument(
             "--state",
             default="var/modality",
@@ -827,16 +831,25 @@ def _modality(args: argparse.Namespace, config: Config) -> int:
     from datetime import date
 
     from mwlbroker.dicom import modality as emulator
+    from mwlbroker.tls import TLSConfigError, client_context
 
     host = args.host or config["dicom.host"]
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"  # listening on every address: talk to it locally
+    tls = None
+    if args.tls or args.ca or args.cert:
+        try:
+            tls = client_context(args.ca, args.cert, args.key, setting="--tls")
+        except TLSConfigError as error:
+            print(f"mwlbroker: {error}", file=sys.stderr)
+            return 2
     target = emulator.Target(
         host=host,
         port=args.port or config["dicom.port"],
         called_ae=args.aec or config["dicom.ae_title"],
         calling_ae=args.aet,
         timeout=args.timeout,
+        tls=tls,
     )
     scanner = emulator.ModalityEmulator(target)
     state = emulator.EmulatorState(args.state)

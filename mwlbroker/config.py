@@ -466,6 +466,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dicom",
+        "tls_cert",
+        "",
+        _as_str,
+        "certificate (PEM) the DICOM listener presents; set with tls_key to accept only DICOM "
+        "over TLS",
+    ),
+    Setting("dicom", "tls_key", "", _as_str, "private key (PEM) of dicom.tls_cert"),
+    Setting(
+        "dicom",
+        "tls_ca",
+        "",
+        _as_str,
+        "CA certificates (PEM) that sign the modalities' client certificates; set: a modality "
+        "without one is refused",
+    ),
+    Setting(
+        "dicom",
         "worklist_statuses",
         ("SCHEDULED",),
         _as_statuses,
@@ -546,6 +563,22 @@ SETTINGS: tuple[Setting, ...] = (
         lambda value: _as_ae_title(value) if value else "",
         "our AE title towards the PACS; empty: dicom.ae_title",
     ),
+    Setting("forward", "tls", False, _as_bool, "forward to the PACS over TLS"),
+    Setting(
+        "forward",
+        "tls_ca",
+        "",
+        _as_str,
+        "CA certificates (PEM) the PACS's certificate is checked against; empty: the system's CAs",
+    ),
+    Setting(
+        "forward",
+        "tls_cert",
+        "",
+        _as_str,
+        "our client certificate (PEM) for a PACS that asks for one; with forward.tls_key",
+    ),
+    Setting("forward", "tls_key", "", _as_str, "private key (PEM) of forward.tls_cert"),
     Setting(
         "forward",
         "coerce",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 from sqlalchemy import create_engine, text
 
 from mwlbroker.app import Broker
@@ -125,6 +126,33 @@ def broker_factory(database_url: str) -> Iterator:
 def broker(broker_factory) -> Broker:
     """A running broker with the default settings on free ports."""
     return broker_factory()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> dict[str, str]:
+    """PEM files of a throw-away CA (trustme): the CA, the broker's certificate, a client
+    certificate (a RIS or a modality), and a stranger CA with a certificate of its own."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca, stranger_ca = trustme.CA(), trustme.CA()
+    files: dict[str, str] = {}
+
+    def write(name: str, blob: trustme.Blob) -> None:
+        path = folder / name
+        blob.write_to_path(str(path))
+        files[name] = str(path)
+
+    write("ca.pem", ca.cert_pem)
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    write("server.pem", server.cert_chain_pems[0])
+    write("server.key", server.private_key_pem)
+    client = ca.issue_cert("ris.example.org")
+    write("client.pem", client.cert_chain_pems[0])
+    write("client.key", client.private_key_pem)
+    stranger = stranger_ca.issue_cert("ris.example.org", "127.0.0.1")
+    write("stranger-ca.pem", stranger_ca.cert_pem)
+    write("stranger.pem", stranger.cert_chain_pems[0])
+    write("stranger.key", stranger.private_key_pem)
+    return files
 
 
 # -- a plain MLLP peer over a real socket, independent of the broker's own client --------------

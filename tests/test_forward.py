@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,8 +44,13 @@ def _dcmtk() -> None:
 class PACS:
     """A Storage SCP keeping what it receives; ``answer(dataset)`` gives each status."""
 
-    def __init__(self, answer: Callable[[Dataset], int] | None = None) -> None:
+    def __init__(
+        self,
+        answer: Callable[[Dataset], int] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.answer = answer or (lambda _dataset: 0x0000)
+        self.ssl_context = ssl_context
         self.received: list[Dataset] = []
         self.calling_aes: list[str] = []
         self._changed = threading.Condition()
@@ -62,6 +68,7 @@ class PACS:
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._store)],
+            ssl_context=self.ssl_context,
         )
         return self
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from mwlbroker.hl7v2.mllp import FrameDecoder, frame
 from tests.conftest import (
@@ -29,32 +28,6 @@ from tests.conftest import (
 from tests.test_outbound import order, perform
 
 SAMPLE = str(SAMPLES / "02_orm_o01_nw_v231.hl7")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, str]:
-    """PEM files: a CA, the broker's certificate, a RIS client certificate, and strangers."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca, stranger_ca = trustme.CA(), trustme.CA()
-    files: dict[str, str] = {}
-
-    def write(name: str, blob: trustme.Blob) -> None:
-        path = folder / name
-        blob.write_to_path(str(path))
-        files[name] = str(path)
-
-    write("ca.pem", ca.cert_pem)
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    write("server.pem", server.cert_chain_pems[0])
-    write("server.key", server.private_key_pem)
-    client = ca.issue_cert("ris.example.org")
-    write("client.pem", client.cert_chain_pems[0])
-    write("client.key", client.private_key_pem)
-    stranger = stranger_ca.issue_cert("ris.example.org", "127.0.0.1")
-    write("stranger-ca.pem", stranger_ca.cert_pem)
-    write("stranger.pem", stranger.cert_chain_pems[0])
-    write("stranger.key", stranger.private_key_pem)
-    return files
 
 
 def _send(database_url: str, port: int, *flags: str) -> tuple[int, str, str]:

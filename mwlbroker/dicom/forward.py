@@ -4,7 +4,8 @@ The forwarder claims a batch of due instances, opens one association proposing e
 SOP classes and transfer syntaxes they need, sends each with its patient and order attributes
 coerced to the broker's record, and records what the PACS answered. A PACS that cannot be
 reached makes it back off, doubling the wait up to ``forward.retry_max_seconds``, and try
-again for as long as it takes; a refusal counts towards ``forward.max_attempts``.
+again for as long as it takes; a refusal counts towards ``forward.max_attempts``. With
+``forward.tls`` the association runs over TLS, the PACS's certificate checked for its host.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mwlbroker.dicom.client import ClientAE
 from mwlbroker.mapping.coercion import coerce
 from mwlbroker.services.delivery import DeliveryWorker
 from mwlbroker.services.forward import ForwardClaim, ForwardService
+from mwlbroker.tls import client_context
 
 log = logging.getLogger("mwlbroker.forward")
 
@@ -31,7 +33,19 @@ class Forwarder:
     """Sends the forward queue to the PACS, a batch per association."""
 
     def __init__(self, service: ForwardService) -> None:
+        """Raises TLSConfigError, naming the forward.tls_* setting, for an unusable file."""
         self.service = service
+        options = service.options
+        self._tls = (
+            (
+                client_context(
+                    options.tls_ca, options.tls_cert, options.tls_key, setting="forward.tls"
+                ),
+                options.host,
+            )
+            if options.tls
+            else None
+        )
         self._worker = DeliveryWorker(
             "forward", service.wakeup, service.claim, self._send, service.options.backoff
         )
@@ -40,11 +54,12 @@ class Forwarder:
         options = self.service.options
         self._worker.start()
         log.info(
-            "forwarding received instances to %s at %s:%d as %s",
+            "forwarding received instances to %s at %s:%d as %s%s",
             options.ae_title,
             options.host,
             options.port,
             options.calling_ae,
+            " over TLS" if self._tls is not None else "",
             extra={"event": "forward_started"},
         )
 
@@ -62,7 +77,9 @@ class Forwarder:
             syntaxes.add(claim.transfer_syntax_uid or _UNCOMPRESSED[0])
         for sop_class, syntaxes in list(contexts.items())[:_MAX_CONTEXTS]:
             ae.add_requested_context(sop_class, sorted(syntaxes))
-        assoc = ae.associate(options.host, options.port, ae_title=options.ae_title)
+        assoc = ae.associate(
+            options.host, options.port, ae_title=options.ae_title, tls_args=self._tls
+        )
         if not assoc.is_established:
             error = f"no association with {options.ae_title} at {options.host}:{options.port}"
             for claim in claims:

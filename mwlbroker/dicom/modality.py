@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -49,6 +50,7 @@ class Target:
     called_ae: str = "MWLBROKER"
     calling_ae: str = "MWLEMU"
     timeout: float = 30.0
+    tls: SSLContext | None = None  # DICOM over TLS, the SCP's certificate checked for host
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ class ModalityEmulator:
                 ae.add_requested_context(context, [ExplicitVRLittleEndian])
             else:
                 ae.add_requested_context(context)
-        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae)
+        ae.connection_timeout = target.timeout  # the TLS handshake included
+        tls_args = (target.tls, target.host) if target.tls is not None else None
+        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, tls_args=tls_args)
         if not assoc.is_established:
             raise EmulatorError(
                 f"no association with {target.called_ae} at {target.host}:{target.port} "

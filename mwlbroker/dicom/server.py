@@ -18,6 +18,11 @@ arrive from the handler already encoded (:class:`EncodedDataset`); pynetdicom's 
 is taught to send those bytes as they are instead of encoding a pydicom Dataset. And pynetdicom
 deep-copies the AE's presentation contexts for every association (hundreds of UIDs, each
 validated again: most of an association's setup); each association gets a shallow copy.
+
+With a TLS context (dicom.tls_cert), pynetdicom would do the handshake in its accept loop, so
+one silent client would hold up every other connection. Accepted sockets are wrapped without a
+handshake; it happens on the association's own thread, bounded by dicom.acse_timeout, and a
+peer that fails it (plain DICOM, no or a foreign client certificate) is logged and closed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import logging
 import select
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -113,8 +119,10 @@ class DicomServer:
         *,
         owns_worklist: bool = False,
         metrics: Metrics | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.options = options
+        self.tls = tls
         self.worklist = worklist
         self.progress = progress
         self.metrics = metrics or Metrics()
@@ -171,6 +179,7 @@ class DicomServer:
         server = ae.make_server(
             (options.host, options.port),
             evt_handlers=handlers,
+            ssl_context=self.tls,
             server_class=_Server,
             request_handler=_ResponsiveRequestHandler,
         )
@@ -183,9 +192,10 @@ class DicomServer:
         )
         self._thread.start()
         log.info(
-            "DICOM listener on %s:%d as %s",
+            "DICOM listener on %s:%d as %s%s",
             *self.address,
             options.ae_title,
+            " (TLS)" if self.tls is not None else "",
             extra={"event": "listening", "listener": "dicom", "port": self.port},
         )
 
@@ -207,17 +217,25 @@ def start_dicom_server(
     db: Database,
     progress: ProgressService | None = None,
     metrics: Metrics | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> DicomServer:
     """Build the worklist query service and the DICOM listener from the settings, and start it.
 
-    ``progress`` follows MPPS (built from the settings when not given). The returned server
-    owns the worklist service it built: ``stop()`` also flushes its query log.
+    ``progress`` follows MPPS (built from the settings when not given); with ``tls`` the
+    listener speaks DICOM over TLS only. The returned server owns the worklist service it
+    built: ``stop()`` also flushes its query log.
     """
     worklist = WorklistQueryService.from_config(config, db)
     if progress is None:
         progress = ProgressService.from_config(config, db)
     server = DicomServer(
-        DicomOptions.from_config(config), worklist, progress, owns_worklist=True, metrics=metrics
+        DicomOptions.from_config(config),
+        worklist,
+        progress,
+        owns_worklist=True,
+        metrics=metrics,
+        tls=tls,
     )
     try:
         server.start()
@@ -270,7 +288,10 @@ class _Server(ThreadedAssociationServer):
         client, address = self.socket.accept()
         client = _low_latency(client)
         if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
+            # No handshake here, on the accept loop: _ResponsiveRequestHandler does it.
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
         return client, address
 
     def shutdown(self) -> None:
@@ -282,6 +303,14 @@ class _Server(ThreadedAssociationServer):
 
 class _ResponsiveRequestHandler(RequestHandler):
     """Creates each association with a reactor that reads the peer before sending more."""
+
+    def handle(self) -> None:
+        # On this connection's own thread (ThreadingMixIn), not the accept loop.
+        if isinstance(self.request, ssl.SSLSocket) and not _tls_handshake(
+            self.request, self.client_address, self.server.ae.acse_timeout
+        ):
+            return
+        super().handle()
 
     def _create_association(self) -> Association:
         association = super()._create_association()
@@ -305,6 +334,31 @@ class _SharedContexts(list[PresentationContext]):
             duplicate._transfer_syntax = list(context._transfer_syntax)
             copies.append(duplicate)
         return copies
+
+
+def _tls_handshake(connection: ssl.SSLSocket, address: Any, timeout: float | None) -> bool:
+    """Complete the TLS handshake within ``timeout``; on failure log it and close the socket.
+
+    A peer speaking plain DICOM, presenting no certificate or one the site CA did not sign, or
+    saying nothing at all, is refused here before any association exists.
+    """
+    peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+    previous = connection.gettimeout()
+    connection.settimeout(timeout)
+    try:
+        connection.do_handshake()
+    except (ssl.SSLError, OSError) as error:
+        log.warning(
+            "DICOM %s: TLS handshake failed, connection closed: %s",
+            peer,
+            getattr(error, "reason", None) or error,
+            extra={"event": "tls_refused", "peer": peer},
+        )
+        with contextlib.suppress(OSError):
+            connection.close()
+        return False
+    connection.settimeout(previous)
+    return True
 
 
 def _one_pdu_per_message(association: Association) -> None:
@@ -455,6 +509,7 @@ def _wake_on_work(association: Association) -> None:
         raw = getattr(dul.socket, "socket", None)
         if (
             raw is None
+            or _tls_pending(raw)  # decrypted bytes the socket no longer signals
             or not dul.event_queue.empty()  # events still to act on: no waiting
             or dul.state_machine.current_state == "Sta13"
             or dul._kill_thread
@@ -480,10 +535,17 @@ def _wake_on_work(association: Association) -> None:
     association.bind(evt.EVT_CONN_CLOSE, close)
 
 
+def _tls_pending(raw: Any) -> bool:
+    """Whether TLS has decrypted bytes buffered that select() on the socket cannot see."""
+    return isinstance(raw, ssl.SSLSocket) and bool(raw.pending())
+
+
 def _peer_has_sent(association_socket: Any) -> bool:
     raw = getattr(association_socket, "socket", None)
     if raw is None:
         return False
+    if _tls_pending(raw):
+        return True
     try:
         readable, _, _ = select.select([raw], [], [], 0)
     except (OSError, ValueError):

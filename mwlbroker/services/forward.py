@@ -53,6 +53,10 @@ class ForwardOptions:
     retry_max_seconds: float = 300.0
     max_attempts: int = 10
     timeout: float = 30.0
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> ForwardOptions:
@@ -66,6 +70,10 @@ class ForwardOptions:
             retry_max_seconds=config["forward.retry_max_seconds"],
             max_attempts=config["forward.max_attempts"],
             timeout=config["dicom.dimse_timeout"],
+            tls=config["forward.tls"],
+            tls_ca=config["forward.tls_ca"],
+            tls_cert=config["forward.tls_cert"],
+            tls_key=config["forward.tls_key"],
         )
 
     @property
