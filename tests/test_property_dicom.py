@@ -292,6 +292,8 @@ def n_create(draw: st.DrawFn) -> Dataset:
         if keyword in ds:
             del ds[keyword]
     if draw(st.booleans()):
+        # A random element above may hold this tag with another VR: replace it, not convert it.
+        ds.pop(0x00400252, None)
         ds.PerformedProcedureStepStatus = draw(step_status)
     return ds
 
@@ -306,6 +308,7 @@ def n_set(draw: st.DrawFn) -> Dataset:
     for item in draw(st.lists(element(MPPS_TOP, 0), max_size=4)):
         ds[item.tag] = item
     if draw(st.booleans()):
+        ds.pop(0x00400252, None)  # as in n_create: replace a random element of this tag
         ds.PerformedProcedureStepStatus = draw(step_status)
     return ds
 
