@@ -11,6 +11,7 @@ pydicom settings are the production ones, not the lenient ones this client needs
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,9 +132,10 @@ def element(draw: st.DrawFn, keywords: list[str], depth: int) -> DataElement:
     if vr in NUMBER_VRS:
         value = draw(st.one_of(st.none(), number_value))
         if vr in ("US", "UL") and value is not None:
-            value = abs(int(value)) % (2**16 if vr == "US" else 2**32) if value == value else 0
+            finite = math.isfinite(value)
+            value = abs(int(value)) % (2**16 if vr == "US" else 2**32) if finite else 0
         elif vr in ("SS", "SL") and value is not None:
-            value = int(value) % 2**15 if value == value and abs(value) < 1e18 else 0
+            value = int(value) % 2**15 if math.isfinite(value) and abs(value) < 1e18 else 0
         return made(tag, vr, value)
     if vr in BYTES_VRS:
         return made(tag, vr, draw(st.binary(max_size=30)))
