@@ -27,9 +27,7 @@ def due(session: Session, now: datetime, *, limit: int = 20) -> Sequence[Forward
 
 
 def get(session: Session, task_id: int) -> ForwardRow | None:
-    return session.scalars(
-        select(ForwardRow).where(ForwardRow.id == task_id).with_for_update()
-    ).first()
+    return session.get(ForwardRow, task_id, with_for_update=True)
 
 
 def pending_for(

@@ -81,10 +81,8 @@ def by_dedup_key(
 
 
 def get(session: Session, message_id: int, *, for_update: bool = False) -> MessageRow | None:
-    query = select(MessageRow).where(MessageRow.id == message_id)
-    if for_update:
-        query = query.with_for_update()
-    return session.scalars(query).first()
+    # Session.get skips its identity map when locking, so a locked read is always fresh.
+    return session.get(MessageRow, message_id, with_for_update=True if for_update else None)
 
 
 def latest(

@@ -46,10 +46,8 @@ def next_due(session: Session, destination: str, now: datetime) -> OutboundRow |
 
 
 def get(session: Session, message_id: int, *, for_update: bool = False) -> OutboundRow | None:
-    query = select(OutboundRow).where(OutboundRow.id == message_id)
-    if for_update:
-        query = query.with_for_update()
-    return session.scalars(query).first()
+    # Session.get skips its identity map when locking, so a locked read is always fresh.
+    return session.get(OutboundRow, message_id, with_for_update=True if for_update else None)
 
 
 def latest(
