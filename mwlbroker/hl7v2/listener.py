@@ -119,10 +119,12 @@ class MLLPListener:
         try:
             self._serve(connection, peer)
         finally:
+            # The slot first: once the connection no longer counts as open, a new one must
+            # find its slot free (connection_count is what operators and tests watch).
+            self._slots.release()
             with self._lock:
                 self._connections.discard(connection)
             self.metrics.hl7_connections.dec()
-            self._slots.release()
 
     def _handshake(self, connection: socket.socket, peer: str) -> socket.socket | None:
         """TLS first, on the connection's own thread: a peer speaking plain MLLP, or one
