@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mwlbroker.config import mask_url
 
-__all__ = ["Database", "DatabaseUnavailable", "DuplicateKey"]
+# Session is re-exported so that services can type what they are handed without importing
+# SQLAlchemy themselves (the import contract keeps it in the store).
+__all__ = ["Database", "DatabaseUnavailable", "DuplicateKey", "Session"]
 
 
 class DatabaseUnavailable(Exception):
