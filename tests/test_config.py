@@ -2,20 +2,61 @@
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+
 import pytest
 
 from mwlbroker.config import SETTINGS, ConfigError, load_config
 from tests.conftest import ROOT
 
+REFERENCE_HOOK = ROOT / "docs" / "hooks" / "settings_reference.py"
 
-def test_every_setting_is_documented_in_the_readme_and_the_example():
-    readme = (ROOT / "README.md").read_text()
+
+def _reference_hook() -> ModuleType:
+    """The MkDocs hook that writes the configuration reference of the documentation site."""
+    spec = importlib.util.spec_from_file_location("settings_reference", REFERENCE_HOOK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_setting_is_documented_in_the_reference_and_the_example():
+    hook = _reference_hook()
+    reference = hook.settings_reference()
     example = (ROOT / "deploy" / "mwlbroker.example.toml").read_text()
     for setting in SETTINGS:
         assert setting.help, setting.key
-        assert f"`{setting.key}`" in readme, f"{setting.key} missing from the README"
-        assert f"`{setting.env_var}`" in readme, f"{setting.env_var} missing from the README"
+        assert f">{setting.key}</code>" in reference, f"{setting.key} missing from the reference"
+        assert f">{setting.env_var}</code>" in reference, f"{setting.env_var} missing"
         assert f"{setting.name} =" in example or f"[[{setting.key}]]" in example, setting.key
+
+
+def test_the_site_builds_the_reference_into_the_configuration_page():
+    hook = _reference_hook()
+    assert hook.MARKER in (ROOT / "docs" / "configuration.md").read_text()
+    assert "docs/hooks/settings_reference.py" in (ROOT / "mkdocs.yml").read_text()
+    page = hook.on_page_markdown(f"# Configuration\n\n{hook.MARKER}\n", None, None, None)
+    assert hook.MARKER not in page
+    for section in {setting.section for setting in SETTINGS}:
+        assert f"### `[{section}]`" in page, section
+
+
+def test_a_setting_without_help_fails_the_reference():
+    @dataclass
+    class Undocumented:
+        section: str = "hl7"
+        name: str = "port"
+        key: str = "hl7.port"
+        env_var: str = "MWLBROKER_HL7_PORT"
+        default: int = 2575
+        help: str = ""
+        secret: bool = False
+
+    with pytest.raises(ValueError, match=r"hl7\.port has no help"):
+        _reference_hook().render_settings([Undocumented()])
 
 
 def test_the_example_configuration_loads():

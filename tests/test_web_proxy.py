@@ -1,9 +1,9 @@
 """The web page behind a TLS-terminating reverse proxy (web.proxy_hops).
 
-HTTP over TLS is the proxy's job (see the README); what the broker must get right is whom it
-believes: the client's address from X-Forwarded-For only when a proxy is configured, so login
-throttling counts per real client there, and a client cannot dodge it by inventing the header
-when no proxy is configured.
+HTTP over TLS is the proxy's job (see HTTPS in docs/web-and-api.md); what the broker must get
+right is whom it believes: the client's address from X-Forwarded-For only when a proxy is
+configured, so login throttling counts per real client there, and a client cannot dodge it by
+inventing the header when no proxy is configured.
 """
 
 from __future__ import annotations
