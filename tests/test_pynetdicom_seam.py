@@ -27,6 +27,7 @@ from typing import Any
 
 import pynetdicom
 import pytest
+from pynetdicom import _config, dsutils, service_class
 
 from mwlbroker.dicom import association_tuning
 from mwlbroker.dicom.association_tuning import CHECKED_AGAINST
@@ -172,8 +173,6 @@ def _of_type(kind: type) -> Callable[[Any], str | None]:
 
 def _encode_in_service_class(value: Any) -> str | None:
     # Stock, or wrapped once by tune_process() (a listener started earlier in this process).
-    from pynetdicom import dsutils
-
     if inspect.unwrap(value) is not dsutils.encode:
         return f"is {value!r}, not pynetdicom.dsutils.encode (imported into service_class)"
     return None
@@ -233,6 +232,15 @@ def test_every_internal_the_seam_lists_is_fingerprinted_and_no_other() -> None:
     assert recorded - listed == set(), (
         "fingerprinted here but no longer listed in association_tuning"
     )
+    stated = re.search(
+        r"checked against pynetdicom ([\w., ]+?) \(", association_tuning.__doc__ or ""
+    )
+    assert stated is not None, (
+        "association_tuning's docstring does not say what it was checked against"
+    )
+    assert stated.group(1).split(", ") == list(CHECKED_AGAINST), (
+        "association_tuning's docstring and CHECKED_AGAINST name different versions"
+    )
 
 
 def test_the_installed_pynetdicom_is_a_checked_version() -> None:
@@ -278,7 +286,7 @@ def _private_leaves() -> set[str]:
     return {name for name in names if not name.startswith("__")}
 
 
-# Modules that hold nothing but internals (a C-FIND service, the DUL, DIMSE, transport, config).
+# Modules whose classes the seam subclasses, patches or copies the steps of: only it imports them.
 _INTERNAL_MODULES = ("dimse", "dimse_messages", "dul", "service_class", "transport")
 _SWITCHES = {name.rsplit(".", 1)[1] for name in SHAPES if name.startswith("pynetdicom._config.")}
 
@@ -313,10 +321,12 @@ def _offences(path: Path, private_leaves: set[str]) -> list[str]:
 def test_nothing_outside_the_seam_touches_pynetdicom_internals() -> None:
     leaves = _private_leaves()
     assert {"_create_association", "_is_transport_event", "_shutdown_socket"} <= leaves
+    # The tests too: a test that patched pynetdicom would test a broker no site runs.
+    sources = [*(ROOT / "mwlbroker").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
     offences = [
         offence
-        for path in sorted((ROOT / "mwlbroker").rglob("*.py"))
-        if path.resolve() != SEAM
+        for path in sorted(sources)
+        if path.resolve() not in (SEAM, Path(__file__).resolve())
         for offence in _offences(path, leaves)
     ]
     assert offences == [], "pynetdicom internals belong in association_tuning:\n" + "\n".join(
@@ -340,8 +350,6 @@ def test_importing_the_broker_leaves_pynetdicom_stock() -> None:
 
 
 def test_tuning_the_process_twice_wraps_encode_once() -> None:
-    from pynetdicom import _config, dsutils, service_class
-
     saved = (
         _config.LOG_HANDLER_LEVEL,
         _config.LOG_REQUEST_IDENTIFIERS,
