@@ -13,7 +13,7 @@ from pynetdicom.sop_class import (
     ModalityWorklistInformationFind,
 )
 
-from mwlbroker.dicom.client import ClientAE
+from mwlbroker.dicom.association_tuning import ClientAE
 from tests.dicom_peers import ct_image, ended, in_progress
 
 

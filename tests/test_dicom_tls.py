@@ -22,7 +22,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from mwlbroker.app import Broker
-from mwlbroker.dicom.client import ClientAE
+from mwlbroker.dicom.association_tuning import ClientAE
 from tests.conftest import cli_env, require_tools, run_cli
 from tests.dicom_peers import ct_image
 from tests.test_forward import PACS, forwarding, send

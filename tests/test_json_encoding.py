@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
+from mwlbroker.dicom.association_tuning import packed_pdvs
 from mwlbroker.dicom.json_encoding import NotEncodable, encode_json
-from mwlbroker.dicom.server import packed_pdvs
 from mwlbroker.domain.worklist import MappedStep, StepStatus
 from mwlbroker.mapping.worklist_item import worklist_item_json
 

@@ -17,7 +17,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pynetdicom.association import Association
 
-from mwlbroker.dicom.client import ClientAE
+from mwlbroker.dicom.association_tuning import ClientAE
 from mwlbroker.mapping.coercion import coerce
 from mwlbroker.services.delivery import DeliveryWorker
 from mwlbroker.services.forward import ForwardClaim, ForwardService

@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
 )
 
-from mwlbroker.dicom.client import ClientAE
+from mwlbroker.dicom.association_tuning import ClientAE
 
 PENDING = (0xFF00, 0xFF01)
 

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from mwlbroker.dicom.client import ClientAE
+from mwlbroker.dicom.association_tuning import ClientAE
 
 PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.1.1.4: pending, optional keys not supported
 
