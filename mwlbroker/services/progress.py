@@ -26,7 +26,8 @@ from mwlbroker.domain import mpps
 from mwlbroker.domain.images import MatchedBy, ReceivedInstance, StorageRefused, StorageStatus
 from mwlbroker.domain.mpps import CompleteOn, Images, MPPSRefused, NStatus, PerformedStatus
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.services.worklist import Context, record, refresh_step
+from mwlbroker.services.step_status import move_step
+from mwlbroker.services.worklist import Context, record
 from mwlbroker.store import images as image_store
 from mwlbroker.store import progress as store
 from mwlbroker.store import worklist
@@ -471,11 +472,11 @@ class ProgressService:
             images = self.images_of(ctx.session, step, performed_rows)
             wanted = mpps.performed_step_status(performed, images, self.complete_on)
             current = StepStatus(step.status)
-            target = mpps.next_step_status(current, wanted)
+            change = mpps.performed_transition(current, wanted)
             detail = said
             if patient_id and patient_id != step.patient_id:
                 detail += f"; it names patient {patient_id}"
-            if target is None:
+            if change is None:
                 if quiet:
                     continue
                 if current.is_final:
@@ -484,18 +485,7 @@ class ProgressService:
                     detail += f"; the step stays {current.value} until its images are received"
                 record(ctx, order, event, step=step, detail=detail)
                 continue
-            step.status = target.value
-            step.updated_at = ctx.now
-            refresh_step(step, patient, order)
-            record(
-                ctx,
-                order,
-                event,
-                step=step,
-                before=current.value,
-                after=target.value,
-                detail=detail,
-            )
+            move_step(ctx, order, patient, step, change, event, detail=detail)
             started, ended = _performed_times(
                 performed_rows, image_store.studies_of_step(ctx.session, step)
             )
@@ -504,10 +494,10 @@ class ProgressService:
                     order,
                     step,
                     patient,
-                    current,
-                    target,
+                    change.before,
+                    change.after,
                     started=started,
-                    ended=ended if target.is_final else None,
+                    ended=ended if change.after.is_final else None,
                 )
             )
         if changes:
