@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import AE, _config, evt, service_class
@@ -67,8 +68,9 @@ from mwlbroker.dicom.handlers import (
 from mwlbroker.dicom.json_encoding import EncodedDataset
 from mwlbroker.dicom.metered import metered_find, metered_mpps, metered_store
 from mwlbroker.dicom.storage import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from mwlbroker.domain.mpps import CompleteOn
 from mwlbroker.services.metrics import Metrics
-from mwlbroker.services.progress import ProgressService
+from mwlbroker.services.progress import ProgressOptions, ProgressService
 from mwlbroker.services.worklist_query import WorklistQueryService
 from mwlbroker.store.db import Database
 
@@ -228,7 +230,7 @@ def start_dicom_server(
     """
     worklist = WorklistQueryService.from_config(config, db)
     if progress is None:
-        progress = ProgressService.from_config(config, db)
+        progress = ProgressService(db, progress_options(config))
     server = DicomServer(
         DicomOptions.from_config(config),
         worklist,
@@ -243,6 +245,16 @@ def start_dicom_server(
         worklist.close()
         raise
     return server
+
+
+def progress_options(config: Config) -> ProgressOptions:
+    """The settings exam progress (MPPS, C-STORE) takes: ``[progress]`` and ``[storage]``."""
+    return ProgressOptions(
+        complete_on=CompleteOn(config["progress.complete_on"]),
+        images_quiet_seconds=config["progress.images_quiet_seconds"],
+        storage_dir=Path(config["storage.dir"]),
+        keep_files=config["storage.keep_files"],
+    )
 
 
 def _send_encoded_datasets() -> None:
