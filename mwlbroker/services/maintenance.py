@@ -94,15 +94,8 @@ class MaintenanceService:
                     order = store.get_order(session, step.order_id)
                     patient = store.get_patient(session, step.patient_pk)
                     assert order is not None and patient is not None
-                    move_step(
-                        ctx,
-                        order,
-                        patient,
-                        step,
-                        change,
-                        "expired",
-                        detail=f"scheduled start {step.start_datetime} is more than {hours} h past",
-                    )
+                    late = f"scheduled start {step.start_datetime} is more than {hours} h past"
+                    move_step(ctx, order, patient, step, change, "expired", detail=late)
             expired += len(steps)
             if len(steps) < BATCH:
                 break

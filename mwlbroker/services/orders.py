@@ -108,7 +108,7 @@ class OrderService:
         order.updated_message_id = ctx.message_id
         order.updated_at = ctx.now
         if control == "XO":
-            self._change(ctx, order, patient, steps, mapped)
+            self._change(ctx, order, steps, mapped)
         else:
             self._set_status(ctx, order, patient, steps, mapped)
 
@@ -177,12 +177,7 @@ class OrderService:
     # -- XO ---------------------------------------------------------------------------------------
 
     def _change(
-        self,
-        ctx: Context,
-        order: OrderRow,
-        patient: PatientRow,
-        steps: list[StepRow],
-        mapped: MappedOrder,
+        self, ctx: Context, order: OrderRow, steps: list[StepRow], mapped: MappedOrder
     ) -> None:
         patient, changed = upsert_patient(ctx, mapped.patient)
         if changed:
@@ -246,19 +241,12 @@ class OrderService:
         control = mapped.order_control
         changed = 0
         only_from = _ONLY_FROM.get(control)
+        detail = f"ORC-1 {control} ORC-5 {mapped.order_status or '(empty)'}"
         for step in steps:
             change = step_transition(StepStatus(step.status), target, only_from=only_from)
             if change is None:
                 continue
-            move_step(
-                ctx,
-                order,
-                patient,
-                step,
-                change,
-                "status",
-                detail=f"ORC-1 {control} ORC-5 {mapped.order_status or '(empty)'}",
-            )
+            move_step(ctx, order, patient, step, change, "status", detail=detail)
             changed += 1
         if not changed:
             record(ctx, order, "unchanged", detail=f"ORC-1 {control}: no step to change")
