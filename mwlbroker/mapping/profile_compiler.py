@@ -91,18 +91,12 @@ class ProfileCompiler(Checker):
         self.name = self.text(root.get("profile"), "profile") or ""
         profile = Profile(name=self.name, file=root.file)
         profile.description = self.text(root.get("description"), "description") or ""
-        priority = root.get("priority")
+        priority = self.plain("priority", int, "a whole number (higher wins)")
         if priority is not None:
-            if isinstance(priority, Scalar) and type(priority.value) is int:
-                profile.priority = priority.value
-            else:
-                self.error(priority, "priority must be a whole number (higher wins)")
-        enabled = root.get("enabled")
+            profile.priority = priority
+        enabled = self.plain("enabled", bool, "true or false")
         if enabled is not None:
-            if isinstance(enabled, Scalar) and type(enabled.value) is bool:
-                profile.enabled = enabled.value
-            else:
-                self.error(enabled, "enabled must be true or false")
+            profile.enabled = enabled
         extends = root.get("extends")
         profile.extends = extends.text if isinstance(extends, Scalar) else None
         self.compile_match(profile)
@@ -131,6 +125,17 @@ class ProfileCompiler(Checker):
             self.error((root.file, root.line), "messages: is required (what to map, per type)")
         profile.__post_init__()
         return None if self.failed else profile
+
+    def plain(self, key: str, kind: type, what: str) -> Any:
+        """The profile's ``key:`` as YAML reads it when it is a ``kind`` (``true`` is not a
+        number here); None when absent, or (reported) another value."""
+        node = self.root.get(key)
+        if node is None:
+            return None
+        if isinstance(node, Scalar) and type(node.value) is kind:
+            return node.value
+        self.error(node, f"{key} must be {what}")
+        return None
 
     def compile_match(self, profile: Profile) -> None:
         match = self.mapping(self.root.get("match"), "match")
