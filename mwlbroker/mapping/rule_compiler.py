@@ -244,8 +244,9 @@ class RuleCompiler(Checker):
         if not isinstance(node, Sequence) or not node.items:
             self.error(node, f"{what}: takes a list, such as [ORC-7.4, OBR-27.4]")
             return None
-        rules = [self.rule(item) for item in node.items]
-        return None if any(rule is None for rule in rules) else rules  # type: ignore[return-value]
+        compiled = [self.rule(item) for item in node.items]  # every item, for every error
+        rules = [rule for rule in compiled if rule is not None]
+        return rules if len(rules) == len(compiled) else None
 
     def rules_list(self, node: Mapping, value: Node) -> Rule | None:
         if not isinstance(value, Sequence) or not value.items:
@@ -466,10 +467,11 @@ class RuleCompiler(Checker):
             if not isinstance(value, Sequence) or not value.items:
                 self.error(value, f"{operator}: takes a list of conditions")
                 return None
-            operands = [self.condition(item) for item in value.items]
-            if any(operand is None for operand in operands):
+            compiled = [self.condition(item) for item in value.items]
+            operands = [operand for operand in compiled if operand is not None]
+            if len(operands) != len(compiled):
                 return None
-            return Condition(operator=operator, operands=operands)  # type: ignore[arg-type]
+            return Condition(operator=operator, operands=operands)
         test = self.test(node, "a condition")
         if test is None:
             return None
