@@ -201,15 +201,10 @@ class OrderService:
                 "step": merge(existing.attributes.get("step", {}), mapped_step.step),
             }
             # The update rewrites the step even when its status stays; the history says so.
-            change = step_transition(current, mapped.step_status)
-            move_step(
-                ctx,
-                order,
-                patient,
-                existing,
-                change or StepTransition(current, current),
-                "step changed",
+            change = step_transition(current, mapped.step_status) or StepTransition(
+                current, current
             )
+            move_step(ctx, order, patient, existing, change, "step changed")
         for step in steps:
             if step.id in seen:
                 continue
