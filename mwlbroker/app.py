@@ -15,7 +15,7 @@ from typing import Any
 
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
-from mwlbroker.dicom.server import DicomServer, start_dicom_server
+from mwlbroker.dicom.server import DicomServer, progress_options, start_dicom_server
 from mwlbroker.hl7v2.listener import MLLPListener
 from mwlbroker.hl7v2.outbound import OutboundSender
 from mwlbroker.mapping.engine import MappingSet, load_mappings
@@ -106,7 +106,7 @@ def build_ingest(
 
 def build_progress(config: Config, db: Database, outbound: OutboundService) -> ProgressService:
     """Exam progress (MPPS, image receipt), queueing a status message per change it makes."""
-    progress = ProgressService.from_config(config, db)
+    progress = ProgressService(db, progress_options(config))
     progress.listeners.append(outbound.on_status_changes)
     progress.after_commit.append(outbound.wakeup.wake)
     return progress

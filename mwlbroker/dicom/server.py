@@ -14,6 +14,7 @@ import logging
 import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
@@ -38,8 +39,9 @@ from mwlbroker.dicom.handlers import (
 )
 from mwlbroker.dicom.metered import metered_find, metered_mpps, metered_store
 from mwlbroker.dicom.storage import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from mwlbroker.domain.mpps import CompleteOn
 from mwlbroker.services.metrics import Metrics
-from mwlbroker.services.progress import ProgressService
+from mwlbroker.services.progress import ProgressOptions, ProgressService
 from mwlbroker.services.worklist_query import WorklistQueryService
 from mwlbroker.store.db import Database
 
@@ -188,7 +190,7 @@ def start_dicom_server(
     """
     worklist = WorklistQueryService.from_config(config, db)
     if progress is None:
-        progress = ProgressService.from_config(config, db)
+        progress = ProgressService(db, progress_options(config))
     server = DicomServer(
         DicomOptions.from_config(config),
         worklist,
@@ -203,3 +205,13 @@ def start_dicom_server(
         worklist.close()
         raise
     return server
+
+
+def progress_options(config: Config) -> ProgressOptions:
+    """The settings exam progress (MPPS, C-STORE) takes: ``[progress]`` and ``[storage]``."""
+    return ProgressOptions(
+        complete_on=CompleteOn(config["progress.complete_on"]),
+        images_quiet_seconds=config["progress.images_quiet_seconds"],
+        storage_dir=Path(config["storage.dir"]),
+        keep_files=config["storage.keep_files"],
+    )

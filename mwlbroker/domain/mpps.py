@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mwlbroker.domain.transitions import MAY_START, StepTransition, step_transition
 from mwlbroker.domain.worklist import StepStatus
 
 SOP_CLASS_UID = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class
@@ -480,23 +481,11 @@ def performed_step_status(
     return None
 
 
-# Scheduled statuses a performed step moves on from; final ones never change again. An expired
-# step is among them: a modality that kept the item may still perform it, late.
-_BEFORE_START = frozenset(
-    {
-        StepStatus.SCHEDULED,
-        StepStatus.ARRIVED,
-        StepStatus.READY,
-        StepStatus.HELD,
-        StepStatus.EXPIRED,
-    }
-)
-
-
-def next_step_status(current: StepStatus, wanted: StepStatus | None) -> StepStatus | None:
-    """The status to move a scheduled step to, or None to leave it: forward only, never back."""
-    if wanted is None or current.is_final or wanted == current:
+def performed_transition(current: StepStatus, wanted: StepStatus | None) -> StepTransition | None:
+    """The change a scheduled step's performed steps and images call for, or None to leave it:
+    forward only, never back (a step is started only from a status before its start)."""
+    if wanted is None:
         return None
-    if wanted == StepStatus.STARTED and current not in _BEFORE_START:
-        return None
-    return wanted
+    return step_transition(
+        current, wanted, only_from=MAY_START if wanted == StepStatus.STARTED else None
+    )

@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from mwlbroker.config import Config
+from mwlbroker.domain.transitions import NOT_STARTED, step_transition
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.services.worklist import Context, record, refresh_step
+from mwlbroker.services.step_status import move_step
+from mwlbroker.services.worklist import Context
 from mwlbroker.store import jobs as job_store
 from mwlbroker.store import retention, worklist_query
 from mwlbroker.store import worklist as store
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.files import InstanceFiles
 
 log = logging.getLogger("mwlbroker.maintenance")
@@ -29,7 +30,7 @@ log = logging.getLogger("mwlbroker.maintenance")
 BATCH = 500  # rows per transaction: a long purge never holds the database for long
 
 # Steps nobody has started yet; a STARTED step is being performed and never expires.
-_EXPIRABLE = (StepStatus.SCHEDULED.value, StepStatus.ARRIVED.value, StepStatus.READY.value)
+_EXPIRABLE = tuple(sorted(status.value for status in NOT_STARTED))
 
 
 @dataclass(frozen=True)
@@ -85,22 +86,16 @@ class MaintenanceService:
                 steps = retention.steps_to_expire(session, _EXPIRABLE, cutoff, BATCH)
                 ctx = Context(session, now, None, "broker: expire_steps job")
                 for step in steps:
-                    before = step.status
-                    step.status = StepStatus.EXPIRED.value
-                    step.updated_at = now
+                    change = step_transition(
+                        StepStatus(step.status), StepStatus.EXPIRED, only_from=NOT_STARTED
+                    )
+                    if change is None:
+                        continue
                     order = store.get_order(session, step.order_id)
                     patient = store.get_patient(session, step.patient_pk)
                     assert order is not None and patient is not None
-                    refresh_step(step, patient, order)
-                    record(
-                        ctx,
-                        order,
-                        "expired",
-                        step=step,
-                        before=before,
-                        after=step.status,
-                        detail=f"scheduled start {step.start_datetime} is more than {hours} h past",
-                    )
+                    late = f"scheduled start {step.start_datetime} is more than {hours} h past"
+                    move_step(ctx, order, patient, step, change, "expired", detail=late)
             expired += len(steps)
             if len(steps) < BATCH:
                 break
@@ -117,7 +112,9 @@ class MaintenanceService:
         def days_ago(days: int) -> datetime:
             return now - timedelta(days=days)
 
-        def batches(purge_one: Callable[[Any, datetime, int], int], days: int, what: str) -> None:
+        def batches(
+            purge_one: Callable[[Session, datetime, int], int], days: int, what: str
+        ) -> None:
             if days <= 0:
                 return
             total = 0

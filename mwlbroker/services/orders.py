@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.transitions import HELD_ONLY, NOT_STARTED, StepTransition, step_transition
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
 from mwlbroker.mapping.engine import MappingSet
 from mwlbroker.mapping.reader import HL7Message
+from mwlbroker.services.step_status import move_step
 from mwlbroker.services.worklist import (
     Context,
     merge,
@@ -28,14 +29,15 @@ from mwlbroker.services.worklist import (
     upsert_patient,
 )
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
 # SIU (scheduling) is taken only where a mapping profile maps it: some RIS schedule by SIU.
 ORDER_TYPES = ("ORM^O01", "OMI^O23", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15")
 
-# Which steps each order control acts on (the rest are left as they are).
-_HOLDABLE = {StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY}
+# Which steps an order control acts on, where it is not every open step (the rest stay).
+_ONLY_FROM = {"HD": NOT_STARTED, "RL": HELD_ONLY}
 
 
 StepsListener = Callable[[Context, Sequence[StepRow]], object]
@@ -60,7 +62,7 @@ class OrderService:
         return message, self.mappings.map_order(message)
 
     def apply(
-        self, session: Any, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
+        self, session: Session, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
     ) -> None:
         """Apply a mapped order inside the ingest transaction."""
         message, mapped = prepared
@@ -106,7 +108,7 @@ class OrderService:
         order.updated_message_id = ctx.message_id
         order.updated_at = ctx.now
         if control == "XO":
-            self._change(ctx, order, patient, steps, mapped)
+            self._change(ctx, order, steps, mapped)
         else:
             self._set_status(ctx, order, patient, steps, mapped)
 
@@ -175,12 +177,7 @@ class OrderService:
     # -- XO ---------------------------------------------------------------------------------------
 
     def _change(
-        self,
-        ctx: Context,
-        order: OrderRow,
-        patient: PatientRow,
-        steps: list[StepRow],
-        mapped: MappedOrder,
+        self, ctx: Context, order: OrderRow, steps: list[StepRow], mapped: MappedOrder
     ) -> None:
         patient, changed = upsert_patient(ctx, mapped.patient)
         if changed:
@@ -196,34 +193,33 @@ class OrderService:
                 added.append(self._add_step(ctx, order, patient, mapped_step, mapped.step_status))
                 continue
             seen.add(existing.id)
-            if StepStatus(existing.status).is_final:
+            current = StepStatus(existing.status)
+            if current.is_final:
                 continue
-            before = existing.status
             existing.attributes = {
                 "procedure": merge(existing.attributes.get("procedure", {}), mapped_step.procedure),
                 "step": merge(existing.attributes.get("step", {}), mapped_step.step),
             }
-            existing.status = mapped.step_status.value
-            existing.updated_at = ctx.now
-            refresh_step(existing, patient, order)
-            record(ctx, order, "step changed", step=existing, before=before, after=existing.status)
+            # The update rewrites the step even when its status stays; the history says so.
+            change = step_transition(current, mapped.step_status) or StepTransition(
+                current, current
+            )
+            move_step(ctx, order, patient, existing, change, "step changed")
         for step in steps:
-            if step.id in seen or StepStatus(step.status).is_final:
+            if step.id in seen:
                 continue
             # The update no longer lists this step: it leaves the worklist, kept in history.
-            before = step.status
-            step.status = StepStatus.REMOVED.value
-            step.updated_at = ctx.now
-            refresh_step(step, patient, order)
-            record(
-                ctx,
-                order,
-                "step removed",
-                step=step,
-                before=before,
-                after=step.status,
-                detail="not in the order update",
-            )
+            removed = step_transition(StepStatus(step.status), StepStatus.REMOVED)
+            if removed is not None:
+                move_step(
+                    ctx,
+                    order,
+                    patient,
+                    step,
+                    removed,
+                    "step removed",
+                    detail="not in the order update",
+                )
         self._steps_added(ctx, added)
 
     # -- CA, OC, DC, SC, HD, RL -------------------------------------------------------------------
@@ -239,26 +235,13 @@ class OrderService:
         target = mapped.step_status
         control = mapped.order_control
         changed = 0
+        only_from = _ONLY_FROM.get(control)
+        detail = f"ORC-1 {control} ORC-5 {mapped.order_status or '(empty)'}"
         for step in steps:
-            current = StepStatus(step.status)
-            if current.is_final or current == target:
+            change = step_transition(StepStatus(step.status), target, only_from=only_from)
+            if change is None:
                 continue
-            if control == "HD" and current not in _HOLDABLE:
-                continue
-            if control == "RL" and current != StepStatus.HELD:
-                continue
-            step.status = target.value
-            step.updated_at = ctx.now
-            refresh_step(step, patient, order)
-            record(
-                ctx,
-                order,
-                "status",
-                step=step,
-                before=current.value,
-                after=target.value,
-                detail=f"ORC-1 {control} ORC-5 {mapped.order_status or '(empty)'}",
-            )
+            move_step(ctx, order, patient, step, change, "status", detail=detail)
             changed += 1
         if not changed:
             record(ctx, order, "unchanged", detail=f"ORC-1 {control}: no step to change")
