@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mwlbroker.config import mask_url
+from mwlbroker.domain.masking import mask_url
 
 # Session is re-exported so that services can type what they are handed without importing
 # SQLAlchemy themselves (the import contract keeps it in the store).
