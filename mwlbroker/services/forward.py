@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mwlbroker.config import Config
 from mwlbroker.domain.outbound import DeliveryStatus
 from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.worklist import Context
@@ -58,24 +57,6 @@ class ForwardOptions:
     tls_cert: str = ""
     tls_key: str = ""
 
-    @classmethod
-    def from_config(cls, config: Config) -> ForwardOptions:
-        return cls(
-            host=config["forward.host"],
-            port=config["forward.port"],
-            ae_title=config["forward.ae_title"],
-            calling_ae=config["forward.calling_ae"] or config["dicom.ae_title"],
-            coerce=config["forward.coerce"],
-            retry_seconds=config["forward.retry_seconds"],
-            retry_max_seconds=config["forward.retry_max_seconds"],
-            max_attempts=config["forward.max_attempts"],
-            timeout=config["dicom.dimse_timeout"],
-            tls=config["forward.tls"],
-            tls_ca=config["forward.tls_ca"],
-            tls_cert=config["forward.tls_cert"],
-            tls_key=config["forward.tls_key"],
-        )
-
     @property
     def enabled(self) -> bool:
         return bool(self.host)
@@ -114,12 +95,6 @@ class ForwardService:
         self.files = files
         self.keep_files = keep_files
         self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
-
-    @classmethod
-    def from_config(cls, config: Config, db: Database, files: InstanceFiles) -> ForwardService:
-        return cls(
-            db, ForwardOptions.from_config(config), files, keep_files=config["storage.keep_files"]
-        )
 
     # -- writing, inside the receiving transaction ----------------------------------------------
 

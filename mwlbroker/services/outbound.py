@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mwlbroker.config import Config
 from mwlbroker.domain.outbound import (
     ORDER_STATUS_OF,
     DeliveryStatus,
@@ -48,18 +47,6 @@ class OutboundOptions:
     retry_max_seconds: float = 300.0
     max_attempts: int = 10
 
-    @classmethod
-    def from_config(cls, config: Config) -> OutboundOptions:
-        return cls(
-            destinations=tuple(Destination(**d) for d in config["outbound.destinations"]),
-            application=config["hl7.application"],
-            facility=config["hl7.facility"],
-            ack_timeout=config["outbound.ack_timeout"],
-            retry_seconds=config["outbound.retry_seconds"],
-            retry_max_seconds=config["outbound.retry_max_seconds"],
-            max_attempts=config["outbound.max_attempts"],
-        )
-
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
         return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
@@ -83,10 +70,6 @@ class OutboundService:
         self.db = db
         self.options = options or OutboundOptions()
         self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
-
-    @classmethod
-    def from_config(cls, config: Config, db: Database) -> OutboundService:
-        return cls(db, OutboundOptions.from_config(config))
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
