@@ -39,7 +39,7 @@ from mwlbroker.domain.query import (
     parse_query,
 )
 from mwlbroker.store import worklist_query as store
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, DatabaseUnavailable
 
 log = logging.getLogger("mwlbroker.worklist")
 
@@ -160,8 +160,8 @@ class WorklistQueryService:
                 answer.steps = selection.steps
         except QueryError as error:
             answer.fail(error.status, error.comment, error.tag)
-        except Exception as error:  # a database or driver failure arrives in many types
-            log.exception("worklist query from %s failed", caller.calling_ae)
+        except DatabaseUnavailable as error:  # the store translated the driver's error
+            log.error("worklist query from %s failed: %s", caller.calling_ae, error)
             answer.fail(FindStatus.UNABLE_TO_PROCESS, f"worklist unavailable: {error}")
         return answer
 
