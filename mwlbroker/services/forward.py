@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from mwlbroker.domain.outbound import DeliveryStatus
 from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.files import InstanceFiles
 from mwlbroker.store.forward import ForwardRow
 from mwlbroker.store.images import InstanceRow, StudyRow
@@ -142,7 +141,7 @@ class ForwardService:
                 )
         return claims
 
-    def _coercion(self, session: Any, study: StudyRow | None) -> dict[str, str] | None:
+    def _coercion(self, session: Session, study: StudyRow | None) -> dict[str, str] | None:
         """The broker's values for a matched study's instances; None for an unmatched one."""
         if study is None or study.order_id is None:
             return None

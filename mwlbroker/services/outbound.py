@@ -28,7 +28,7 @@ from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
 from mwlbroker.store import worklist
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.outbound import OutboundRow
 from mwlbroker.store.worklist import PatientRow
 
@@ -288,8 +288,8 @@ class OutboundService:
         log.info("outbound %d released for another attempt", message_id)
         return row
 
-    def _row(self, session: object, claim: Claim) -> OutboundRow:
-        row = store.get(session, claim.id, for_update=True)  # type: ignore[arg-type]
+    def _row(self, session: Session, claim: Claim) -> OutboundRow:
+        row = store.get(session, claim.id, for_update=True)
         if row is None:
             raise LookupError(f"outbound message {claim.id} vanished")
         return row
