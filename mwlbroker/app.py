@@ -15,18 +15,26 @@ from typing import Any
 
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
-from mwlbroker.dicom.server import DicomServer, progress_options, start_dicom_server
+from mwlbroker.dicom.server import DicomServer, start_dicom_server
 from mwlbroker.hl7v2.listener import MLLPListener
 from mwlbroker.hl7v2.outbound import OutboundSender
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mapping.reader import CHARSETS
+from mwlbroker.options import (
+    dicom_options,
+    forward_options,
+    outbound_options,
+    progress_options,
+    retention_policy,
+    worklist_query_options,
+)
 from mwlbroker.scheduling.scheduler import Chore, Scheduler
 from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.jobs import Job, JobRunner
-from mwlbroker.services.maintenance import MaintenanceService, RetentionPolicy
+from mwlbroker.services.maintenance import MaintenanceService
 from mwlbroker.services.metrics import Metrics
 from mwlbroker.services.orders import ORDER_TYPES, OrderService
 from mwlbroker.services.outbound import OutboundService
@@ -34,8 +42,10 @@ from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
 from mwlbroker.services.patients import PatientService
 from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.reconciliation import ReconciliationService
+from mwlbroker.services.worklist_query import WorklistQueryService
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database, DatabaseUnavailable
+from mwlbroker.store.files import InstanceFiles
 from mwlbroker.tls import TLSConfigError, server_context
 from mwlbroker.web import WebContext, create_app
 from mwlbroker.web.secret import load_or_create_secret
@@ -104,6 +114,23 @@ def build_ingest(
     )
 
 
+def build_outbound(config: Config, db: Database) -> OutboundService:
+    """The outbound queue of status messages for the [outbound] destinations."""
+    return OutboundService(db, outbound_options(config))
+
+
+def build_forward(config: Config, db: Database, files: InstanceFiles) -> ForwardService:
+    """The forward queue of received instances for the [forward] PACS, spooled in ``files``."""
+    return ForwardService(
+        db, forward_options(config), files, keep_files=config["storage.keep_files"]
+    )
+
+
+def build_worklist_query(config: Config, db: Database) -> WorklistQueryService:
+    """The Modality Worklist query service; its query log starts with ``start()``."""
+    return WorklistQueryService(db, worklist_query_options(config))
+
+
 def build_progress(config: Config, db: Database, outbound: OutboundService) -> ProgressService:
     """Exam progress (MPPS, image receipt), queueing a status message per change it makes."""
     progress = ProgressService(db, progress_options(config))
@@ -119,7 +146,7 @@ def build_reconciliation(
     outbound: OutboundService | None = None,
 ) -> ReconciliationService:
     """Patient identity reconciliation, moving steps on (and telling the RIS) as progress does."""
-    outbound = outbound or OutboundService.from_config(config, db)
+    outbound = outbound or build_outbound(config, db)
     progress = progress or build_progress(config, db, outbound)
     return ReconciliationService(db, progress, outbound)
 
@@ -164,7 +191,7 @@ def build_jobs(
     reconciliation: ReconciliationService,
 ) -> JobRunner:
     """The scheduled jobs ([jobs] schedules, [retention] ages), ready to run by name."""
-    maintenance = MaintenanceService(db, RetentionPolicy.from_config(config), progress.files)
+    maintenance = MaintenanceService(db, retention_policy(config), progress.files)
 
     def sweep() -> str:
         done = reconciliation.sweep_duplicates()
@@ -233,13 +260,14 @@ class Broker:
         self.ingest: IngestService | None = None  # built in start(): mappings can fail to load
         self.hl7: MLLPListener | None = None  # bound in start(), once the database is ready
         self.dicom: DicomServer | None = None
-        self.outbound = OutboundService.from_config(config, self.db)
+        self.worklist = build_worklist_query(config, self.db)  # its query log starts in start()
+        self.outbound = build_outbound(config, self.db)
         self.progress = build_progress(config, self.db, self.outbound)
         self.reconciliation = build_reconciliation(config, self.db, self.progress, self.outbound)
         self.forward: ForwardService | None = None
         if config["forward.host"]:
             assert self.progress.files is not None
-            self.forward = ForwardService.from_config(config, self.db, self.progress.files)
+            self.forward = build_forward(config, self.db, self.progress.files)
             self.progress.instance_listeners.append(self.forward.on_instance)
             self.progress.after_commit.append(self.forward.wakeup.wake)
         self.senders: list[OutboundSender] = []
@@ -307,9 +335,10 @@ class Broker:
                 f"{error.strerror or error}"
             ) from None
         self.hl7.start()
+        self.worklist.start()
         try:
             self.dicom = start_dicom_server(
-                config, self.db, self.progress, self.metrics, tls=dicom_tls
+                dicom_options(config), self.worklist, self.progress, self.metrics, tls=dicom_tls
             )
         except OSError as error:
             raise StartupError(
@@ -370,7 +399,8 @@ class Broker:
         if self.hl7 is not None:
             self.hl7.stop()
         if self.dicom is not None:
-            self.dicom.stop()  # flushes the query log, so before the database goes
+            self.dicom.stop()
+        self.worklist.close()  # flushes the query log, so before the database goes
         if self.scheduler is not None:
             self.scheduler.stop()
         for sender in self.senders:

@@ -755,8 +755,7 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def _outbound(args: argparse.Namespace, config: Config) -> int:
-    from mwlbroker.app import StartupError, open_database, prepare_database
-    from mwlbroker.services.outbound import OutboundService
+    from mwlbroker.app import StartupError, build_outbound, open_database, prepare_database
     from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
     from mwlbroker.store.db import DatabaseUnavailable
@@ -813,7 +812,7 @@ def _outbound(args: argparse.Namespace, config: Config) -> int:
                             print(f"    {segment}")
             return 0
         try:
-            row = OutboundService.from_config(config, db).retry(args.id)
+            row = build_outbound(config, db).retry(args.id)
         except (LookupError, ValueError) as error:
             print(f"mwlbroker: {error}", file=sys.stderr)
             return 1
@@ -935,8 +934,7 @@ def _emulated_item(
 
 def _forward(args: argparse.Namespace, config: Config) -> int:
     """``forward list | retry ID``: where the instances for the PACS stand."""
-    from mwlbroker.app import StartupError, open_database, prepare_database
-    from mwlbroker.services.forward import ForwardService
+    from mwlbroker.app import StartupError, build_forward, open_database, prepare_database
     from mwlbroker.store import forward
     from mwlbroker.store.db import DatabaseUnavailable
     from mwlbroker.store.files import InstanceFiles
@@ -970,7 +968,7 @@ def _forward(args: argparse.Namespace, config: Config) -> int:
                     f"{row['sop_instance_uid']:64}  {row['last_error'] or row['answer'] or ''}"
                 )
             return 0
-        service = ForwardService.from_config(config, db, InstanceFiles(config["storage.dir"]))
+        service = build_forward(config, db, InstanceFiles(config["storage.dir"]))
         try:
             task = service.retry(args.id)
         except (LookupError, ValueError) as error:

@@ -33,7 +33,9 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
+from mwlbroker.app import build_outbound, build_progress, build_worklist_query
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
+from mwlbroker.options import dicom_options
 from mwlbroker.services.worklist import refresh_step
 from mwlbroker.store import migrate
 from mwlbroker.store.db import Database
@@ -170,13 +172,22 @@ def scp(db: Database, database_url: str) -> Iterator:
     started: list[DicomServer] = []
 
     def start(**overrides: object) -> DicomServer:
-        server = start_dicom_server(make_config(database_url, **overrides), db)
+        config = make_config(database_url, **overrides)
+        worklist = build_worklist_query(config, db)
+        worklist.start()
+        progress = build_progress(config, db, build_outbound(config, db))
+        try:
+            server = start_dicom_server(dicom_options(config), worklist, progress)
+        except BaseException:
+            worklist.close()
+            raise
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+        server.worklist.close()  # flushes the query log
 
 
 # -- DCMTK's findscu and echoscu ---------------------------------------------------------------

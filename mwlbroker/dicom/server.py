@@ -14,7 +14,6 @@ import logging
 import ssl
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
@@ -23,7 +22,6 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from mwlbroker.config import Config
 from mwlbroker.dicom.association_tuning import (
     TunedAssociationServer,
     make_server,
@@ -39,11 +37,9 @@ from mwlbroker.dicom.handlers import (
 )
 from mwlbroker.dicom.metered import metered_find, metered_mpps, metered_store
 from mwlbroker.dicom.storage import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
-from mwlbroker.domain.mpps import CompleteOn
 from mwlbroker.services.metrics import Metrics
-from mwlbroker.services.progress import ProgressOptions, ProgressService
+from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.worklist_query import WorklistQueryService
-from mwlbroker.store.db import Database
 
 log = logging.getLogger("mwlbroker.dicom")
 
@@ -62,21 +58,6 @@ class DicomOptions:
     max_pdu: int = 16382
     allowed_calling_aets: tuple[str, ...] = ()
     require_called_aet: bool = False
-
-    @classmethod
-    def from_config(cls, config: Config) -> DicomOptions:
-        return cls(
-            host=config["dicom.host"],
-            port=config["dicom.port"],
-            ae_title=config["dicom.ae_title"],
-            max_associations=config["dicom.max_associations"],
-            acse_timeout=config["dicom.acse_timeout"],
-            dimse_timeout=config["dicom.dimse_timeout"],
-            network_timeout=config["dicom.network_timeout"],
-            max_pdu=config["dicom.max_pdu"],
-            allowed_calling_aets=tuple(config["dicom.allowed_calling_aets"]),
-            require_called_aet=config["dicom.require_called_aet"],
-        )
 
 
 class DicomServer:
@@ -175,43 +156,19 @@ class DicomServer:
 
 
 def start_dicom_server(
-    config: Config,
-    db: Database,
-    progress: ProgressService | None = None,
+    options: DicomOptions,
+    worklist: WorklistQueryService,
+    progress: ProgressService,
     metrics: Metrics | None = None,
     *,
     tls: ssl.SSLContext | None = None,
 ) -> DicomServer:
-    """Build the worklist query service and the DICOM listener from the settings, and start it.
+    """Start the DICOM listener on the services the composition root built and hands it.
 
-    ``progress`` follows MPPS (built from the settings when not given); with ``tls`` the
-    listener speaks DICOM over TLS only. The returned server owns the worklist service it
-    built: ``stop()`` also flushes its query log.
+    ``worklist`` answers C-FIND (its query log is started and closed by its owner, not here),
+    ``progress`` follows MPPS and received images; with ``tls`` the listener speaks DICOM over
+    TLS only.
     """
-    worklist = WorklistQueryService.from_config(config, db)
-    if progress is None:
-        progress = ProgressService(db, progress_options(config))
-    server = DicomServer(
-        DicomOptions.from_config(config),
-        worklist,
-        progress,
-        owns_worklist=True,
-        metrics=metrics,
-        tls=tls,
-    )
-    try:
-        server.start()
-    except BaseException:
-        worklist.close()
-        raise
+    server = DicomServer(options, worklist, progress, metrics=metrics, tls=tls)
+    server.start()
     return server
-
-
-def progress_options(config: Config) -> ProgressOptions:
-    """The settings exam progress (MPPS, C-STORE) takes: ``[progress]`` and ``[storage]``."""
-    return ProgressOptions(
-        complete_on=CompleteOn(config["progress.complete_on"]),
-        images_quiet_seconds=config["progress.images_quiet_seconds"],
-        storage_dir=Path(config["storage.dir"]),
-        keep_files=config["storage.keep_files"],
-    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,7 +22,7 @@ from mwlbroker.domain.accounts import (
 )
 from mwlbroker.store import accounts
 from mwlbroker.store import worklist as records
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.tables import ApiTokenRow, AuditRow, UserRow
 
 MAX_FAILURES = 5  # failed logins per name and address within the window...
@@ -183,7 +182,7 @@ class AccountService:
 
 
 def _audit(
-    session: Any,
+    session: Session,
     now: datetime,
     actor: str,
     action: str,

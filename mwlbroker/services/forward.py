@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from mwlbroker.config import Config
 from mwlbroker.domain.outbound import DeliveryStatus
 from mwlbroker.services.delivery import Wakeup
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.files import InstanceFiles
 from mwlbroker.store.forward import ForwardRow
 from mwlbroker.store.images import InstanceRow, StudyRow
@@ -57,24 +55,6 @@ class ForwardOptions:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
-
-    @classmethod
-    def from_config(cls, config: Config) -> ForwardOptions:
-        return cls(
-            host=config["forward.host"],
-            port=config["forward.port"],
-            ae_title=config["forward.ae_title"],
-            calling_ae=config["forward.calling_ae"] or config["dicom.ae_title"],
-            coerce=config["forward.coerce"],
-            retry_seconds=config["forward.retry_seconds"],
-            retry_max_seconds=config["forward.retry_max_seconds"],
-            max_attempts=config["forward.max_attempts"],
-            timeout=config["dicom.dimse_timeout"],
-            tls=config["forward.tls"],
-            tls_ca=config["forward.tls_ca"],
-            tls_cert=config["forward.tls_cert"],
-            tls_key=config["forward.tls_key"],
-        )
 
     @property
     def enabled(self) -> bool:
@@ -114,12 +94,6 @@ class ForwardService:
         self.files = files
         self.keep_files = keep_files
         self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
-
-    @classmethod
-    def from_config(cls, config: Config, db: Database, files: InstanceFiles) -> ForwardService:
-        return cls(
-            db, ForwardOptions.from_config(config), files, keep_files=config["storage.keep_files"]
-        )
 
     # -- writing, inside the receiving transaction ----------------------------------------------
 
@@ -167,7 +141,7 @@ class ForwardService:
                 )
         return claims
 
-    def _coercion(self, session: Any, study: StudyRow | None) -> dict[str, str] | None:
+    def _coercion(self, session: Session, study: StudyRow | None) -> dict[str, str] | None:
         """The broker's values for a matched study's instances; None for an unmatched one."""
         if study is None or study.order_id is None:
             return None

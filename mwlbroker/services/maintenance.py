@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mwlbroker.config import Config
 from mwlbroker.domain.transitions import NOT_STARTED, step_transition
 from mwlbroker.domain.worklist import StepStatus
 from mwlbroker.services.step_status import move_step
@@ -44,18 +43,6 @@ class RetentionPolicy:
     studies_days: int = 365
     query_log_days: int = 30
     job_runs_days: int = 30
-
-    @classmethod
-    def from_config(cls, config: Config) -> RetentionPolicy:
-        return cls(
-            expire_steps_hours=config["retention.expire_steps_hours"],
-            messages_days=config["retention.messages_days"],
-            outbound_days=config["retention.outbound_days"],
-            mpps_days=config["retention.mpps_days"],
-            studies_days=config["retention.studies_days"],
-            query_log_days=config["dicom.query_log_days"],
-            job_runs_days=config["retention.job_runs_days"],
-        )
 
 
 class MaintenanceService:

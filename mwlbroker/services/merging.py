@@ -18,6 +18,7 @@ from typing import Any
 from mwlbroker.services.worklist import Context, audit, patient_snapshot, record, refresh_step
 from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.reconciliation import PatientMergeRow
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
@@ -219,7 +220,7 @@ def _refresh(
 
 
 def _changes_since(
-    session: Any, row: PatientMergeRow, prior: PatientRow, survivor: PatientRow
+    session: Session, row: PatientMergeRow, prior: PatientRow, survivor: PatientRow
 ) -> list[str]:
     """What changed since the merge that undo cannot put back without losing or guessing."""
     snapshot = row.snapshot
@@ -266,7 +267,7 @@ def _changes_since(
 
 
 def _notes(
-    session: Any, row: PatientMergeRow, survivor: PatientRow, steps: list[StepRow]
+    session: Session, row: PatientMergeRow, survivor: PatientRow, steps: list[StepRow]
 ) -> list[str]:
     """What undo leaves as it is, for the person who asked to know."""
     notes = []

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from mwlbroker.store import jobs as job_store
 from mwlbroker.store import outbound as outbound_store
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, DatabaseUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -128,7 +128,7 @@ class _StoreCollector(Collector):
                         last_ok.add_metric([name], 1.0 if run.ok else 0.0)
                         last_duration.add_metric([name], run.milliseconds / 1000)
             up.add_metric([], 1.0)
-        except Exception:  # a scrape must answer even while the database is away
+        except DatabaseUnavailable:  # a scrape must answer even while the database is away
             up.add_metric([], 0.0)
         yield from (queue, last_run, last_ok, last_duration, up)
         yield GaugeMetricFamily(

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mwlbroker.config import Config
 from mwlbroker.domain.outbound import (
     ORDER_STATUS_OF,
     DeliveryStatus,
@@ -29,7 +28,7 @@ from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
 from mwlbroker.store import worklist
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.outbound import OutboundRow
 from mwlbroker.store.worklist import PatientRow
 
@@ -47,18 +46,6 @@ class OutboundOptions:
     retry_seconds: float = 5.0
     retry_max_seconds: float = 300.0
     max_attempts: int = 10
-
-    @classmethod
-    def from_config(cls, config: Config) -> OutboundOptions:
-        return cls(
-            destinations=tuple(Destination(**d) for d in config["outbound.destinations"]),
-            application=config["hl7.application"],
-            facility=config["hl7.facility"],
-            ack_timeout=config["outbound.ack_timeout"],
-            retry_seconds=config["outbound.retry_seconds"],
-            retry_max_seconds=config["outbound.retry_max_seconds"],
-            max_attempts=config["outbound.max_attempts"],
-        )
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
@@ -83,10 +70,6 @@ class OutboundService:
         self.db = db
         self.options = options or OutboundOptions()
         self.wakeup = Wakeup()  # the senders sleep on it; every commit that queues wakes them
-
-    @classmethod
-    def from_config(cls, config: Config, db: Database) -> OutboundService:
-        return cls(db, OutboundOptions.from_config(config))
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -305,8 +288,8 @@ class OutboundService:
         log.info("outbound %d released for another attempt", message_id)
         return row
 
-    def _row(self, session: object, claim: Claim) -> OutboundRow:
-        row = store.get(session, claim.id, for_update=True)  # type: ignore[arg-type]
+    def _row(self, session: Session, claim: Claim) -> OutboundRow:
+        row = store.get(session, claim.id, for_update=True)
         if row is None:
             raise LookupError(f"outbound message {claim.id} vanished")
         return row

@@ -33,6 +33,7 @@ from mwlbroker.domain.query import (
 )
 from mwlbroker.services import views
 from mwlbroker.store import worklist_query as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.tables import QueryLogRow, StepRow
 
 CANDIDATES = 25
@@ -41,7 +42,7 @@ _INSENSITIVE = "(case/accent-insensitive)"
 
 
 def explain_query(
-    session: Any,
+    session: Session,
     log_id: int,
     *,
     statuses: Sequence[str],
@@ -221,7 +222,7 @@ def _flatten(
 # -- items to pick from -----------------------------------------------------------------------
 
 
-def _candidates(session: Any, row: QueryLogRow, query: WorklistQuery | None) -> list[StepRow]:
+def _candidates(session: Session, row: QueryLogRow, query: WorklistQuery | None) -> list[StepRow]:
     """The steps the query returned, then steps on its station, modality or day."""
     returned = list(store.steps_by_ids(session, list(row.step_ids or [])[:CANDIDATES]))
     station = _single(query, SCHEDULED_STATION_AE_TITLE)

@@ -30,7 +30,7 @@ from mwlbroker.store import messages as message_store
 from mwlbroker.store import progress as progress_store
 from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, Session
 from mwlbroker.store.reconciliation import DuplicateDismissalRow, PatientMergeRow
 from mwlbroker.store.worklist import PatientRow, StepRow
 
@@ -212,7 +212,7 @@ class ReconciliationService:
         return found
 
     def _evidence(
-        self, session: Any, patient: PatientRow, observations: list[identity.Observation]
+        self, session: Session, patient: PatientRow, observations: list[identity.Observation]
     ) -> list[Evidence]:
         first = rec.first_order_of(session, patient)
         ids = [o.message_id for o in observations if o.message_id is not None]
@@ -392,7 +392,7 @@ class ReconciliationService:
             rows = rec.merges(session, limit=limit)
             return [self._merge_view(session, row) for row in rows]
 
-    def _merge_view(self, session: Any, row: PatientMergeRow) -> MergeView:
+    def _merge_view(self, session: Session, row: PatientMergeRow) -> MergeView:
         prior = store.get_patient(session, row.source_pk)
         survivor = store.get_patient(session, row.survivor_pk)
         assert prior is not None and survivor is not None
@@ -464,7 +464,7 @@ class ReconciliationService:
         """Link waiting exams to steps an order just created (an order service listener)."""
         return unmatched.rematch(ctx, self.progress, steps)
 
-    def _steps(self, session: Any, step_ids: Sequence[int]) -> list[StepRow]:
+    def _steps(self, session: Session, step_ids: Sequence[int]) -> list[StepRow]:
         steps = []
         for step_id in dict.fromkeys(step_ids):
             step = rec.get_step(session, step_id, for_update=True)

@@ -10,6 +10,7 @@ from mwlbroker.mapping.fieldnames import field_names
 from mwlbroker.mapping.reader import decode
 from mwlbroker.store import browse, worklist
 from mwlbroker.store import outbound as outbound_store
+from mwlbroker.store.db import Session
 from mwlbroker.store.tables import (
     AuditRow,
     MessageRow,
@@ -271,7 +272,7 @@ def query_log_summary(r: QueryLogRow) -> dict[str, Any]:
 # -- composed views: several queries, one shape --------------------------------------------------
 
 
-def order_detail(session: Any, order_id: int) -> dict[str, Any] | None:
+def order_detail(session: Session, order_id: int) -> dict[str, Any] | None:
     """An order with its patient, steps and a timeline of everything that happened to it:
     each HL7 message, status change, MPPS, study received and status message to the RIS."""
     order = worklist.get_order(session, order_id)
@@ -358,7 +359,7 @@ def order_detail(session: Any, order_id: int) -> dict[str, Any] | None:
     }
 
 
-def dashboard(session: Any, since: datetime) -> dict[str, Any]:
+def dashboard(session: Session, since: datetime) -> dict[str, Any]:
     """What tells at a glance whether the broker is well: messages since ``since`` by status,
     the latest errors, the worklist by status and the outbound queue."""
     by_status = browse.message_counts_since(session, since)

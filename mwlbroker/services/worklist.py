@@ -14,6 +14,7 @@ from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import CLEAR, Attributes, MappedPatient, MappedStep, StepStatus
 from mwlbroker.mapping.worklist_item import worklist_item_json
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.worklist import AuditRow, OrderEventRow, OrderRow, PatientRow, StepRow
 
 OPEN_STATUSES = tuple(s.value for s in StepStatus if not s.is_final)
@@ -23,7 +24,7 @@ OPEN_STATUSES = tuple(s.value for s in StepStatus if not s.is_final)
 class Context:
     """Who is acting, for history and audit: the message being applied."""
 
-    session: Any
+    session: Session
     now: datetime
     message_id: int | None
     actor: str  # e.g. "hl7 RIS/HOSPITAL message 12"

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 
-from mwlbroker.config import Config
 from mwlbroker.domain.charsets import DEFAULT_REPERTOIRE, RESPONSE_CHARSETS, transliterate
 from mwlbroker.domain.query import (
     SCHEDULED_STATION_AE_TITLE,
@@ -40,7 +39,7 @@ from mwlbroker.domain.query import (
     parse_query,
 )
 from mwlbroker.store import worklist_query as store
-from mwlbroker.store.db import Database
+from mwlbroker.store.db import Database, DatabaseUnavailable
 
 log = logging.getLogger("mwlbroker.worklist")
 
@@ -86,16 +85,6 @@ class WorklistQueryOptions:
     profiles: tuple[QueryProfile, ...] = ()
     log_days: int = 30
 
-    @classmethod
-    def from_config(cls, config: Config) -> WorklistQueryOptions:
-        return cls(
-            statuses=tuple(config["dicom.worklist_statuses"]),
-            max_matches=config["dicom.max_matches"],
-            pn_case_insensitive=config["dicom.pn_case_insensitive"],
-            profiles=tuple(QueryProfile.from_setting(p) for p in config["dicom.profiles"]),
-            log_days=config["dicom.query_log_days"],
-        )
-
     def profile_for(self, calling_ae: str) -> QueryProfile | None:
         """The first profile whose calling_ae glob matches the caller (case-sensitive)."""
         for profile in self.profiles:
@@ -139,11 +128,7 @@ class WorklistQueryService:
         self.db = db
         self.options = options or WorklistQueryOptions()
         self._today = today  # local date: DICOM dates are the site's calendar
-        self.query_log = QueryLogWriter(db)
-
-    @classmethod
-    def from_config(cls, config: Config, db: Database) -> WorklistQueryService:
-        return cls(db, WorklistQueryOptions.from_config(config))
+        self.query_log = QueryLogWriter(db)  # its thread starts with start(), not here
 
     def find(self, caller: Caller, identifier: Identifier) -> WorklistAnswer:
         """Select the items matching an identifier; stream them from the answer, then finish it.
@@ -175,8 +160,8 @@ class WorklistQueryService:
                 answer.steps = selection.steps
         except QueryError as error:
             answer.fail(error.status, error.comment, error.tag)
-        except Exception as error:  # a database or driver failure arrives in many types
-            log.exception("worklist query from %s failed", caller.calling_ae)
+        except DatabaseUnavailable as error:  # the store translated the driver's error
+            log.error("worklist query from %s failed: %s", caller.calling_ae, error)
             answer.fail(FindStatus.UNABLE_TO_PROCESS, f"worklist unavailable: {error}")
         return answer
 
@@ -238,6 +223,10 @@ class WorklistQueryService:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self.options.log_days)
         with self.db.transaction() as session:
             return store.purge_query_log(session, cutoff)
+
+    def start(self) -> None:
+        """Start the query log's writer; the composition root does, before the first query."""
+        self.query_log.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write the query log records still queued, then stop the writer."""
@@ -425,7 +414,9 @@ class QueryLogWriter:
     """Writes query log records in batches on its own thread, off the response path.
 
     A failed write is retried a few times (the database may be restarting), then the batch is
-    dropped with an error in the log: the query log must never hold modalities up.
+    dropped with an error in the log: the query log must never hold modalities up. The thread
+    starts with :meth:`start` and ends with :meth:`close`, both called by whoever owns the
+    writer, so that building one (in a test, a tool) starts nothing.
     """
 
     BATCH = 500
@@ -437,8 +428,13 @@ class QueryLogWriter:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._progress = _Progress()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="query-log", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start writing on a thread of its own (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="query-log", daemon=True)
+            self._thread.start()
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one record (the fields of a QueryLogRow)."""
@@ -459,7 +455,8 @@ class QueryLogWriter:
             return progress.lock.wait_for(lambda: progress.written >= target, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        if not self._thread.is_alive():
+        """Write what is queued, then stop the thread; nothing to do if it never started."""
+        if self._thread is None or not self._thread.is_alive():
             return
         self.flush(timeout)
         self._stopping.set()

@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mwlbroker.config import mask_url
+from mwlbroker.domain.masking import mask_url
 
 # Session is re-exported so that services can type what they are handed without importing
 # SQLAlchemy themselves (the import contract keeps it in the store).
@@ -119,10 +119,15 @@ class Database:
     def reading(self) -> Iterator[Session]:
         """A short read-only session; nothing it does is committed.
 
-        Closing (not rolling back) leaves the loaded rows readable after the block.
+        Closing (not rolling back) leaves the loaded rows readable after the block. A driver
+        error (unreachable, restarting, schema gone) becomes :class:`DatabaseUnavailable`, as
+        in :meth:`transaction`, so a reader catches one error rather than the driver's many.
         """
-        with self._read_sessions() as session:
-            yield session
+        try:
+            with self._read_sessions() as session:
+                yield session
+        except DBAPIError as error:
+            raise DatabaseUnavailable(_short(error)) from error
 
     def ping(self) -> None:
         """Raise :class:`DatabaseUnavailable` unless the database answers."""
