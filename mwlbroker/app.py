@@ -16,11 +16,11 @@ from typing import Any
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
-from mwlbroker.hl7v2.listener import MLLPListener
-from mwlbroker.hl7v2.outbound import OutboundSender
+from mwlbroker.hl7v2.reader import CHARSETS
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
-from mwlbroker.mapping.reader import CHARSETS
+from mwlbroker.mllp.listener import MLLPListener
+from mwlbroker.mllp.outbound import OutboundSender
 from mwlbroker.scheduling.scheduler import Chore, Scheduler
 from mwlbroker.services.accounts import AccountService
 from mwlbroker.services.forward import ForwardService

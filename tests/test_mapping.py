@@ -18,10 +18,10 @@ from pydicom.uid import UID
 
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2.reader import FieldPath, HL7Message, parse_message
 from mwlbroker.mapping import transforms as t
 from mwlbroker.mapping.engine import MappingSet, NotMappedForSender, load_mappings, stable_uid
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError
-from mwlbroker.mapping.reader import FieldPath, HL7Message, parse_message
 from mwlbroker.mapping.report import check_mappings, explain_message, split_messages
 from mwlbroker.mapping.worklist_item import (
     build_worklist_item,

@@ -28,9 +28,9 @@ from mwlbroker.domain.worklist import (
     MappedStep,
     Value,
 )
+from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError, load_profiles
 from mwlbroker.mapping.profile import MERGE_TRIGGERS, MessageMapping, Profile
-from mwlbroker.mapping.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.rules import Context, Layout, Rule
 from mwlbroker.mapping.source import MappingFileError
 

@@ -17,6 +17,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for_keyword
 
 from mwlbroker.domain.worklist import SPS_KEYWORDS, StepStatus
+from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.profile import (
     ADT_TRIGGERS,
     DEFAULT_SIU_CONTROL,
@@ -31,7 +32,6 @@ from mwlbroker.mapping.profile import (
     Policy,
     Profile,
 )
-from mwlbroker.mapping.reader import FieldPath
 from mwlbroker.mapping.rules import (
     AttributeRule,
     ChoiceRule,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
-from mwlbroker.mapping.reader import (
+from mwlbroker.hl7v2.reader import (
     HL7Message,
     MessageHeader,
     content_digest,

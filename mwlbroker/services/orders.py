@@ -16,8 +16,8 @@ from typing import Any
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2.reader import HL7Message
 from mwlbroker.mapping.engine import MappingSet
-from mwlbroker.mapping.reader import HL7Message
 from mwlbroker.services.worklist import (
     Context,
     merge,

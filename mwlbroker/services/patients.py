@@ -13,8 +13,8 @@ from typing import Any
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatientEvent
+from mwlbroker.hl7v2.reader import HL7Message
 from mwlbroker.mapping.engine import MappingSet
-from mwlbroker.mapping.reader import HL7Message
 from mwlbroker.services.merging import ReconciliationRefused, merge_patient
 from mwlbroker.services.worklist import (
     Context,

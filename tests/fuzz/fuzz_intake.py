@@ -19,9 +19,9 @@ import sys
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import AckCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.mllp import FrameDecoder
+from mwlbroker.hl7v2.reader import parse_message, read_header_bytes
 from mwlbroker.mapping.engine import load_mappings
-from mwlbroker.mapping.reader import parse_message, read_header_bytes
+from mwlbroker.mllp.framing import FrameDecoder
 
 MAPPINGS = load_mappings()
 MAX_BYTES = 64 * 1024

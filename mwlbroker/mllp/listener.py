@@ -12,8 +12,8 @@ import time
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.mllp import Frame, FrameDecoder, frame
-from mwlbroker.mapping.reader import read_header_bytes
+from mwlbroker.hl7v2.reader import read_header_bytes
+from mwlbroker.mllp.framing import Frame, FrameDecoder, frame
 from mwlbroker.services.ingest import IngestResult, IngestService
 from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import DatabaseUnavailable
