@@ -16,7 +16,7 @@ from typing import Any
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
-from mwlbroker.hl7v2.reader import CHARSETS
+from mwlbroker.hl7v2.charsets import CHARSETS
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
 from mwlbroker.mllp.listener import MLLPListener

@@ -7,8 +7,9 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
-from mwlbroker.hl7v2.ack import build_ack, escape
+from mwlbroker.hl7v2.ack import build_ack
 from mwlbroker.hl7v2.reader import split_msh
+from mwlbroker.hl7v2.writer import escape
 
 
 def received(version: str, control_id: str = "CTRL1") -> list[str]:

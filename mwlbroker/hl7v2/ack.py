@@ -1,6 +1,7 @@
 """Original-mode acknowledgments (HL7 v2 chapter 2): MSH answering the sender, MSA, ERR.
 
-hl7apy builds each ACK shape (version, trigger, code) once; values are filled in per message.
+hl7apy builds each ACK shape (version, trigger, code) once; values are filled in per message
+(:mod:`mwlbroker.hl7v2.writer`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.hl7v2.writer import escape, fill
 
 _FALLBACK_VERSION = "2.5.1"
 _counter = itertools.count(1)
@@ -80,27 +82,8 @@ def build_ack(
         "ERR3TEXT": escape(condition.text),
         "ERR8": escape(text or ""),
     }
-    template = _template(version, trigger, code.value)
-    er7 = _PLACEHOLDER.sub(lambda match: values[match[1]], template)
-    # Optional fields left empty would leave trailing separators: HL7 drops them.
-    er7 = "\r".join(line.rstrip("|^") for line in er7.split("\r"))
+    er7 = fill(_template(version, trigger, code.value), values)
     return er7.encode(codec, errors="replace")
-
-
-_PLACEHOLDER = re.compile(r"QQ([A-Z0-9]+)QQ")
-
-
-def escape(text: str) -> str:
-    """HL7 escape sequences for free text (chapter 2.7): \\ first, then the delimiters."""
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-        .replace("\r", "\\X0D\\")
-        .replace("\n", "\\X0A\\")
-    )
 
 
 @lru_cache(maxsize=512)

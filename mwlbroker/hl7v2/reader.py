@@ -19,35 +19,10 @@ import hl7
 
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.hl7v2.charsets import CHARSETS, SUPPORTED
 
 HL7_NULL = '""'
 """The HL7 null value: the sender says "this field has no value any more"."""
-
-# MSH-18 Character Set (HL7 table 0211) -> Python codec. DICOM-style terms are accepted too,
-# because some RIS copy them from their DICOM configuration.
-CHARSETS: dict[str, str] = {
-    "": "ascii",
-    "ASCII": "ascii",
-    "ISO IR6": "ascii",
-    "ISO_IR 6": "ascii",
-    "8859/1": "latin-1",
-    "ISO IR100": "latin-1",
-    "ISO_IR 100": "latin-1",
-    "8859/2": "iso8859_2",
-    "8859/3": "iso8859_3",
-    "8859/4": "iso8859_4",
-    "8859/5": "iso8859_5",
-    "8859/6": "iso8859_6",
-    "8859/7": "iso8859_7",
-    "8859/8": "iso8859_8",
-    "8859/9": "iso8859_9",
-    "8859/15": "iso8859_15",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-    "ISO IR192": "utf-8",
-    "ISO_IR 192": "utf-8",
-}
 
 _PATH = re.compile(
     r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:\[(?P<occurrence>\d+)\])?"
@@ -343,8 +318,7 @@ def decode(raw: bytes, default_codec: str = "latin-1") -> tuple[str, str, str]:
     codec = CHARSETS.get(declared.upper())
     if codec is None:
         raise MessageRejected(
-            f"MSH-18 character set {declared!r} is not supported "
-            f"(supported: ASCII, 8859/1 to 8859/9, 8859/15, UNICODE UTF-8)",
+            f"MSH-18 character set {declared!r} is not supported (supported: {SUPPORTED})",
             error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
             location="MSH-18",
         )
