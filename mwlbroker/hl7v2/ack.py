@@ -16,6 +16,7 @@ from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.hl7v2.header import MessageHeader
 from mwlbroker.hl7v2.writer import escape, fill
 
 _FALLBACK_VERSION = "2.5.1"
@@ -37,7 +38,7 @@ def _location(text: str | None) -> tuple[str, str, str]:
 
 
 def build_ack(
-    msh: list[str],
+    header: MessageHeader | None,
     code: AckCode,
     *,
     text: str | None = None,
@@ -47,13 +48,13 @@ def build_ack(
     facility: str = "",
     codec: str = "latin-1",
 ) -> bytes:
-    """The ACK for a message whose MSH fields are ``msh`` (MSH-n at index n; may be empty).
+    """The ACK for a message with ``header`` (``None`` when it had no MSH to read).
 
     MSA-2 always echoes MSH-10, MSH-5/6 answer MSH-3/4, and AE/AR carry an ERR segment.
     """
 
     def received(index: int) -> str:
-        return msh[index] if index < len(msh) else ""
+        return header.sent(index) if header is not None else ""
 
     sender_version = received(12).split("^")[0]
     version = sender_version if sender_version in SUPPORTED_LIBRARIES else _FALLBACK_VERSION

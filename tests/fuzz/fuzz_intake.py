@@ -19,7 +19,8 @@ import sys
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import AckCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.reader import parse_message, read_header_bytes
+from mwlbroker.hl7v2.header import read_header
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import load_mappings
 from mwlbroker.mllp.framing import FrameDecoder
 
@@ -41,7 +42,7 @@ def one_input(data: bytes) -> None:
     for received in frames:
         payload = received.payload
         assert len(payload) <= MAX_BYTES
-        msh, _ = read_header_bytes(payload)
+        header = read_header(payload)
         try:
             message = parse_message(payload)
             if MAPPINGS.handles(message.header().type_name):
@@ -49,7 +50,7 @@ def one_input(data: bytes) -> None:
             code = AckCode.ACCEPT
         except MessageError as refused:  # the broker's own answer: stored, answered AE or AR
             code = refused.ack_code
-        ack = build_ack(msh, code, text="fuzz")
+        ack = build_ack(header, code, text="fuzz")
         assert ack.startswith(b"MSH")
 
 
