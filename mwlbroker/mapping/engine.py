@@ -30,7 +30,7 @@ from mwlbroker.domain.worklist import (
 )
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError, load_profiles
-from mwlbroker.mapping.profile import MERGE_TRIGGERS, MessageMapping, Profile
+from mwlbroker.mapping.profile import PRIOR_ID_TRIGGERS, MessageMapping, Profile
 from mwlbroker.mapping.rules import Context, Layout, Rule
 from mwlbroker.mapping.source import MappingFileError
 
@@ -253,7 +253,7 @@ class MappingSet:
         event = MappedPatientEvent(
             trigger=header.trigger_event, patient=MappedPatient(patient), profile=profile.name
         )
-        if header.trigger_event in MERGE_TRIGGERS:
+        if header.trigger_event in PRIOR_ID_TRIGGERS:
             if message.count("MRG") > 1:
                 raise MappingError(
                     f"{header.type_name} with {message.count('MRG')} MRG segments: the broker "

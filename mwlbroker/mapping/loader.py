@@ -17,9 +17,9 @@ from typing import Any
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for_keyword
 
 from mwlbroker.domain.worklist import SPS_KEYWORDS, StepStatus
+from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.profile import (
-    ADT_TRIGGERS,
     DEFAULT_SIU_CONTROL,
     MISSING_POLICIES,
     ORDER_CONTROLS,
@@ -519,13 +519,7 @@ class _ProfileCompiler:
         messages = self.mapping(self.root.get("messages"), "messages")
         if messages is None:
             return {}
-        supported = [
-            *ORDER_MESSAGES,
-            "ADT",
-            *(f"ADT^{t}" for t in ADT_TRIGGERS),
-            "SIU",
-            *(f"SIU^{t}" for t in SIU_TRIGGERS),
-        ]
+        supported = list(registry.section_keys())
         compiled = {}
         for key, entry in messages.entries.items():
             where = self.key_at(messages, key)
@@ -534,9 +528,7 @@ class _ProfileCompiler:
                 self.error(
                     where,
                     f"message type {key!r} is not one the broker maps{_suggest(name, supported)}"
-                    f"; use {', '.join(ORDER_MESSAGES)}, ADT (every trigger) or ADT^A01 ... "
-                    f"({' '.join(ADT_TRIGGERS)}), SIU (every trigger) or SIU^S12 ... "
-                    f"({' '.join(SIU_TRIGGERS)})",
+                    f"; use {registry.section_help()}",
                 )
                 continue
             section = self.mapping(entry.value, f"messages: {key}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
+from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
 from mwlbroker.services.group_commit import GroupCommit
@@ -87,14 +88,19 @@ class IngestService:
     db: Database
     accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
     default_codec: str = "latin-1"
-    # MSH-9 "TYPE^TRIGGER" -> what applies it; other types are answered AR.
+    # The registry's applier names ("orders", "patients") -> what applies their messages.
     appliers: Mapping[str, Applier] = field(default_factory=dict)
+    # The MSH-9 types the mapping profiles map; None takes every registered type.
+    mapped: Collection[str] | None = None
     # Most messages one transaction takes when several connections deliver at once.
     max_batch: int = 64
     group: GroupCommit[_Intake, IngestResult] = field(init=False, repr=False)
+    # MSH-9 "TYPE^TRIGGER" -> its applier: the router, built once from the registry.
+    routes: Mapping[str, Applier] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.group = GroupCommit(self._run_batch, max_batch=self.max_batch)
+        self.routes = routes(self.appliers, self.mapped)
 
     # -- the intake path ------------------------------------------------------------------------
 
@@ -141,7 +147,7 @@ class IngestService:
             AckCode.ACCEPT.value,
             now,
         )
-        applier = self.appliers[header.type_name]
+        applier = self.routes[header.type_name]
         try:
             intake.prepared = applier.prepare(message)
         except MessageError as error:
@@ -266,8 +272,8 @@ class IngestService:
                 error_code=HL7ErrorCode.UNSUPPORTED_VERSION_ID,
                 location="MSH-12",
             )
-        if header.type_name not in self.appliers:
-            known_type = any(key.startswith(header.message_type + "^") for key in self.appliers)
+        if header.type_name not in self.routes:
+            known_type = any(key.startswith(header.message_type + "^") for key in self.routes)
             raise MessageRejected(
                 f"message type {header.type_name!r} in MSH-9 is not handled by this broker",
                 error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
@@ -363,7 +369,7 @@ class IngestService:
         row: MessageRow,
         now: datetime,
     ) -> None:
-        applier = self.appliers[header.type_name]
+        applier = self.routes[header.type_name]
         try:
             prepared = applier.prepare(message)
         except MessageError as error:
@@ -475,6 +481,24 @@ class IngestService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def routes(
+    appliers: Mapping[str, Applier], mapped: Collection[str] | None = None
+) -> dict[str, Applier]:
+    """The router: each registered MSH-9 type the mappings map, to its applier by name.
+
+    A type the registry lists but no profile maps, or whose applier is not given, is left out,
+    so the intake answers it as unsupported (AR) instead of failing to map it.
+    """
+    table: dict[str, Applier] = {}
+    for type_name in registry.type_names():
+        found = registry.route(type_name)
+        assert found is not None  # every registered name routes
+        applier = appliers.get(found.applier)
+        if applier is not None and (mapped is None or type_name in mapped):
+            table[type_name] = applier
+    return table
 
 
 def _audit(

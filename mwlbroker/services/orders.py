@@ -31,9 +31,6 @@ from mwlbroker.store import worklist as store
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
-# SIU (scheduling) is taken only where a mapping profile maps it: some RIS schedule by SIU.
-ORDER_TYPES = ("ORM^O01", "OMI^O23", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15")
-
 # Which steps each order control acts on (the rest are left as they are).
 _HOLDABLE = {StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY}
 
@@ -44,7 +41,7 @@ performed steps and studies that were waiting for them)."""
 
 
 class OrderService:
-    """Applies order messages inside the ingest transaction."""
+    """Applies order messages inside the ingest transaction (the registry's "orders" applier)."""
 
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings

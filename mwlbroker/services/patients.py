@@ -14,6 +14,7 @@ from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatientEvent
 from mwlbroker.hl7v2.reader import HL7Message
+from mwlbroker.hl7v2.registry import CHANGE_ID_TRIGGERS, MERGE_TRIGGERS
 from mwlbroker.mapping.engine import MappingSet
 from mwlbroker.services.merging import ReconciliationRefused, merge_patient
 from mwlbroker.services.worklist import (
@@ -31,14 +32,13 @@ from mwlbroker.store.worklist import PatientRow
 
 log = logging.getLogger("mwlbroker.patients")
 
-UPDATE_TRIGGERS = ("A01", "A04", "A05", "A08", "A31")
-MERGE_TRIGGERS = ("A40",)
-CHANGE_ID_TRIGGERS = ("A47",)
-TRIGGERS = UPDATE_TRIGGERS + MERGE_TRIGGERS + CHANGE_ID_TRIGGERS
-
 
 class PatientService:
-    """Applies ADT messages inside the ingest transaction."""
+    """Applies ADT messages inside the ingest transaction (the registry's "patients" applier).
+
+    What a trigger does comes from the registry: a merge (A40), a change of identifier (A47),
+    or else an update of the patient's demographics.
+    """
 
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
