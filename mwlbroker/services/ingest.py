@@ -23,7 +23,13 @@ from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.store import messages
 from mwlbroker.store import worklist as records
-from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey, is_duplicate_key
+from mwlbroker.store.db import (
+    Database,
+    DatabaseUnavailable,
+    DuplicateKey,
+    Session,
+    is_duplicate_key,
+)
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.tables import AuditRow
 
@@ -36,7 +42,7 @@ class Applier(Protocol):
     def prepare(self, message: HL7Message) -> Any:
         """Map the message (no database); raises :class:`MessageError` when it cannot be."""
 
-    def apply(self, session: Any, prepared: Any, row: MessageRow) -> None:
+    def apply(self, session: Session, prepared: Any, row: MessageRow) -> None:
         """Write what ``prepare`` gave inside the ingest transaction (its own savepoint)."""
 
 
@@ -185,7 +191,7 @@ class IngestService:
                 return error
         raise AssertionError("unreachable")
 
-    def _store(self, session: Any, intake: _Intake) -> IngestResult:
+    def _store(self, session: Session, intake: _Intake) -> IngestResult:
         # A fresh row each time: a transaction rolled back and tried again starts from scratch.
         row = messages.copy_row(intake.row)
         now, header, codec = intake.now, intake.header, intake.codec
@@ -285,7 +291,7 @@ class IngestService:
 
     def _apply(
         self,
-        session: Any,
+        session: Session,
         applier: Applier,
         prepared: Any,
         header: MessageHeader,
@@ -363,7 +369,7 @@ class IngestService:
 
     def _reapply(
         self,
-        session: Any,
+        session: Session,
         message: HL7Message,
         header: MessageHeader,
         row: MessageRow,
@@ -452,7 +458,7 @@ class IngestService:
         return result
 
     def _claim_key(
-        self, session: object, row: MessageRow, header: MessageHeader
+        self, session: Session, row: MessageRow, header: MessageHeader
     ) -> MessageRejected | None:
         """Give a reprocessed message its sender + MSH-10 key, unless another message holds it.
 
@@ -462,7 +468,7 @@ class IngestService:
         key = _dedup_key(header)
         if row.dedup_key == key:
             return None
-        holder = messages.by_dedup_key(session, key, for_update=True)  # type: ignore[arg-type]
+        holder = messages.by_dedup_key(session, key, for_update=True)
         if holder is None or holder.id == row.id:
             row.dedup_key = key
             return None
@@ -502,7 +508,7 @@ def routes(
 
 
 def _audit(
-    session: object,
+    session: Session,
     now: datetime,
     actor: str,
     action: str,
@@ -513,7 +519,7 @@ def _audit(
 ) -> None:
     """A staff action on a message, in the audit trail with the state before."""
     records.add(
-        session,  # type: ignore[arg-type]
+        session,
         AuditRow(
             at=now,
             actor=actor[:200],

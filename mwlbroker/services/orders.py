@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
@@ -28,6 +27,7 @@ from mwlbroker.services.worklist import (
     upsert_patient,
 )
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
@@ -57,7 +57,7 @@ class OrderService:
         return message, self.mappings.map_order(message)
 
     def apply(
-        self, session: Any, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
+        self, session: Session, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
     ) -> None:
         """Apply a mapped order inside the ingest transaction."""
         message, mapped = prepared

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
@@ -27,6 +26,7 @@ from mwlbroker.services.worklist import (
     upsert_patient,
 )
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import PatientRow
 
@@ -47,7 +47,7 @@ class PatientService:
         """Map the patient event, before (and outside) the transaction that applies it."""
         return self.mappings.map_patient_event(message)
 
-    def apply(self, session: Any, event: MappedPatientEvent, row: MessageRow) -> None:
+    def apply(self, session: Session, event: MappedPatientEvent, row: MessageRow) -> None:
         """Apply a mapped patient event inside the ingest transaction."""
         sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
