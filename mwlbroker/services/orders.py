@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import HL7Message
 from mwlbroker.mapping.engine import MappingSet
 from mwlbroker.services.worklist import (
@@ -291,8 +292,9 @@ class OrderService:
 
 def _said(message: HL7Message, control: str) -> str:
     """How the message asked for ``control``: "ORC-1 XO", or "SIU^S13 (XO)" for appointments."""
-    if message.get("MSH-9.1") == "SIU":
-        return f"SIU^{message.get('MSH-9.2')} ({control})"
+    found = registry.route(message.header().type_name)
+    if found is not None and found.trigger.meaning == registry.Meaning.APPOINTMENT:
+        return f"{found.type_name} ({control})"
     return f"ORC-1 {control}"
 
 
