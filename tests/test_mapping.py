@@ -246,6 +246,7 @@ def test_supported_types(bundled):
     assert bundled.supported_types == {
         "ORM^O01",
         "OMI^O23",
+        "OMG^O19",
         *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
         *(f"SIU^{t}" for t in ("S12", "S13", "S14", "S15")),  # siu-example, sender SCHEDULER
     }

@@ -16,7 +16,7 @@ def test_sample_messages_all_read_with_their_header():
         message = parse_message(path.read_bytes())
         header = message.header()
         assert header.control_id, path.name
-        assert header.message_type in {"ORM", "OMI", "ADT", "SIU"}, path.name
+        assert header.message_type in {"ORM", "OMI", "OMG", "ADT", "SIU"}, path.name
 
 
 def test_latin1_sample_decodes_names_and_escapes():

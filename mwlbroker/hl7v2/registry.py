@@ -79,6 +79,14 @@ REGISTRY: tuple[MessageType, ...] = (
         application_ack="ORI^O24",
     ),
     MessageType(
+        "OMG",
+        "orders",
+        (Trigger("O19", Meaning.ORDER, "general clinical order message"),),
+        "general order (v2.5+, IHE SWF.b RAD-2/RAD-3): an imaging order read from its OBR",
+        item_segment="OBR",
+        application_ack="ORG^O20",
+    ),
+    MessageType(
         "ADT",
         "patients",
         (
