@@ -106,7 +106,7 @@ class IngestService:
 
     def __post_init__(self) -> None:
         self.group = GroupCommit(self._run_batch, max_batch=self.max_batch)
-        self.routes = routes(self.appliers, self.mapped)
+        self.routes = build_routes(self.appliers, self.mapped)
 
     # -- the intake path ------------------------------------------------------------------------
 
@@ -489,7 +489,7 @@ class IngestService:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def routes(
+def build_routes(
     appliers: Mapping[str, Applier], mapped: Collection[str] | None = None
 ) -> dict[str, Applier]:
     """The router: each registered MSH-9 type the mappings map, to its applier by name.
