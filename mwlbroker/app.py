@@ -16,11 +16,11 @@ from typing import Any
 from mwlbroker.config import Config
 from mwlbroker.dicom.forward import Forwarder
 from mwlbroker.dicom.server import DicomServer, start_dicom_server
-from mwlbroker.hl7v2.listener import MLLPListener
-from mwlbroker.hl7v2.outbound import OutboundSender
+from mwlbroker.hl7v2.charsets import CHARSETS
 from mwlbroker.mapping.engine import MappingSet, load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
-from mwlbroker.mapping.reader import CHARSETS
+from mwlbroker.mllp.listener import MLLPListener
+from mwlbroker.mllp.outbound import OutboundSender
 from mwlbroker.options import (
     dicom_options,
     forward_options,
@@ -36,9 +36,8 @@ from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.jobs import Job, JobRunner
 from mwlbroker.services.maintenance import MaintenanceService
 from mwlbroker.services.metrics import Metrics
-from mwlbroker.services.orders import ORDER_TYPES, OrderService
+from mwlbroker.services.orders import OrderService
 from mwlbroker.services.outbound import OutboundService
-from mwlbroker.services.patients import TRIGGERS as PATIENT_TRIGGERS
 from mwlbroker.services.patients import PatientService
 from mwlbroker.services.progress import ProgressService
 from mwlbroker.services.reconciliation import ReconciliationService
@@ -98,19 +97,14 @@ def build_ingest(
     orders = OrderService(mappings)
     reconciliation = reconciliation or build_reconciliation(config, db)
     orders.steps_listeners.append(reconciliation.rematch)
-    patients = PatientService(mappings)
-    appliers: dict[str, Applier] = {}
-    for type_name in ORDER_TYPES:
-        if mappings.handles(type_name):
-            appliers[type_name] = orders
-    for trigger in PATIENT_TRIGGERS:
-        if mappings.handles(f"ADT^{trigger}"):
-            appliers[f"ADT^{trigger}"] = patients
+    # The registry's applier names; the intake routes each mapped type to its applier.
+    appliers: dict[str, Applier] = {"orders": orders, "patients": PatientService(mappings)}
     return IngestService(
         db,
         accepted_versions=tuple(config["hl7.accepted_versions"]),
         default_codec=CHARSETS[config["hl7.default_charset"].upper()],
         appliers=appliers,
+        mapped=mappings.supported_types,
     )
 
 

@@ -425,7 +425,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _send(args: argparse.Namespace, config: Config) -> int:
-    from mwlbroker.hl7v2.sender import MLLPClient, SendError, split_file
+    from mwlbroker.mllp.sender import MLLPClient, SendError, split_file
     from mwlbroker.tls import TLSConfigError, client_context
 
     host = args.host or config["hl7.host"]

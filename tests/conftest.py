@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 
 from mwlbroker.app import Broker
 from mwlbroker.config import Config, load_config
-from mwlbroker.hl7v2.mllp import FrameDecoder, frame
+from mwlbroker.mllp.framing import FrameDecoder, frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_messages"

@@ -7,12 +7,17 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
-from mwlbroker.hl7v2.ack import build_ack, escape
-from mwlbroker.mapping.reader import split_msh
+from mwlbroker.hl7v2.ack import build_ack
+from mwlbroker.hl7v2.header import MessageHeader, read_header
+from mwlbroker.hl7v2.writer import escape
 
 
-def received(version: str, control_id: str = "CTRL1") -> list[str]:
-    return split_msh(f"MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|{control_id}|P|{version}")
+def received(version: str, control_id: str = "CTRL1") -> MessageHeader:
+    header = read_header(
+        f"MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|{control_id}|P|{version}".encode()
+    )
+    assert header is not None
+    return header
 
 
 @pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"])
@@ -45,6 +50,6 @@ def test_free_text_is_escaped_and_reads_back():
 
 
 def test_unreadable_message_still_gets_an_ack():
-    ack = build_ack([], AckCode.REJECT, text="no MSH", error_code=100)
+    ack = build_ack(None, AckCode.REJECT, text="no MSH", error_code=100)
     assert ack.startswith(b"MSH|^~\\&|MWLBROKER|")
     assert b"\rMSA|AR||no MSH" in ack

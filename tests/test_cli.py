@@ -81,7 +81,8 @@ def write_toml(tmp_path: Path, content: str) -> Path:
 
 
 def test_send_prints_aa_for_each_sample_file(broker: Broker, database_url: str) -> None:
-    assert len(SAMPLE_FILES) == 11  # 11: an SIU^S12 appointment from the scheduler
+    # 11: an SIU^S12 appointment from the scheduler; 12: an OMG^O19 general order
+    assert len(SAMPLE_FILES) == 12
     sent = send(broker, *SAMPLE_FILES, env=cli_env(database_url))
 
     assert sent.returncode == 0, sent.stdout + sent.stderr

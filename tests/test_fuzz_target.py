@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mwlbroker.hl7v2.mllp import frame
+from mwlbroker.mllp.framing import frame
 from tests.conftest import SAMPLES
 from tests.fuzz.fuzz_intake import one_input
 

@@ -84,8 +84,8 @@ def _with_study(message: bytes, uid: str) -> bytes:
 
 
 def test_a_failing_message_in_a_batch_does_not_undo_its_neighbours(broker):
-    gate = _Gate(broker.ingest.appliers["ORM^O01"], "FIRST")
-    service = IngestService(broker.db, appliers={"ORM^O01": gate})
+    gate = _Gate(broker.ingest.appliers["orders"], "FIRST")
+    service = IngestService(broker.db, appliers={"orders": gate})
     results: dict[str, IngestResult] = {}
 
     def send(control_id: str, message: bytes) -> threading.Thread:

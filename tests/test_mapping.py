@@ -18,10 +18,10 @@ from pydicom.uid import UID
 
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2.reader import FieldPath, HL7Message, parse_message
 from mwlbroker.mapping import transforms as t
 from mwlbroker.mapping.engine import MappingSet, NotMappedForSender, load_mappings, stable_uid
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError
-from mwlbroker.mapping.reader import FieldPath, HL7Message, parse_message
 from mwlbroker.mapping.report import check_mappings, explain_message, split_messages
 from mwlbroker.mapping.worklist_item import (
     build_worklist_item,
@@ -246,6 +246,7 @@ def test_supported_types(bundled):
     assert bundled.supported_types == {
         "ORM^O01",
         "OMI^O23",
+        "OMG^O19",
         *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
         *(f"SIU^{t}" for t in ("S12", "S13", "S14", "S15")),  # siu-example, sender SCHEDULER
     }

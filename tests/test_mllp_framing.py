@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mwlbroker.hl7v2.mllp import FrameDecoder, frame
+from mwlbroker.mllp.framing import FrameDecoder, frame
 
 MESSAGE = b"MSH|^~\\&|RIS|H|MWL|R|20261127||ORM^O01|1|P|2.3.1\rPID|1||X\r"
 

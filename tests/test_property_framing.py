@@ -1,6 +1,6 @@
 """MLLP framing under hypothesis: any stream, cut into reads anywhere, decodes to the same frames.
 
-The decoder is checked against a byte-at-a-time model of the rules in hl7v2/mllp.py (bytes
+The decoder is checked against a byte-at-a-time model of the rules in mllp/framing.py (bytes
 outside a frame are ignored, a start block inside a frame abandons it, an end block ends it, a
 frame over the limit keeps only its head), whatever the stream holds and however it is cut.
 """
@@ -12,7 +12,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwlbroker.hl7v2.mllp import END_BLOCK, START_BLOCK, FrameDecoder, frame
+from mwlbroker.mllp.framing import END_BLOCK, START_BLOCK, FrameDecoder, frame
 from tests.properties import examples
 
 VT, FS = START_BLOCK[0], END_BLOCK[0]

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from mwlbroker.hl7v2.mllp import END_BLOCK, START_BLOCK, frame
+from mwlbroker.mllp.framing import END_BLOCK, START_BLOCK, frame
 from mwlbroker.store.tables import MessageRow, OrderRow
 from tests.conftest import SAMPLES, Peer, ack_fields, orm
 from tests.properties import examples

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mwlbroker.domain.errors import MessageRejected
-from mwlbroker.mapping.reader import HL7_NULL, FieldPath, content_digest, parse_message
+from mwlbroker.hl7v2.header import read_header
+from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, content_digest, parse_message
 from tests.conftest import SAMPLES
 
 HEADER = "MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|CTL1|P|2.3.1"
@@ -16,7 +17,7 @@ def test_sample_messages_all_read_with_their_header():
         message = parse_message(path.read_bytes())
         header = message.header()
         assert header.control_id, path.name
-        assert header.message_type in {"ORM", "OMI", "ADT", "SIU"}, path.name
+        assert header.message_type in {"ORM", "OMI", "OMG", "ADT", "SIU"}, path.name
 
 
 def test_latin1_sample_decodes_names_and_escapes():
@@ -102,3 +103,33 @@ def test_digest_ignores_message_time_only():
     one = f"{HEADER}\rPID|1||X"
     assert content_digest(one) == content_digest(one.replace("20261127", "20261128", 1))
     assert content_digest(one) != content_digest(one.replace("PID|1||X", "PID|1||Y"))
+
+
+def test_header_read_from_bytes_agrees_with_the_decoded_message():
+    for path in sorted(SAMPLES.glob("*.hl7")):
+        raw = path.read_bytes()
+        from_bytes = read_header(raw)
+        assert from_bytes == parse_message(raw).header(), path.name
+
+
+def test_header_names_each_msh_field_once():
+    raw = (
+        b"MSH|^~\\&|RIS^1.2.3^ISO|HOSP|MWL|RAD|20261127120000||omi^o23^omi_o23|C\\F\\1|P^T|"
+        b"2.5.1^USA|||AL|NE\rPID|1"
+    )
+    header = parse_message(raw).header()
+    assert (header.field_separator, header.encoding_characters) == ("|", "^~\\&")
+    assert (header.sending_application, header.sending_facility) == ("RIS", "HOSP")
+    assert (header.receiving_application, header.receiving_facility) == ("MWL", "RAD")
+    assert header.message_time == "20261127120000"
+    assert (header.message_type, header.trigger_event, header.message_structure) == (
+        "OMI",
+        "O23",
+        "OMI_O23",
+    )
+    assert header.type_name == "OMI^O23"
+    assert header.control_id == "C|1"  # unescaped; the ACK echoes it as sent:
+    assert header.sent(10) == "C\\F\\1"
+    assert (header.processing_id, header.version) == ("P", "2.5.1")
+    assert (header.accept_ack_type, header.application_ack_type) == ("AL", "NE")
+    assert read_header(b"PID|1||X") is None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mwlbroker.hl7v2.mllp import FrameDecoder, frame
+from mwlbroker.mllp.framing import FrameDecoder, frame
 from tests.conftest import (
     SAMPLES,
     cli_env,

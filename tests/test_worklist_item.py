@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import load_mappings
-from mwlbroker.mapping.reader import parse_message
 from mwlbroker.mapping.worklist_item import (
     build_worklist_item,
     item_from_json,

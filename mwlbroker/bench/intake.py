@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mwlbroker.bench.stats import summary
-from mwlbroker.hl7v2.sender import MLLPClient
+from mwlbroker.mllp.sender import MLLPClient
 
 
 @dataclass

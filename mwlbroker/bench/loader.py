@@ -22,8 +22,8 @@ from typing import Any
 
 from mwlbroker.bench.synthetic import SyntheticOrders
 from mwlbroker.bench.wlmscpfs import write_worklist_file
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import MappingSet, load_mappings
-from mwlbroker.mapping.reader import parse_message
 from mwlbroker.services.worklist import merge, refresh_step
 from mwlbroker.store.bulk import (
     OrderRow,

@@ -30,8 +30,8 @@ from mwlbroker.bench.stats import summary
 from mwlbroker.bench.synthetic import MAPPING_PROFILE, PER_DAY, SEED
 from mwlbroker.config import mask_url
 from mwlbroker.dicom.scu import WorklistSCU
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import load_mappings
-from mwlbroker.mapping.reader import parse_message
 from mwlbroker.store.bulk import analyze, count_steps, steps_by_accession
 from mwlbroker.store.db import Database
 from mwlbroker.store.scratch import ScratchDatabases, server_description

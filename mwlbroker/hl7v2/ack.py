@@ -1,6 +1,7 @@
 """Original-mode acknowledgments (HL7 v2 chapter 2): MSH answering the sender, MSA, ERR.
 
-hl7apy builds each ACK shape (version, trigger, code) once; values are filled in per message.
+hl7apy builds each ACK shape (version, trigger, code) once; values are filled in per message
+(:mod:`mwlbroker.hl7v2.writer`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.hl7v2.header import MessageHeader
+from mwlbroker.hl7v2.writer import escape, fill
 
 _FALLBACK_VERSION = "2.5.1"
 _counter = itertools.count(1)
@@ -35,7 +38,7 @@ def _location(text: str | None) -> tuple[str, str, str]:
 
 
 def build_ack(
-    msh: list[str],
+    header: MessageHeader | None,
     code: AckCode,
     *,
     text: str | None = None,
@@ -45,13 +48,13 @@ def build_ack(
     facility: str = "",
     codec: str = "latin-1",
 ) -> bytes:
-    """The ACK for a message whose MSH fields are ``msh`` (MSH-n at index n; may be empty).
+    """The ACK for a message with ``header`` (``None`` when it had no MSH to read).
 
     MSA-2 always echoes MSH-10, MSH-5/6 answer MSH-3/4, and AE/AR carry an ERR segment.
     """
 
     def received(index: int) -> str:
-        return msh[index] if index < len(msh) else ""
+        return header.sent(index) if header is not None else ""
 
     sender_version = received(12).split("^")[0]
     version = sender_version if sender_version in SUPPORTED_LIBRARIES else _FALLBACK_VERSION
@@ -80,27 +83,8 @@ def build_ack(
         "ERR3TEXT": escape(condition.text),
         "ERR8": escape(text or ""),
     }
-    template = _template(version, trigger, code.value)
-    er7 = _PLACEHOLDER.sub(lambda match: values[match[1]], template)
-    # Optional fields left empty would leave trailing separators: HL7 drops them.
-    er7 = "\r".join(line.rstrip("|^") for line in er7.split("\r"))
+    er7 = fill(_template(version, trigger, code.value), values)
     return er7.encode(codec, errors="replace")
-
-
-_PLACEHOLDER = re.compile(r"QQ([A-Z0-9]+)QQ")
-
-
-def escape(text: str) -> str:
-    """HL7 escape sequences for free text (chapter 2.7): \\ first, then the delimiters."""
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-        .replace("\r", "\\X0D\\")
-        .replace("\n", "\\X0A\\")
-    )
 
 
 @lru_cache(maxsize=512)

@@ -28,9 +28,9 @@ from mwlbroker.domain.worklist import (
     MappedStep,
     Value,
 )
+from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError, load_profiles
-from mwlbroker.mapping.profile import MERGE_TRIGGERS, MessageMapping, Profile
-from mwlbroker.mapping.reader import HL7_NULL, FieldPath, HL7Message
+from mwlbroker.mapping.profile import PRIOR_ID_TRIGGERS, MessageMapping, Profile
 from mwlbroker.mapping.rules import Context, Layout, Rule
 from mwlbroker.mapping.source import MappingFileError
 
@@ -93,12 +93,6 @@ def _text(value: Value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-_MSH_3 = FieldPath("MSH", 3)  # Sending Application
-_MSH_4 = FieldPath("MSH", 4)  # Sending Facility
-_MSH_9_1 = FieldPath("MSH", 9)  # Message Type
-_MSH_9_2 = FieldPath("MSH", 9, component=2)  # Trigger Event
-
-
 @dataclass(frozen=True)
 class Sender:
     """The MSH fields that choose a profile and a message entry."""
@@ -110,11 +104,13 @@ class Sender:
 
     @classmethod
     def of(cls, message: HL7Message) -> Sender:
-        def read(path: FieldPath) -> str:
-            value = message.value(path)
-            return "" if value is None or value == HL7_NULL else value
-
-        return cls(read(_MSH_3), read(_MSH_4), read(_MSH_9_1).upper(), read(_MSH_9_2).upper())
+        header = message.header()  # read once per message, shared with the intake
+        return cls(
+            header.sending_application,
+            header.sending_facility,
+            header.message_type,
+            header.trigger_event,
+        )
 
     @property
     def type_name(self) -> str:
@@ -257,7 +253,7 @@ class MappingSet:
         event = MappedPatientEvent(
             trigger=header.trigger_event, patient=MappedPatient(patient), profile=profile.name
         )
-        if header.trigger_event in MERGE_TRIGGERS:
+        if header.trigger_event in PRIOR_ID_TRIGGERS:
             if message.count("MRG") > 1:
                 raise MappingError(
                     f"{header.type_name} with {message.count('MRG')} MRG segments: the broker "

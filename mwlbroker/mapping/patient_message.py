@@ -11,9 +11,7 @@ from datetime import datetime
 
 from mwlbroker.domain.outbound import Destination
 from mwlbroker.domain.worklist import Attributes
-from mwlbroker.mapping.status_message import escape
-
-_CODECS = {"ASCII": "ascii", "8859/1": "latin-1", "UNICODE UTF-8": "utf-8"}
+from mwlbroker.hl7v2.writer import encode, escape
 
 
 def build_merge_message(
@@ -70,7 +68,7 @@ def build_merge_message(
         f"MRG|{_cx(prior)}",  # MRG-1 Prior Patient Identifier List
     ]
     text = "\r".join(segment.rstrip("|") for segment in segments) + "\r"
-    return text.encode(_CODECS.get(charset, "utf-8"), errors="replace")
+    return encode(text, charset)
 
 
 def _text(attributes: Attributes, keyword: str) -> str:

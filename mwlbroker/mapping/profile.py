@@ -8,27 +8,47 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mwlbroker.domain.worklist import StepStatus
+from mwlbroker.hl7v2 import registry
 from mwlbroker.mapping.rules import GROUP_BOUNDARIES, Rule, Section
 from mwlbroker.mapping.transforms import Table
 
-ORDER_MESSAGES = {"ORM^O01": "OBR", "OMI^O23": "IPC"}
+
+def _registered(code: str) -> registry.MessageType:
+    entry = registry.message_type(code)
+    assert entry is not None, f"{code} is not in the HL7 v2 registry"
+    return entry
+
+
+_ADT = _registered("ADT")
+_SIU = _registered("SIU")
+
+# What the mapping needs of the registry (mwlbroker.hl7v2.registry), the one list of the types
+# and triggers the broker handles; named here for the loader and the engine.
+
+ORDER_MESSAGES = {
+    name: entry.item_segment
+    for entry in registry.REGISTRY
+    for trigger, name in zip(entry.triggers, entry.type_names, strict=True)
+    if trigger.meaning == registry.Meaning.ORDER
+}
 """Order message types the mapping handles, with the segment that makes one worklist item."""
 
-ADT_TRIGGERS = ("A01", "A04", "A05", "A08", "A31", "A40", "A47")
+ADT_TRIGGERS = _ADT.trigger_codes
 """ADT trigger events the mapping handles; A40 (merge) and A47 (change ID) name a prior ID."""
 
-MERGE_TRIGGERS = frozenset({"A40", "A47"})
+PRIOR_ID_TRIGGERS = registry.PRIOR_ID_TRIGGERS
+"""ADT triggers whose mapping reads the prior patient from MRG (merge, change identifier)."""
 
-SIU_TRIGGERS = ("S12", "S13", "S14", "S15")
+SIU_TRIGGERS = _SIU.trigger_codes
 """SIU trigger events a profile may map: new, rescheduled, modified, cancelled appointment."""
 
-DEFAULT_SIU_CONTROL = {"S12": "NW", "S13": "XO", "S14": "XO", "S15": "CA"}
+DEFAULT_SIU_CONTROL = {trigger.code: trigger.order_control for trigger in _SIU.triggers}
 """The order control each SIU trigger stands for, unless a profile's ``control:`` says otherwise."""
 
 ORDER_CONTROLS = ("NW", "XO", "CA", "OC", "DC", "SC", "HD", "RL")
 """The order controls (ORC-1) the order lifecycle acts on."""
 
-SIU_REPEAT = "AIS"  # one worklist item per service of the appointment
+SIU_REPEAT = _SIU.item_segment  # one worklist item per service of the appointment
 SIU_BLOCK = "RGS"  # a resource group: its AIG / AIL / AIP belong to its AIS
 SIU_BOUNDARIES = GROUP_BOUNDARIES | {"RGS", "AIS", "AIG", "AIL", "AIP"}
 
@@ -77,17 +97,23 @@ class MessageMapping:
     @property
     def is_schedule(self) -> bool:
         """True for ``SIU`` and ``SIU^S12``...: the order control comes from the trigger."""
-        return self.key.split("^")[0] == "SIU"
+        entry = registry.message_type(self.key.partition("^")[0])
+        return entry is not None and any(
+            trigger.meaning == registry.Meaning.APPOINTMENT for trigger in entry.triggers
+        )
 
     @property
     def handles(self) -> tuple[str, ...]:
         """The MSH-9 types (``ADT^A08``, ``SIU^S12``) this entry maps."""
-        if self.key == "ADT":
-            return tuple(f"ADT^{trigger}" for trigger in ADT_TRIGGERS)
+        code, _, own = self.key.partition("^")
+        entry = registry.message_type(code)
+        if entry is None:
+            return ()
+        triggers = (own,) if own else entry.trigger_codes
         if self.is_schedule:
-            triggers = SIU_TRIGGERS if self.key == "SIU" else (self.key.split("^")[1],)
-            return tuple(f"SIU^{trigger}" for trigger in triggers if trigger in self.control)
-        return (self.key,)
+            # A trigger without an order control (none by default, none in control:) is not mapped.
+            triggers = tuple(trigger for trigger in triggers if trigger in self.control)
+        return tuple(f"{code}^{trigger}" for trigger in triggers)
 
 
 @dataclass(frozen=True)

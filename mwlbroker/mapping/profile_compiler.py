@@ -15,10 +15,11 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 
 from mwlbroker.domain.worklist import SPS_KEYWORDS, StepStatus
+from mwlbroker.hl7v2 import registry
+from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.diagnostics import Checker, Report
 from mwlbroker.mapping.diagnostics import suggest as _suggest
 from mwlbroker.mapping.profile import (
-    ADT_TRIGGERS,
     DEFAULT_SIU_CONTROL,
     MISSING_POLICIES,
     ORDER_CONTROLS,
@@ -31,7 +32,6 @@ from mwlbroker.mapping.profile import (
     Policy,
     Profile,
 )
-from mwlbroker.mapping.reader import FieldPath
 from mwlbroker.mapping.rule_compiler import RuleCompiler
 from mwlbroker.mapping.rules import FieldRule, FirstRule, Rule, Section
 from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar
@@ -267,13 +267,7 @@ class ProfileCompiler(Checker):
         messages = self.mapping(self.root.get("messages"), "messages")
         if messages is None:
             return {}
-        supported = [
-            *ORDER_MESSAGES,
-            "ADT",
-            *(f"ADT^{t}" for t in ADT_TRIGGERS),
-            "SIU",
-            *(f"SIU^{t}" for t in SIU_TRIGGERS),
-        ]
+        supported = list(registry.section_keys())
         compiled = {}
         for key, entry in messages.entries.items():
             where = self.key_at(messages, key)
@@ -282,9 +276,7 @@ class ProfileCompiler(Checker):
                 self.error(
                     where,
                     f"message type {key!r} is not one the broker maps{_suggest(name, supported)}"
-                    f"; use {', '.join(ORDER_MESSAGES)}, ADT (every trigger) or ADT^A01 ... "
-                    f"({' '.join(ADT_TRIGGERS)}), SIU (every trigger) or SIU^S12 ... "
-                    f"({' '.join(SIU_TRIGGERS)})",
+                    f"; use {registry.section_help()}",
                 )
                 continue
             section = self.mapping(entry.value, f"messages: {key}")

@@ -18,10 +18,10 @@ from pydicom.sequence import Sequence
 
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.worklist import CLEAR, Attributes, MappedOrder, MappedPatientEvent
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import MappingSet, Sender, load_mappings
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError
 from mwlbroker.mapping.profile import Profile
-from mwlbroker.mapping.reader import parse_message
 from mwlbroker.mapping.transforms import TRANSFORMS
 from mwlbroker.mapping.worklist_item import dataset_from_attributes, item_to_json, worklist_items
 

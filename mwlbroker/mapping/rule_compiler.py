@@ -16,8 +16,8 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for_keyword
 
+from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.diagnostics import Checker, Report, suggest
-from mwlbroker.mapping.reader import FieldPath
 from mwlbroker.mapping.rules import (
     AttributeRule,
     ChoiceRule,

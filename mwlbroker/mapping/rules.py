@@ -18,7 +18,7 @@ from pydicom.valuerep import validate_value
 
 from mwlbroker.domain.errors import MappingError
 from mwlbroker.domain.worklist import CLEAR, Attributes
-from mwlbroker.mapping.reader import HL7_NULL, FieldPath, HL7Message
+from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.transforms import TransformError, end_of
 
 # Segments that end a repeat group besides the repeat segment itself: a new order (ORC), or a

@@ -7,12 +7,11 @@ requested procedure and scheduled step IDs, OBR-24 modality, OBR-7/8 when the ex
 ended; ZDS-1 (ORM) or IPC-1..5 (OMI) the DICOM identifiers.
 
 hl7apy builds each message shape (version and type) once with placeholders; the values of each
-message are escaped and filled in, as for the ACKs.
+message are escaped and filled in, as for the ACKs (:mod:`mwlbroker.hl7v2.writer`).
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any
 
@@ -20,9 +19,7 @@ from hl7apy.core import Message
 
 from mwlbroker.domain.outbound import Destination, StatusReport
 from mwlbroker.domain.worklist import Attributes
-
-_PLACEHOLDER = re.compile(r"QQ([A-Z0-9]+)QQ")
-_CODECS = {"ASCII": "ascii", "8859/1": "latin-1", "UNICODE UTF-8": "utf-8"}
+from mwlbroker.hl7v2.writer import encode, escape, fill
 
 
 def build_status_message(
@@ -71,28 +68,12 @@ def build_status_message(
         "IPC4": escape(_text(step, "ScheduledProcedureStepID")),
         "IPC5": escape(_text(step, "Modality")),
     }
-    template = _template(version, destination.message_type)
-    er7 = _PLACEHOLDER.sub(lambda match: values[match[1]], template)
-    lines = [line.rstrip("|^&") for line in er7.split("\r")]
+    er7 = fill(_template(version, destination.message_type), values, trailing="|^&")
+    lines = er7.split("\r")
     if destination.message_type == "ORM^O01" and values["UID"]:
         # ZDS-1 Study Instance UID ^ 100 ^ Application ^ DICOM (IHE RAD TF-2 4.4.4.1.2.1)
         lines.append(f"ZDS|{values['UID']}^100^Application^DICOM")
-    return ("\r".join(line for line in lines if line) + "\r").encode(
-        _CODECS.get(charset, "utf-8"), errors="replace"
-    )
-
-
-def escape(text: str) -> str:
-    """HL7 escape sequences for free text (chapter 2.7): \\ first, then the delimiters."""
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-        .replace("\r", "\\X0D\\")
-        .replace("\n", "\\X0A\\")
-    )
+    return encode("\r".join(line for line in lines if line) + "\r", charset)
 
 
 @lru_cache(maxsize=32)

@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
-from mwlbroker.mapping.reader import (
-    HL7Message,
-    MessageHeader,
-    content_digest,
-    parse_message,
-    read_header_bytes,
-    split_msh,
-)
+from mwlbroker.hl7v2 import registry
+from mwlbroker.hl7v2.header import MessageHeader, read_header
+from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.store import messages
 from mwlbroker.store import worklist as records
-from mwlbroker.store.db import Database, DatabaseUnavailable, DuplicateKey, is_duplicate_key
+from mwlbroker.store.db import (
+    Database,
+    DatabaseUnavailable,
+    DuplicateKey,
+    Session,
+    is_duplicate_key,
+)
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.tables import AuditRow
 
@@ -41,7 +42,7 @@ class Applier(Protocol):
     def prepare(self, message: HL7Message) -> Any:
         """Map the message (no database); raises :class:`MessageError` when it cannot be."""
 
-    def apply(self, session: Any, prepared: Any, row: MessageRow) -> None:
+    def apply(self, session: Session, prepared: Any, row: MessageRow) -> None:
         """Write what ``prepare`` gave inside the ingest transaction (its own savepoint)."""
 
 
@@ -57,7 +58,7 @@ class IngestResult:
     """What the sender is told, and what the log line says."""
 
     ack_code: AckCode
-    msh: list[str]  # the received MSH fields, MSH-n at index n (for the ACK)
+    header: MessageHeader | None  # the received MSH (for the ACK); None when there was none
     message_id: int | None = None
     status: MessageStatus | None = None
     error: str | None = None
@@ -70,7 +71,7 @@ class IngestResult:
 
     @property
     def control_id(self) -> str:
-        return self.msh[10] if len(self.msh) > 10 else ""
+        return self.header.control_id if self.header is not None else ""
 
 
 @dataclass
@@ -79,10 +80,9 @@ class _Intake:
 
     row: MessageRow  # a draft, never added to a session: each attempt stores a copy
     now: datetime
-    msh: list[str]
+    header: MessageHeader | None  # read from the message, else from its bytes (if any MSH)
     codec: str
     rejection: MessageRejected | None = None
-    header: MessageHeader | None = None
     applier: Applier | None = None
     prepared: Any = None
 
@@ -94,14 +94,19 @@ class IngestService:
     db: Database
     accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
     default_codec: str = "latin-1"
-    # MSH-9 "TYPE^TRIGGER" -> what applies it; other types are answered AR.
+    # The registry's applier names ("orders", "patients") -> what applies their messages.
     appliers: Mapping[str, Applier] = field(default_factory=dict)
+    # The MSH-9 types the mapping profiles map; None takes every registered type.
+    mapped: Collection[str] | None = None
     # Most messages one transaction takes when several connections deliver at once.
     max_batch: int = 64
     group: GroupCommit[_Intake, IngestResult] = field(init=False, repr=False)
+    # MSH-9 "TYPE^TRIGGER" -> its applier: the router, built once from the registry.
+    routes: Mapping[str, Applier] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.group = GroupCommit(self._run_batch, max_batch=self.max_batch)
+        self.routes = build_routes(self.appliers, self.mapped)
 
     # -- the intake path ------------------------------------------------------------------------
 
@@ -133,14 +138,14 @@ class IngestService:
                     f"message cannot be read: {error}",
                     error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 )
-            msh, _ = read_header_bytes(raw)
-            _describe_from_bytes(row, msh)
+            unread = read_header(raw)
+            _describe_unread(row, unread)
             _mark(row, MessageStatus.REJECTED, error, now)
-            return _Intake(row, now, msh, self.default_codec, rejection=error)
+            return _Intake(row, now, unread, self.default_codec, rejection=error)
         _describe(row, header)
         row.digest = content_digest(message.text)
         row.dedup_key = _dedup_key(header)
-        intake = _Intake(row, now, _msh_fields(message), message.codec, header=header)
+        intake = _Intake(row, now, header, message.codec)
         # Provisional until the effects are applied; set in full now so that success needs
         # no second write of the row.
         row.status, row.ack_code, row.processed_at = (
@@ -148,7 +153,7 @@ class IngestService:
             AckCode.ACCEPT.value,
             now,
         )
-        applier = self.appliers[header.type_name]
+        applier = self.routes[header.type_name]
         try:
             intake.prepared = applier.prepare(message)
         except MessageError as error:
@@ -186,14 +191,14 @@ class IngestService:
                 return error
         raise AssertionError("unreachable")
 
-    def _store(self, session: Any, intake: _Intake) -> IngestResult:
+    def _store(self, session: Session, intake: _Intake) -> IngestResult:
         # A fresh row each time: a transaction rolled back and tried again starts from scratch.
         row = messages.copy_row(intake.row)
-        now, msh, codec = intake.now, intake.msh, intake.codec
+        now, header, codec = intake.now, intake.header, intake.codec
         if intake.rejection is not None:
             messages.add(session, row)
-            return _result(row, msh, codec=codec)
-        assert intake.header is not None
+            return _result(row, header, codec=codec)
+        assert header is not None  # a message read whole has its header
         # Almost every message is new: the insert itself is the duplicate check (the unique
         # sender + MSH-10 key), so a new message costs one statement here, a resend two.
         if not messages.add_unless_duplicate(session, row):
@@ -203,10 +208,9 @@ class IngestService:
             if existing.digest == row.digest:
                 existing.duplicate_count += 1
                 existing.last_duplicate_at = now
-                return _result(existing, msh, codec=codec, duplicate=True)
+                return _result(existing, header, codec=codec, duplicate=True)
             # The sender reused an MSH-10 for different content. Dropping it as a resend
             # would lose an order without a word, so keep it and say so.
-            header = intake.header
             row.dedup_key = None
             _mark(
                 row,
@@ -220,10 +224,10 @@ class IngestService:
                 now,
             )
             messages.add(session, row)
-            return _result(row, msh, codec=codec)
+            return _result(row, header, codec=codec)
         if intake.applier is not None:
-            self._apply(session, intake.applier, intake.prepared, intake.header, row, now)
-        return _result(row, msh, codec=codec)
+            self._apply(session, intake.applier, intake.prepared, header, row, now)
+        return _result(row, header, codec=codec)
 
     def ingest_incomplete(self, raw: bytes, *, peer: str = "", reason: str = "") -> IngestResult:
         """Keep the bytes of a message whose frame never ended; there is nobody to ACK."""
@@ -240,12 +244,12 @@ class IngestService:
     def _store_rejected(
         self, row: MessageRow, rejection: MessageRejected, now: datetime
     ) -> IngestResult:
-        msh, _ = read_header_bytes(row.raw)
-        _describe_from_bytes(row, msh)
+        unread = read_header(row.raw)
+        _describe_unread(row, unread)
         _mark(row, MessageStatus.REJECTED, rejection, now)
         with self.db.transaction() as session:
             messages.add(session, row)
-        return _result(row, msh, codec=self.default_codec)
+        return _result(row, unread, codec=self.default_codec)
 
     def _read(self, raw: bytes, truncated: bool) -> tuple[HL7Message, MessageHeader]:
         if truncated:
@@ -274,8 +278,8 @@ class IngestService:
                 error_code=HL7ErrorCode.UNSUPPORTED_VERSION_ID,
                 location="MSH-12",
             )
-        if header.type_name not in self.appliers:
-            known_type = any(key.startswith(header.message_type + "^") for key in self.appliers)
+        if header.type_name not in self.routes:
+            known_type = any(key.startswith(header.message_type + "^") for key in self.routes)
             raise MessageRejected(
                 f"message type {header.type_name!r} in MSH-9 is not handled by this broker",
                 error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
@@ -287,7 +291,7 @@ class IngestService:
 
     def _apply(
         self,
-        session: Any,
+        session: Session,
         applier: Applier,
         prepared: Any,
         header: MessageHeader,
@@ -346,9 +350,8 @@ class IngestService:
             try:
                 message, header = self._read(row.raw, row.truncated)
             except MessageRejected as rejection:
-                msh, _ = read_header_bytes(row.raw)
                 _mark(row, MessageStatus.REJECTED, rejection, now)
-                result = _result(row, msh, codec=self.default_codec)
+                result = _result(row, read_header(row.raw), codec=self.default_codec)
             else:
                 _describe(row, header)
                 row.digest = content_digest(message.text)
@@ -357,7 +360,7 @@ class IngestService:
                     self._reapply(session, message, header, row, now)
                 else:
                     _mark(row, MessageStatus.REJECTED, clash, now)
-                result = _result(row, _msh_fields(message), codec=message.codec)
+                result = _result(row, header, codec=message.codec)
             if actor:
                 _audit(session, now, actor, "message reprocess", row, before)
         result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
@@ -366,13 +369,13 @@ class IngestService:
 
     def _reapply(
         self,
-        session: Any,
+        session: Session,
         message: HL7Message,
         header: MessageHeader,
         row: MessageRow,
         now: datetime,
     ) -> None:
-        applier = self.appliers[header.type_name]
+        applier = self.routes[header.type_name]
         try:
             prepared = applier.prepare(message)
         except MessageError as error:
@@ -405,11 +408,11 @@ class IngestService:
             try:
                 message, header = self._read(raw, False)
             except MessageRejected as rejection:
-                msh, _ = read_header_bytes(raw)
-                _describe_from_bytes(row, msh)
+                unread = read_header(raw)
+                _describe_unread(row, unread)
                 _mark(row, MessageStatus.REJECTED, rejection, now)
                 messages.add(session, row)
-                result = _result(row, msh, codec=self.default_codec)
+                result = _result(row, unread, codec=self.default_codec)
             else:
                 _describe(row, header)
                 row.digest = content_digest(message.text)
@@ -440,7 +443,7 @@ class IngestService:
                     row.dedup_key = key
                     messages.add(session, row)
                     self._reapply(session, message, header, row, now)
-                result = _result(row, _msh_fields(message), codec=message.codec)
+                result = _result(row, header, codec=message.codec)
             _audit(
                 session,
                 now,
@@ -455,7 +458,7 @@ class IngestService:
         return result
 
     def _claim_key(
-        self, session: object, row: MessageRow, header: MessageHeader
+        self, session: Session, row: MessageRow, header: MessageHeader
     ) -> MessageRejected | None:
         """Give a reprocessed message its sender + MSH-10 key, unless another message holds it.
 
@@ -465,7 +468,7 @@ class IngestService:
         key = _dedup_key(header)
         if row.dedup_key == key:
             return None
-        holder = messages.by_dedup_key(session, key, for_update=True)  # type: ignore[arg-type]
+        holder = messages.by_dedup_key(session, key, for_update=True)
         if holder is None or holder.id == row.id:
             row.dedup_key = key
             return None
@@ -486,8 +489,26 @@ class IngestService:
 # -- helpers --------------------------------------------------------------------------------------
 
 
+def build_routes(
+    appliers: Mapping[str, Applier], mapped: Collection[str] | None = None
+) -> dict[str, Applier]:
+    """The router: each registered MSH-9 type the mappings map, to its applier by name.
+
+    A type the registry lists but no profile maps, or whose applier is not given, is left out,
+    so the intake answers it as unsupported (AR) instead of failing to map it.
+    """
+    table: dict[str, Applier] = {}
+    for type_name in registry.type_names():
+        found = registry.route(type_name)
+        assert found is not None  # every registered name routes
+        applier = appliers.get(found.applier)
+        if applier is not None and (mapped is None or type_name in mapped):
+            table[type_name] = applier
+    return table
+
+
 def _audit(
-    session: object,
+    session: Session,
     now: datetime,
     actor: str,
     action: str,
@@ -498,7 +519,7 @@ def _audit(
 ) -> None:
     """A staff action on a message, in the audit trail with the state before."""
     records.add(
-        session,  # type: ignore[arg-type]
+        session,
         AuditRow(
             at=now,
             actor=actor[:200],
@@ -550,24 +571,14 @@ def _describe(row: MessageRow, header: MessageHeader) -> None:
     row.charset = header.charset[:32]
 
 
-def _describe_from_bytes(row: MessageRow, msh: list[str]) -> None:
-    """Best-effort header columns for a message that could not be decoded."""
-
-    def part(index: int, component: int = 0) -> str:
-        components = msh[index].split("^") if index < len(msh) else []
-        return components[component] if component < len(components) else ""
-
-    row.sending_application = part(3, 0)[:227]
-    row.sending_facility = part(4, 0)[:227]
-    row.receiving_application = part(5, 0)[:227]
-    row.receiving_facility = part(6, 0)[:227]
-    row.message_type = part(9, 0)[:3]
-    row.trigger_event = part(9, 1)[:3]
-    row.control_id = part(10)[:199] or None
-    row.version = part(12, 0)[:16]
-    row.charset = part(18)[:32]
+def _describe_unread(row: MessageRow, header: MessageHeader | None) -> None:
+    """Best-effort header columns for a message that could not be read (from its bytes)."""
+    _describe(row, header if header is not None else _NO_HEADER)
     row.dedup_key = None
     row.digest = ""
+
+
+_NO_HEADER = MessageHeader(fields=())
 
 
 def _mark(row: MessageRow, status: MessageStatus, error: MessageError, now: datetime) -> None:
@@ -588,16 +599,12 @@ def _internal(error: Exception) -> MessageError:
     return MessageError(f"internal error while applying the message: {error}")
 
 
-def _msh_fields(message: HL7Message) -> list[str]:
-    return split_msh(message.text.split("\r", 1)[0])
-
-
 def _result(
-    row: MessageRow, msh: list[str], *, codec: str, duplicate: bool = False
+    row: MessageRow, header: MessageHeader | None, *, codec: str, duplicate: bool = False
 ) -> IngestResult:
     return IngestResult(
         ack_code=AckCode(row.ack_code),
-        msh=msh,
+        header=header,
         message_id=row.id,
         status=MessageStatus(row.status),
         error=row.error,

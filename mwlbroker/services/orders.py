@@ -16,8 +16,9 @@ from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.transitions import HELD_ONLY, NOT_STARTED, StepTransition, step_transition
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
+from mwlbroker.hl7v2 import registry
+from mwlbroker.hl7v2.reader import HL7Message
 from mwlbroker.mapping.engine import MappingSet
-from mwlbroker.mapping.reader import HL7Message
 from mwlbroker.services.step_status import move_step
 from mwlbroker.services.worklist import (
     Context,
@@ -33,9 +34,6 @@ from mwlbroker.store.db import Session
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
-# SIU (scheduling) is taken only where a mapping profile maps it: some RIS schedule by SIU.
-ORDER_TYPES = ("ORM^O01", "OMI^O23", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15")
-
 # Which steps an order control acts on, where it is not every open step (the rest stay).
 _ONLY_FROM = {"HD": NOT_STARTED, "RL": HELD_ONLY}
 
@@ -46,7 +44,7 @@ performed steps and studies that were waiting for them)."""
 
 
 class OrderService:
-    """Applies order messages inside the ingest transaction."""
+    """Applies order messages inside the ingest transaction (the registry's "orders" applier)."""
 
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
@@ -277,8 +275,9 @@ class OrderService:
 
 def _said(message: HL7Message, control: str) -> str:
     """How the message asked for ``control``: "ORC-1 XO", or "SIU^S13 (XO)" for appointments."""
-    if message.get("MSH-9.1") == "SIU":
-        return f"SIU^{message.get('MSH-9.2')} ({control})"
+    found = registry.route(message.header().type_name)
+    if found is not None and found.trigger.meaning == registry.Meaning.APPOINTMENT:
+        return f"{found.type_name} ({control})"
     return f"ORC-1 {control}"
 
 

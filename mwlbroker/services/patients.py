@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatientEvent
+from mwlbroker.hl7v2.reader import HL7Message
+from mwlbroker.hl7v2.registry import CHANGE_ID_TRIGGERS, MERGE_TRIGGERS
 from mwlbroker.mapping.engine import MappingSet
-from mwlbroker.mapping.reader import HL7Message
 from mwlbroker.services.merging import ReconciliationRefused, merge_patient
 from mwlbroker.services.worklist import (
     Context,
@@ -26,19 +26,19 @@ from mwlbroker.services.worklist import (
     upsert_patient,
 )
 from mwlbroker.store import worklist as store
+from mwlbroker.store.db import Session
 from mwlbroker.store.messages import MessageRow
 from mwlbroker.store.worklist import PatientRow
 
 log = logging.getLogger("mwlbroker.patients")
 
-UPDATE_TRIGGERS = ("A01", "A04", "A05", "A08", "A31")
-MERGE_TRIGGERS = ("A40",)
-CHANGE_ID_TRIGGERS = ("A47",)
-TRIGGERS = UPDATE_TRIGGERS + MERGE_TRIGGERS + CHANGE_ID_TRIGGERS
-
 
 class PatientService:
-    """Applies ADT messages inside the ingest transaction."""
+    """Applies ADT messages inside the ingest transaction (the registry's "patients" applier).
+
+    What a trigger does comes from the registry: a merge (A40), a change of identifier (A47),
+    or else an update of the patient's demographics.
+    """
 
     def __init__(self, mappings: MappingSet) -> None:
         self.mappings = mappings
@@ -47,7 +47,7 @@ class PatientService:
         """Map the patient event, before (and outside) the transaction that applies it."""
         return self.mappings.map_patient_event(message)
 
-    def apply(self, session: Any, event: MappedPatientEvent, row: MessageRow) -> None:
+    def apply(self, session: Session, event: MappedPatientEvent, row: MessageRow) -> None:
         """Apply a mapped patient event inside the ingest transaction."""
         sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")

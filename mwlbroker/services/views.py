@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mwlbroker.mapping.fieldnames import field_names
-from mwlbroker.mapping.reader import decode
+from mwlbroker.hl7v2.fieldnames import field_names
+from mwlbroker.hl7v2.reader import decode
 from mwlbroker.store import browse, worklist
 from mwlbroker.store import outbound as outbound_store
 from mwlbroker.store.db import Session

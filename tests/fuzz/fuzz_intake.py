@@ -19,9 +19,10 @@ import sys
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import AckCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.mllp import FrameDecoder
+from mwlbroker.hl7v2.header import read_header
+from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import load_mappings
-from mwlbroker.mapping.reader import parse_message, read_header_bytes
+from mwlbroker.mllp.framing import FrameDecoder
 
 MAPPINGS = load_mappings()
 MAX_BYTES = 64 * 1024
@@ -41,7 +42,7 @@ def one_input(data: bytes) -> None:
     for received in frames:
         payload = received.payload
         assert len(payload) <= MAX_BYTES
-        msh, _ = read_header_bytes(payload)
+        header = read_header(payload)
         try:
             message = parse_message(payload)
             if MAPPINGS.handles(message.header().type_name):
@@ -49,7 +50,7 @@ def one_input(data: bytes) -> None:
             code = AckCode.ACCEPT
         except MessageError as refused:  # the broker's own answer: stored, answered AE or AR
             code = refused.ack_code
-        ack = build_ack(msh, code, text="fuzz")
+        ack = build_ack(header, code, text="fuzz")
         assert ack.startswith(b"MSH")
 
 

@@ -12,8 +12,8 @@ import time
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.mllp import Frame, FrameDecoder, frame
-from mwlbroker.mapping.reader import read_header_bytes
+from mwlbroker.hl7v2.header import read_header
+from mwlbroker.mllp.framing import Frame, FrameDecoder, frame
 from mwlbroker.services.ingest import IngestResult, IngestService
 from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import DatabaseUnavailable
@@ -193,11 +193,11 @@ class MLLPListener:
             # Nothing was stored, so nothing may be acknowledged as accepted: the sender keeps
             # the message and resends it (HL7 AR: rejected for reasons unrelated to content).
             log.error("message from %s not stored, database unavailable: %s", peer, error)
-            msh, _ = read_header_bytes(received.payload)
+            header = read_header(received.payload)
             outcome = "not stored"
-            kind = "^".join(msh[9].split("^")[:2]) if len(msh) > 9 and msh[9] else "unknown"
+            kind = header.type_name if header is not None and header.type_name else "unknown"
             ack = build_ack(
-                msh,
+                header,
                 AckCode.REJECT,
                 text=f"message not stored, database unavailable; resend later ({error})",
                 error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
@@ -218,7 +218,7 @@ class MLLPListener:
 
     def _ack(self, result: IngestResult) -> bytes:
         return build_ack(
-            result.msh,
+            result.header,
             result.ack_code,
             text=result.error,
             error_code=result.error_code,

@@ -19,35 +19,10 @@ import hl7
 
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.hl7v2.charsets import CHARSETS, SUPPORTED
+from mwlbroker.hl7v2.header import HL7_NULL, MessageHeader, header_from_line, read_header
 
-HL7_NULL = '""'
-"""The HL7 null value: the sender says "this field has no value any more"."""
-
-# MSH-18 Character Set (HL7 table 0211) -> Python codec. DICOM-style terms are accepted too,
-# because some RIS copy them from their DICOM configuration.
-CHARSETS: dict[str, str] = {
-    "": "ascii",
-    "ASCII": "ascii",
-    "ISO IR6": "ascii",
-    "ISO_IR 6": "ascii",
-    "8859/1": "latin-1",
-    "ISO IR100": "latin-1",
-    "ISO_IR 100": "latin-1",
-    "8859/2": "iso8859_2",
-    "8859/3": "iso8859_3",
-    "8859/4": "iso8859_4",
-    "8859/5": "iso8859_5",
-    "8859/6": "iso8859_6",
-    "8859/7": "iso8859_7",
-    "8859/8": "iso8859_8",
-    "8859/9": "iso8859_9",
-    "8859/15": "iso8859_15",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-    "ISO IR192": "utf-8",
-    "ISO_IR 192": "utf-8",
-}
+__all__ = ["HL7_NULL", "FieldPath", "HL7Message", "MessageHeader", "decode", "parse_message"]
 
 _PATH = re.compile(
     r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:\[(?P<occurrence>\d+)\])?"
@@ -100,30 +75,6 @@ class FieldPath:
         return text
 
 
-@dataclass(frozen=True)
-class MessageHeader:
-    """The MSH fields the broker needs before it knows anything else about a message."""
-
-    sending_application: str  # MSH-3.1
-    sending_facility: str  # MSH-4.1
-    receiving_application: str  # MSH-5.1
-    receiving_facility: str  # MSH-6.1
-    message_type: str  # MSH-9.1
-    trigger_event: str  # MSH-9.2
-    message_structure: str  # MSH-9.3
-    control_id: str  # MSH-10
-    processing_id: str  # MSH-11.1
-    version: str  # MSH-12.1
-    charset: str  # MSH-18 (first repetition)
-
-    @property
-    def type_name(self) -> str:
-        """``ORM^O01`` style name used in logs and lists."""
-        return (
-            f"{self.message_type}^{self.trigger_event}" if self.trigger_event else self.message_type
-        )
-
-
 class HL7Message:
     """A decoded HL7 v2 message with read access to every field.
 
@@ -147,6 +98,7 @@ class HL7Message:
             self._index.setdefault(name, []).append(position)
         self._fields: dict[int, list[str]] = {}
         self._unescaper: hl7.Message | None = None
+        self._header: MessageHeader | None = None
 
     @property
     def segment_names(self) -> list[str]:
@@ -264,58 +216,16 @@ class HL7Message:
         return fields[index].count(repetition_separator) + 1
 
     def header(self) -> MessageHeader:
-        """The MSH fields; raises :class:`MessageRejected` when a required one is missing."""
-
-        def msh(field: int, component: int = 1) -> str:
-            value = self.get(FieldPath("MSH", field, component=component))
-            return "" if value is None or value == HL7_NULL else value
-
-        header = MessageHeader(
-            sending_application=msh(3),
-            sending_facility=msh(4),
-            receiving_application=msh(5),
-            receiving_facility=msh(6),
-            message_type=msh(9, 1).upper(),
-            trigger_event=msh(9, 2).upper(),
-            message_structure=msh(9, 3).upper(),
-            control_id=msh(10),
-            processing_id=msh(11),
-            version=msh(12),
-            charset=self.charset,
-        )
-        return header
+        """The MSH fields, read once (:mod:`mwlbroker.hl7v2.header`) and kept."""
+        if self._header is None:
+            self._header = header_from_line(self._lines[0], self.charset, self._unescape)
+        return self._header
 
 
 def normalise_segments(text: str) -> str:
     """Accept CR, LF or CRLF between segments (HL7 wants CR; files and some senders use LF)."""
     text = text.replace("\r\n", "\r").replace("\n", "\r")
     return "\r".join(segment for segment in text.split("\r") if segment.strip())
-
-
-def read_header_bytes(raw: bytes) -> tuple[list[str], bytes]:
-    """The MSH fields split on the message's own field separator, read without decoding.
-
-    Used for ACKs of messages that cannot be decoded: MSA-2 must still echo MSH-10.
-    Returns ``([], b"")`` when there is no MSH segment to read.
-    """
-    start = raw.find(b"MSH")
-    if start < 0 or start > 3 or len(raw) < start + 8:
-        return [], b""
-    line = re.split(rb"[\r\n]", raw[start:], maxsplit=1)[0]
-    separator = line[3:4]
-    if separator.isalnum() or separator in (b"", b" ", b"\r", b"\n"):
-        return [], b""
-    return split_msh(line.decode("latin-1")), separator
-
-
-def split_msh(line: str) -> list[str]:
-    """An MSH line as a list where index n holds MSH-n (index 0 holds "MSH").
-
-    MSH-1 is the field separator itself, so a plain split is off by one.
-    """
-    separator = line[3:4]
-    fields = line.split(separator) if separator else [line]
-    return ["MSH", separator, *fields[1:]]
 
 
 def content_digest(text: str) -> str:
@@ -332,19 +242,18 @@ def content_digest(text: str) -> str:
 def decode(raw: bytes, default_codec: str = "latin-1") -> tuple[str, str, str]:
     """Decode the bytes as MSH-18 says; returns (text, MSH-18 as sent, Python codec)."""
     body = raw.lstrip(b"\xef\xbb\xbf \t\r\n")  # a UTF-8 BOM or blank lines before MSH
-    fields, _ = read_header_bytes(body)
-    if not fields:
+    header = read_header(body)
+    if header is None:
         raise MessageRejected(
             "the message does not start with an MSH segment",
             error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             location="MSH",
         )
-    declared = fields[18].split("~")[0].strip() if len(fields) > 18 else ""
+    declared = header.charset
     codec = CHARSETS.get(declared.upper())
     if codec is None:
         raise MessageRejected(
-            f"MSH-18 character set {declared!r} is not supported "
-            f"(supported: ASCII, 8859/1 to 8859/9, 8859/15, UNICODE UTF-8)",
+            f"MSH-18 character set {declared!r} is not supported (supported: {SUPPORTED})",
             error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
             location="MSH-18",
         )

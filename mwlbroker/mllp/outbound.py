@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from mwlbroker.domain.outbound import Destination
-from mwlbroker.hl7v2.sender import AckTimeout, MLLPClient, Reply, SendError
+from mwlbroker.mllp.sender import AckTimeout, MLLPClient, Reply, SendError
 from mwlbroker.services.delivery import DeliveryWorker
 from mwlbroker.services.outbound import Claim, OutboundService
 from mwlbroker.tls import client_context

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from mwlbroker.hl7v2.mllp import FrameDecoder, frame
+from mwlbroker.mllp.framing import FrameDecoder, frame
 
 
 class SendError(Exception):
