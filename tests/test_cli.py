@@ -12,7 +12,10 @@ from sqlalchemy import create_engine, text
 
 from mwlbroker.app import Broker
 from mwlbroker.store.migrate import head_revision
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, orm, run_cli
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
 
 # Every sample file: numbered so that a shell glob sends them in the order of their story
 # (John Doe is registered, ordered, changed, cancelled, updated and merged, then other orders

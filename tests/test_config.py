@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mwlbroker.config import SETTINGS, ConfigError, load_config
-from tests.conftest import ROOT
+from tests.support.samples import ROOT
 
 
 def test_every_setting_is_documented_in_the_readme_and_the_example():

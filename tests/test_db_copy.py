@@ -14,8 +14,12 @@ from sqlalchemy import func, select
 from mwlbroker.app import Broker
 from mwlbroker.store.db import Database
 from mwlbroker.store.tables import PatientRow, metadata
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, hl7, make_config, orm, run_cli
-from tests.dicom_peers import Modality, in_progress
+from tests.support.dicom_peers import Modality, in_progress
+from tests.support.hl7_messages import ack_fields, hl7, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
+from tests.support.settings import make_config
 
 
 def _counts(url: str) -> dict[str, int]:

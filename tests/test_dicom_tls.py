@@ -23,8 +23,9 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from mwlbroker.app import Broker
 from mwlbroker.dicom.client import ClientAE
-from tests.conftest import cli_env, require_tools, run_cli
-from tests.dicom_peers import ct_image
+from tests.support.dicom_peers import ct_image
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
 from tests.test_forward import PACS, forwarding, send
 from tests.test_forward import order as place_order
 

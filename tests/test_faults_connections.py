@@ -8,7 +8,9 @@ import socket
 import threading
 import time
 
-from tests.conftest import Peer, ack_fields, orm, wait_for
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
 
 IDLE = 1.0
 SLOTS = 5
@@ -30,7 +32,7 @@ def test_idle_and_trickling_clients_are_closed_and_the_cap_holds(broker_factory)
 
 def run_slot_checks(broker, silent: list[Peer], trickling: list[Peer], started: float) -> None:
     port = broker.hl7.port
-    wait_for(lambda: broker.hl7.connection_count == SLOTS)
+    wait_until(lambda: broker.hl7.connection_count == SLOTS)
     closed_at: dict[int, float] = {}
     stop = threading.Event()
 
@@ -60,7 +62,7 @@ def run_slot_checks(broker, silent: list[Peer], trickling: list[Peer], started: 
     # The timeout frees every slot, the trickling ones included (they never finish a message).
     for peer in silent:
         assert peer.closed_by_server()
-    wait_for(lambda: broker.hl7.connection_count == 0, timeout=IDLE * 6)
+    wait_until(lambda: broker.hl7.connection_count == 0, timeout=IDLE * 6)
     freed_after = time.monotonic() - started
     stop.set()
     for thread in threads:
@@ -89,6 +91,6 @@ def test_many_connections_opened_and_dropped_leave_no_slot_taken(broker_factory)
             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
         )
         connection.close()  # SO_LINGER 0: a reset, not a clean close
-    wait_for(lambda: broker.hl7.connection_count == 0, timeout=10)
+    wait_until(lambda: broker.hl7.connection_count == 0, timeout=10)
     with Peer(broker.hl7.port) as peer:
         assert ack_fields(peer.send(orm("AFTERRESET")))["MSA"][1] == "AA"

@@ -23,15 +23,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from tests.conftest import (
-    POSTGRES_URL,
-    Peer,
-    ack_fields,
-    make_config,
-    orm,
-    postgres_or_skip,
-    start_serve,
-)
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.prerequisites import POSTGRES_URL, postgres_or_skip
+from tests.support.processes import start_serve
+from tests.support.settings import make_config
 
 
 class CuttableProxy:

@@ -23,17 +23,13 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from mwlbroker.app import Broker
 from mwlbroker.store import forward, worklist
 from mwlbroker.store.tables import InstanceRow, StepRow
-from tests.conftest import (
-    SAMPLES,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    wait_for,
-)
-from tests.dicom_peers import ct_image, storescu, write_images
+from tests.support.dicom_peers import ct_image, storescu, write_images
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +79,7 @@ class PACS:
             self._changed.notify_all()
         return status
 
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[Dataset]:
+    def wait_until(self, count: int, timeout: float = 15.0) -> list[Dataset]:
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
                 raise AssertionError(f"the PACS has {len(self.received)} instance(s), not {count}")
@@ -165,7 +161,7 @@ def test_instances_reach_the_pacs_with_the_brokers_patient_and_order(
     assert history.ModifyingSystem == "MWLBROKER"
     assert history.SourceOfPreviousValues == "CT1"
     assert history.ReasonForTheAttributeModification == "COERCE"
-    [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+    [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
     assert task.attempts == 1 and "PatientName" in task.answer
     # Forwarded and not kept (storage.keep_files = false): the spooled file is gone.
     with broker.db.reading() as session:
@@ -212,7 +208,7 @@ def test_pacs_down_then_up_gets_every_instance_once(broker_factory, tmp_path):
         step = order(broker)
         sent = [ct_image(study_uid=step.study_instance_uid, number=n) for n in (1, 2, 3)]
         send(broker, tmp_path, sent)
-        waiting = wait_for(lambda: (t := tasks(broker)) and t[0].last_error and t)
+        waiting = wait_until(lambda: (t := tasks(broker)) and t[0].last_error and t)
         assert [t.status for t in waiting] == ["pending"] * 3
         assert "no association" in waiting[0].last_error
         assert all(t.attempts == 0 for t in waiting)
@@ -220,7 +216,7 @@ def test_pacs_down_then_up_gets_every_instance_once(broker_factory, tmp_path):
         pacs.start()  # the PACS is back
 
         received = pacs.wait_for(3)
-        wait_for(lambda: all(t.status == "sent" for t in tasks(broker)))
+        wait_until(lambda: all(t.status == "sent" for t in tasks(broker)))
     finally:
         pacs.stop()
     assert sorted(r.SOPInstanceUID for r in received) == sorted(i.SOPInstanceUID for i in sent)
@@ -236,7 +232,7 @@ def test_a_refused_instance_is_sent_again(broker_factory, tmp_path):
         image = ct_image(study_uid=generate_uid())
         send(broker, tmp_path, [image])
         pacs.wait_for(1)
-        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+        [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
     finally:
         pacs.stop()
     assert task.attempts == 2
@@ -252,7 +248,7 @@ def test_an_instance_refused_too_often_is_held_until_retried(
             **forwarding(pacs, forward__max_attempts=2), storage__dir=str(tmp_path / "spool")
         )
         send(broker, tmp_path, [ct_image(study_uid=generate_uid())])
-        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "failed" and t)
+        [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "failed" and t)
         assert task.attempts == 2 and "refused (A700)" in task.last_error
         env = cli_env(database_url)
         listed = run_cli("forward", "list", "--status", "failed", "--json", env=env)
@@ -264,6 +260,6 @@ def test_an_instance_refused_too_often_is_held_until_retried(
         assert retried.returncode == 0, retried.stderr
 
         pacs.wait_for(1)
-        wait_for(lambda: tasks(broker)[0].status == "sent")
+        wait_until(lambda: tasks(broker)[0].status == "sent")
     finally:
         pacs.stop()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from mwlbroker.hl7v2.mllp import frame
-from tests.conftest import SAMPLES
 from tests.fuzz.fuzz_intake import one_input
+from tests.support.samples import SAMPLES
 
 TARGET = Path(__file__).parent / "fuzz" / "fuzz_intake.py"
 

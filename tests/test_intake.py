@@ -7,7 +7,10 @@ import threading
 from sqlalchemy import select
 
 from mwlbroker.store.tables import MessageRow
-from tests.conftest import SAMPLES, Peer, ack_fields, hl7, orm, wait_for
+from tests.support.hl7_messages import ack_fields, hl7, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
+from tests.support.samples import SAMPLES
 
 
 def stored(broker, **where) -> list[MessageRow]:
@@ -195,7 +198,7 @@ def test_idle_connection_is_closed_after_the_timeout(broker_factory):
 def test_connection_closed_mid_frame_keeps_the_bytes(broker):
     with Peer(broker.hl7.port) as peer:
         peer.send_raw(b"\x0bMSH|^~\\&|RIS|HOSPITAL|MWL|RAD|20261127||ORM^O01|HALF1|P|2.3.1\rPID|1")
-    [row] = wait_for(lambda: stored(broker, control_id="HALF1"))
+    [row] = wait_until(lambda: stored(broker, control_id="HALF1"))
     assert row.status == "rejected" and "incomplete" in row.error
 
 

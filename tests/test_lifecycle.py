@@ -15,7 +15,10 @@ from pydicom import Dataset
 from mwlbroker.mapping.worklist_item import item_from_json
 from mwlbroker.store import worklist
 from mwlbroker.store.tables import AuditRow, OrderEventRow, PatientRow, StepRow
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, hl7, run_cli
+from tests.support.hl7_messages import ack_fields, hl7
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
 
 HEADER = "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||{type}|{id}|P|{version}"
 

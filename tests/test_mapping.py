@@ -29,7 +29,7 @@ from mwlbroker.mapping.worklist_item import (
     item_to_json,
     worklist_items,
 )
-from tests.conftest import SAMPLES
+from tests.support.samples import SAMPLES
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("MWLBROKER_UPDATE_GOLDEN", "") not in ("", "0")

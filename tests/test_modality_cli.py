@@ -13,18 +13,11 @@ import pytest
 from mwlbroker.app import Broker
 from mwlbroker.store import images, worklist
 from mwlbroker.store.tables import StepRow
-from tests.conftest import (
-    RIS,
-    SAMPLES,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    segment_fields,
-    start_serve,
-)
+from tests.support.hl7_messages import ack_fields, orm, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli, start_serve
+from tests.support.samples import SAMPLES
 
 
 @pytest.fixture

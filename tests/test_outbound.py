@@ -16,8 +16,11 @@ from pydicom.uid import generate_uid
 from mwlbroker.app import Broker
 from mwlbroker.store import outbound, worklist
 from mwlbroker.store.tables import OutboundRow, StepRow
-from tests.conftest import RIS, Peer, ack_fields, cli_env, orm, run_cli, segment_fields, wait_for
-from tests.dicom_peers import Modality, ended, in_progress
+from tests.support.dicom_peers import Modality, ended, in_progress
+from tests.support.hl7_messages import ack_fields, orm, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.polling import wait_until
+from tests.support.processes import cli_env, run_cli
 
 FAST_RETRIES = {"outbound__retry_seconds": 0.05, "outbound__retry_max_seconds": 0.2}
 
@@ -101,7 +104,7 @@ def test_the_ris_hears_in_progress_then_completed(broker_factory, ris):
     assert (orc5(started), orc5(completed)) == ("IP", "CM")
     assert segment_fields(started, "OBR")[7] == "20261127143500"  # the exam's start
     assert segment_fields(completed, "OBR")[8] == "20261127144500"  # and its end
-    rows = wait_for(lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs)
+    rows = wait_until(lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs)
     assert [(r.order_status, r.ack_code, r.attempts) for r in rows] == [
         ("IP", "AA", 1),
         ("CM", "AA", 1),
@@ -161,7 +164,7 @@ def test_ris_down_then_up_gets_every_message_once_in_order_per_order(broker_fact
         perform(broker, first, "COMPLETED")
         perform(broker, second, "DISCONTINUED")
 
-        pending = wait_for(lambda: (rows := queue(broker)) and rows[0].last_error and rows)
+        pending = wait_until(lambda: (rows := queue(broker)) and rows[0].last_error and rows)
         assert [r.status for r in pending] == ["pending"] * 4
         assert "cannot connect" in pending[0].last_error  # what `outbound list` shows
         assert all(r.attempts == 0 for r in pending)  # nothing left the broker
@@ -169,7 +172,7 @@ def test_ris_down_then_up_gets_every_message_once_in_order_per_order(broker_fact
         ris.listen()  # the RIS is back
 
         received = ris.wait_for(4)
-        rows = wait_for(
+        rows = wait_until(
             lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs
         )
     by_order: dict[str, list[str]] = {}
@@ -205,7 +208,7 @@ def test_a_refused_message_is_retried_then_held_with_its_order_until_released(
             sent = [r for r in rows if r.status == "sent"]
             return (failed, sent) if len(failed) == 1 and len(sent) == 2 else None
 
-        [failed], sent = wait_for(settled)
+        [failed], sent = wait_until(settled)
         assert (failed.order_status, failed.attempts, failed.ack_code) == ("IP", 2, "AE")
         assert "not now" in failed.last_error
         assert [r.order_status for r in sent] == ["IP", "CM"]
@@ -224,7 +227,7 @@ def test_a_refused_message_is_retried_then_held_with_its_order_until_released(
         assert retried.returncode == 0, retried.stderr
         assert "pending" in retried.stdout
 
-        rows = wait_for(
+        rows = wait_until(
             lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs
         )
         assert len(rows) == 4
@@ -246,6 +249,6 @@ def test_a_message_without_an_ack_counts_as_an_attempt(broker_factory):
         )
         perform(broker, order(broker, "C1"))
         received = ris.wait_for(2)
-        [row] = wait_for(lambda: (rs := queue(broker)) and rs[0].status == "sent" and rs)
+        [row] = wait_until(lambda: (rs := queue(broker)) and rs[0].status == "sent" and rs)
     assert row.attempts == 2 and row.last_error is None
     assert segment_fields(received[0], "MSH")[10] == segment_fields(received[1], "MSH")[10]

@@ -19,8 +19,10 @@ from sqlalchemy import select
 
 from mwlbroker.hl7v2.mllp import END_BLOCK, START_BLOCK, frame
 from mwlbroker.store.tables import MessageRow, OrderRow
-from tests.conftest import SAMPLES, Peer, ack_fields, orm
-from tests.properties import examples
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.properties import examples
+from tests.support.samples import SAMPLES
 
 SAMPLE_MESSAGES = [
     path.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")

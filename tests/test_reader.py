@@ -6,7 +6,7 @@ import pytest
 
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.mapping.reader import HL7_NULL, FieldPath, content_digest, parse_message
-from tests.conftest import SAMPLES
+from tests.support.samples import SAMPLES
 
 HEADER = "MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|CTL1|P|2.3.1"
 

@@ -20,8 +20,10 @@ from mwlbroker.app import Broker
 from mwlbroker.services.reconciliation import ReconciliationRefused, UndoRefused
 from mwlbroker.store import images, progress, worklist
 from mwlbroker.store.tables import AuditRow, PatientMergeRow, StepRow
-from tests.conftest import RIS, Peer, ack_fields, cli_env, hl7, run_cli, segment_fields
-from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.hl7_messages import ack_fields, hl7, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.processes import cli_env, run_cli
 
 # -- the RIS ---------------------------------------------------------------------------------------
 

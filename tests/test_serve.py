@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from tests.conftest import SAMPLES, cli_env, run_cli, start_serve
+from tests.support.processes import cli_env, run_cli, start_serve
+from tests.support.samples import SAMPLES
 
 
 def test_samples_sent_to_serve_come_back_to_findscu(database_url: str, tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ import pytest
 from pydicom.uid import generate_uid
 
 from mwlbroker.domain.accounts import Role
-from tests.conftest import RIS, segment_fields
-from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.hl7_messages import segment_fields
+from tests.support.mllp_peers import RIS
+from tests.support.web_client import csrf_token, login
 from tests.test_reconciliation import a40, orm, patient_pk, send, worklist_item
-from tests.web_client import csrf_token, login
 
 ADMIN, VIEWER, PASSWORD = "alice", "victor", "correct horse battery"
 

@@ -39,7 +39,8 @@ from mwlbroker.store import migrate
 from mwlbroker.store.db import Database
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow, add
 from mwlbroker.store.worklist_query import recent_queries
-from tests.conftest import make_config, require_tools
+from tests.support.prerequisites import require_tools
+from tests.support.settings import make_config
 
 
 @pytest.fixture(autouse=True)

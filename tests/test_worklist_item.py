@@ -13,7 +13,7 @@ from mwlbroker.mapping.worklist_item import (
     item_to_json,
     worklist_item_json,
 )
-from tests.conftest import SAMPLES
+from tests.support.samples import SAMPLES
 
 ORDERS = [p for p in sorted(SAMPLES.glob("*.hl7")) if "_adt_" not in p.name]
 
