@@ -79,7 +79,7 @@ class PACS:
             self._changed.notify_all()
         return status
 
-    def wait_until(self, count: int, timeout: float = 15.0) -> list[Dataset]:
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[Dataset]:
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
                 raise AssertionError(f"the PACS has {len(self.received)} instance(s), not {count}")
@@ -167,6 +167,7 @@ def test_instances_reach_the_pacs_with_the_brokers_patient_and_order(
     with broker.db.reading() as session:
         [instance] = list(session.query(InstanceRow))
     assert instance.path is None
+    assert folder.is_dir(), "nothing was spooled under storage.dir: the check below proves nothing"
     assert not [p for p in folder.rglob("*.dcm")]
 
 
