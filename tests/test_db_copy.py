@@ -18,7 +18,7 @@ from tests.support.dicom_peers import Modality, in_progress
 from tests.support.hl7_messages import ack_fields, hl7, orm
 from tests.support.mllp_peers import Peer
 from tests.support.processes import cli_env, run_cli
-from tests.support.samples import SAMPLES
+from tests.support.samples import sample_files
 from tests.support.settings import make_config
 
 
@@ -58,7 +58,7 @@ def site(tmp_path) -> tuple[str, list[str]]:
         )
         with Peer(broker.hl7.port) as peer:
             assert ack_fields(peer.send(prior))["MSA"][1] == "AA"
-            for path in sorted(SAMPLES.glob("*.hl7")):
+            for path in sample_files():
                 assert ack_fields(peer.send(path.read_bytes()))["MSA"][1] == "AA", path.name
         modality = Modality(broker.dicom.port)
         try:

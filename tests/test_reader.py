@@ -6,13 +6,13 @@ import pytest
 
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.mapping.reader import HL7_NULL, FieldPath, content_digest, parse_message
-from tests.support.samples import SAMPLES
+from tests.support.samples import SAMPLES, sample_files
 
 HEADER = "MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|CTL1|P|2.3.1"
 
 
 def test_sample_messages_all_read_with_their_header():
-    for path in sorted(SAMPLES.glob("*.hl7")):
+    for path in sample_files():
         message = parse_message(path.read_bytes())
         header = message.header()
         assert header.control_id, path.name
