@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,10 +25,17 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from mwlbroker.app import Broker
 from mwlbroker.dicom.client import ClientAE
 from tests.support.dicom_peers import ct_image
+from tests.support.polling import wait_until
 from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli
 from tests.test_forward import PACS, forwarding, send
 from tests.test_forward import order as place_order
+
+
+def connection_threads() -> int:
+    """Threads serving one accepted connection each (socketserver's ThreadingMixIn names them
+    after ``process_request_thread``): one more means the listener has accepted a connection."""
+    return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
 
 
 def tls_listener(pki: dict[str, str], **extra: object) -> dict[str, object]:
@@ -116,8 +124,12 @@ def test_a_silent_client_does_not_hold_up_the_others(broker_factory, pki, caplog
     broker = broker_factory(**tls_listener(pki, dicom__acse_timeout=3.0))
     port = broker.dicom.port
     trusted = client_tls(pki["ca.pem"])
+    serving = connection_threads()
     with socket.create_connection(("127.0.0.1", port), timeout=15) as silent:
-        time.sleep(0.2)  # the broker has accepted it and waits for its ClientHello
+        wait_until(
+            lambda: connection_threads() > serving,
+            what="the broker accepting the silent client, then waiting for its ClientHello",
+        )
         started = time.monotonic()
         assert echo(port, trusted) == 0x0000
         assert echo(port, trusted) == 0x0000
