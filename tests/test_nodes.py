@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -21,7 +20,7 @@ from mwlbroker.store.db import Database
 from tests.support.dicom_peers import Modality, ended, in_progress
 from tests.support.hl7_messages import ack_fields, orm, segment_fields
 from tests.support.mllp_peers import RIS, Peer
-from tests.support.polling import wait_until
+from tests.support.polling import stays_true, wait_until
 from tests.support.processes import start_serve
 
 pytestmark = pytest.mark.slow
@@ -153,7 +152,14 @@ def test_status_messages_go_to_the_ris_once_from_two_nodes(database_url, tmp_pat
             finally:
                 modality.close()
             ris.wait_for(2)
-            time.sleep(3)  # both nodes' senders have looked at the queue several times since
+            # Nothing says "no node will send again", so watch a window for the wrong thing:
+            # 3 s, in which both nodes' senders look at the queue again (each polls every second
+            # when nobody wakes it: services/delivery.py POLL_SECONDS).
+            stays_true(
+                lambda: len(ris.received) == 2,
+                seconds=3,
+                what="the RIS having received each status message once",
+            )
             assert [segment_fields(m, "ORC")[5] for m in ris.received] == ["IP", "CM"]
             with db.reading() as session:
                 rows = outbound.latest(session)
