@@ -82,6 +82,8 @@ def test_soak(database_url: str, tmp_path: Path) -> None:
     try:
         for thread in threads:
             thread.start()
+        # The soak's length is what is under test (load held for SECONDS, memory read at the
+        # middle and the end), not a wait for a state: the traffic runs while this thread sleeps.
         time.sleep(SECONDS / 2)
         rss["middle"] = rss_mb(pid)
         time.sleep(SECONDS / 2)
