@@ -25,11 +25,11 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from mwlbroker.app import Broker
 from mwlbroker.dicom.client import ClientAE
 from tests.support.dicom_peers import ct_image
+from tests.support.pacs import PACS, forwarding
 from tests.support.polling import wait_until
 from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli
-from tests.test_forward import PACS, forwarding, send
-from tests.test_forward import order as place_order
+from tests.support.workflow import order, store_images
 
 
 def connection_threads() -> int:
@@ -101,7 +101,7 @@ def test_echo_and_worklist_over_tls_and_a_plain_association_is_refused(broker_fa
     broker: Broker = broker_factory(**tls_listener(pki))
     port = broker.dicom.port
     trusted = client_tls(pki["ca.pem"])
-    step = place_order(broker, "DTLS1")
+    step = order(broker, "DTLS1")
 
     assert echo(port, trusted) == 0x0000
     [item] = worklist(port, trusted, step.accession_number)
@@ -161,7 +161,7 @@ def test_findscu_over_tls(broker_factory, pki, tmp_path):
     if "--enable-tls" not in help_text:
         pytest.skip("this DCMTK's findscu was built without TLS (no +tls in findscu --help)")
     broker = broker_factory(**tls_listener(pki, dicom__tls_ca=pki["ca.pem"]))
-    step = place_order(broker, "DTLS2")
+    step = order(broker, "DTLS2")
 
     done = subprocess.run(
         [
@@ -234,7 +234,7 @@ def test_instances_are_forwarded_to_a_pacs_over_tls(broker_factory, pki, tmp_pat
             )
         )
         image = ct_image(study_uid=generate_uid(), patient_name="TLS^WALKIN", patient_id="TLS9")
-        send(broker, tmp_path, [image])
+        store_images(broker, tmp_path, [image])
         [received] = pacs.wait_for(1)
         assert received.SOPInstanceUID == image.SOPInstanceUID
     finally:
@@ -285,7 +285,7 @@ def test_a_forward_certificate_that_cannot_be_used_stops_start_up(database_url, 
 
 def test_the_modality_emulator_speaks_tls(broker_factory, database_url, pki, tmp_path):
     broker = broker_factory(**tls_listener(pki, dicom__tls_ca=pki["ca.pem"]))
-    step = place_order(broker, "DTLS3")
+    step = order(broker, "DTLS3")
 
     def emulator(*tls: str):
         return run_cli(

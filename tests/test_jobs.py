@@ -21,7 +21,7 @@ from tests.support.mllp_peers import RIS, Peer
 from tests.support.polling import wait_until
 from tests.support.processes import cli_env, run_cli
 from tests.support.web_client import csrf_token, login
-from tests.test_outbound import FAST_RETRIES, destination, order, perform, queue
+from tests.support.workflow import FAST_RETRIES, destination, order, perform, queue
 
 
 def _starting(control_id: str, start: datetime) -> bytes:

@@ -14,7 +14,7 @@ from tests.support.hl7_messages import ack_fields, orm
 from tests.support.mllp_peers import RIS, Peer
 from tests.support.polling import wait_until
 from tests.support.prerequisites import require_tools
-from tests.test_outbound import FAST_RETRIES, destination, order, perform
+from tests.support.workflow import FAST_RETRIES, destination, order, perform
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, tuple], float]]:

@@ -11,63 +11,18 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from pydicom.uid import generate_uid
 
-from mwlbroker.app import Broker
-from mwlbroker.store import outbound, worklist
-from mwlbroker.store.tables import OutboundRow, StepRow
-from tests.support.dicom_peers import Modality, ended, in_progress
-from tests.support.hl7_messages import ack_fields, orm, segment_fields
-from tests.support.mllp_peers import RIS, Peer
+from tests.support.hl7_messages import segment_fields
+from tests.support.mllp_peers import RIS
 from tests.support.polling import wait_until
 from tests.support.processes import cli_env, run_cli
-
-FAST_RETRIES = {"outbound__retry_seconds": 0.05, "outbound__retry_max_seconds": 0.2}
-
-
-def destination(ris: RIS, name: str = "RIS", **extra: str) -> dict:
-    return {
-        "name": name,
-        "host": "127.0.0.1",
-        "port": ris.port,
-        "receiving_application": "RIS",
-        "receiving_facility": "HOSPITAL",
-        **extra,
-    }
+from tests.support.workflow import FAST_RETRIES, destination, order, perform, queue
 
 
 @pytest.fixture
 def ris() -> Iterator[RIS]:
     with RIS() as receiver:
         yield receiver
-
-
-def order(broker: Broker, control_id: str, **fields: str) -> StepRow:
-    """Send an ORM^O01 NW; return its worklist item."""
-    with Peer(broker.hl7.port) as peer:
-        assert ack_fields(peer.send(orm(control_id, **fields)))["MSA"][1] == "AA"
-    with broker.db.reading() as session:
-        return worklist.search_steps(session, accession_number=f"APL{control_id}")[0]
-
-
-def perform(broker: Broker, step: StepRow, *ends: str) -> str:
-    """The modality starts the exam of ``step`` by MPPS, then ends it as ``ends`` says."""
-    modality = Modality(broker.dicom.port)
-    try:
-        [item] = modality.worklist(accession=step.accession_number)
-        uid = generate_uid()
-        assert modality.create(in_progress(item), uid)[0].Status == 0x0000
-        for status in ends:
-            answer = modality.set(uid, ended(status, series=1 if status == "COMPLETED" else 0))
-            assert answer.Status == 0x0000
-    finally:
-        modality.close()
-    return uid
-
-
-def queue(broker: Broker) -> list[OutboundRow]:
-    with broker.db.reading() as session:
-        return sorted(outbound.latest(session, limit=1000), key=lambda row: row.id)
 
 
 def orc5(message: bytes) -> str:

@@ -21,7 +21,7 @@ from tests.support.hl7_messages import hl7, segment_fields
 from tests.support.polling import wait_until
 from tests.support.processes import cli_env, run_cli
 from tests.support.samples import SAMPLES
-from tests.test_outbound import order, perform
+from tests.support.workflow import order, perform
 
 SAMPLE = str(SAMPLES / "02_orm_o01_nw_v231.hl7")
 

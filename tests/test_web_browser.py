@@ -10,15 +10,20 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
-from tests.support.hl7_messages import ack_fields, orm
+from tests.support.dicom_peers import (
+    Modality,
+    ct_image,
+    findscu,
+    in_progress,
+    storescu,
+    write_images,
+)
+from tests.support.hl7_messages import ack_fields, orm, utf8_orm
 from tests.support.mllp_peers import Peer
 from tests.support.polling import wait_until
 from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli, start_serve
 from tests.support.samples import ROOT
-from tests.test_reconciliation import orm as utf8_orm
-from tests.test_worklist_find import findscu
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -57,3 +57,39 @@ def segment_fields(message: bytes, segment: str, occurrence: int = 1) -> list[st
                 parts = line.split("|")
                 return ["MSH", "|", *parts[1:]] if segment == "MSH" else parts
     return []
+
+
+def utf8_orm(
+    control_id: str,
+    *,
+    patient: str,
+    name: str = "DOE^JOHN",
+    birth: str = "19700101",
+    sex: str = "M",
+    order: str | None = None,
+    accession: str | None = None,
+    study_uid: str | None = None,
+) -> bytes:
+    """ORM^O01 NW in UTF-8 for one patient, with a ZDS Study Instance UID when given."""
+    order = order or f"PL{control_id}"
+    segments = [
+        "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ORM^O01|"
+        f"{control_id}|P|2.3.1||||||UNICODE UTF-8",
+        f"PID|1||{patient}^^^HOSPITAL^MR||{name}||{birth}|{sex}",
+        f"ORC|NW|{order}|F{order}||SC||^^^20261127143000^^R",
+        f"OBR|1|{order}|F{order}|CTCHEST^CT chest^L||||||||||||||{accession or 'A' + order}|"
+        f"R{order}|S{order}||||CT",
+    ]
+    if study_uid:
+        segments.append(f"ZDS|{study_uid}^100^Application^DICOM")
+    return hl7(*segments, charset="utf-8")
+
+
+def a40(control_id: str, survivor: str, prior: str) -> bytes:
+    """ADT^A40: the RIS merges patient ``prior`` into ``survivor`` (both MRNs of HOSPITAL)."""
+    return hl7(
+        f"MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ADT^A40|{control_id}|P|2.3.1",
+        "EVN|A40|20261127101500",
+        f"PID|1||{survivor}^^^HOSPITAL^MR",
+        f"MRG|{prior}^^^HOSPITAL^MR",
+    )
