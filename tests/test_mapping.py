@@ -134,6 +134,12 @@ def test_every_sample_has_a_golden_file():
         assert (GOLDEN / f"{path.stem}.txt").exists(), path.name
 
 
+def test_every_golden_file_is_checked_against_a_message():
+    checked = {message_file.stem for message_file, _ in GOLDEN_CASES}
+    orphans = [path.name for path in listed(GOLDEN, "*.txt") if path.stem not in checked]
+    assert orphans == [], f"golden files no test compares: {orphans}"
+
+
 # -- the samples, field by field -------------------------------------------------------------------
 
 
