@@ -15,6 +15,7 @@ import trustme
 from sqlalchemy import create_engine, text
 
 from mwlbroker.app import Broker
+from tests.support.mllp_peers import RIS
 from tests.support.prerequisites import POSTGRES_URL, postgres_or_skip
 from tests.support.settings import make_config
 
@@ -84,3 +85,10 @@ def pki(tmp_path_factory) -> dict[str, str]:
     write("stranger.pem", stranger.cert_chain_pems[0])
     write("stranger.key", stranger.private_key_pem)
     return files
+
+
+@pytest.fixture
+def ris() -> Iterator[RIS]:
+    """A RIS on a free loopback port that receives the broker's status messages and answers AA."""
+    with RIS() as receiver:
+        yield receiver

@@ -8,22 +8,14 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from mwlbroker.app import Broker
 from mwlbroker.store import images, worklist
 from mwlbroker.store.tables import StepRow
 from tests.support.hl7_messages import ack_fields, orm, segment_fields
-from tests.support.mllp_peers import RIS, Peer
+from tests.support.mllp_peers import Peer
 from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli, start_serve
 from tests.support.samples import SAMPLES, sample_files
-
-
-@pytest.fixture
-def ris():
-    with RIS() as receiver:
-        yield receiver
 
 
 def emulate(broker: Broker, database_url: str, state: Path, *args: str):

@@ -8,21 +8,12 @@ MPPS; a small MLLP server in the test plays the RIS receiving ORM^O01 (v2.3.1) o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from tests.support.hl7_messages import segment_fields
 from tests.support.mllp_peers import RIS
 from tests.support.polling import wait_until
 from tests.support.processes import cli_env, run_cli
 from tests.support.workflow import FAST_RETRIES, destination, order, perform, queue
-
-
-@pytest.fixture
-def ris() -> Iterator[RIS]:
-    with RIS() as receiver:
-        yield receiver
 
 
 def orc5(message: bytes) -> str:

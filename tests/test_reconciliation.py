@@ -9,8 +9,6 @@ C-FIND (pynetdicom) shows what the worklist says after each step.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from mwlbroker.store import images, progress, worklist
 from mwlbroker.store.tables import AuditRow, PatientMergeRow, StepRow
 from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
 from tests.support.hl7_messages import a40, hl7, segment_fields, utf8_orm
-from tests.support.mllp_peers import RIS
+from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli
 from tests.support.workflow import patient_pk, send_accepted, worklist_item
 
@@ -60,12 +58,6 @@ def audits(broker: Broker, action: str) -> list[AuditRow]:
     with broker.db.reading() as session:
         rows = session.query(AuditRow).filter(AuditRow.action == action).order_by(AuditRow.id)
         return list(rows)
-
-
-@pytest.fixture
-def ris() -> Iterator[RIS]:
-    with RIS() as receiver:
-        yield receiver
 
 
 # -- (a) collisions --------------------------------------------------------------------------------
@@ -283,15 +275,10 @@ def test_an_mpps_that_came_before_its_order_is_matched_when_the_order_arrives(br
     assert len(audits(broker, "link mpps")) == 2
 
 
-def _dcmtk() -> None:
-    if shutil.which("storescu") is None:
-        pytest.skip("DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)")
-
-
 def test_unmatched_studies_are_matched_by_a_later_order_or_linked_by_hand(
     broker_factory, database_url, tmp_path: Path
 ):
-    _dcmtk()
+    require_tools("storescu")
     broker = broker_factory(progress__complete_on="images", progress__images_quiet_seconds=0)
     early, stray = generate_uid(), generate_uid()
     images_ = [
