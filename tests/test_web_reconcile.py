@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from mwlbroker.domain.accounts import Role
 from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
 from tests.support.hl7_messages import a40, segment_fields, utf8_orm
 from tests.support.mllp_peers import RIS
+from tests.support.prerequisites import require_tools
 from tests.support.web_client import csrf_token, login
 from tests.support.workflow import patient_pk, send_accepted, worklist_item
 
@@ -102,8 +102,7 @@ def unscheduled_mpps(broker, patient_id: str = "A1") -> None:
 
 
 def unmatched_study(broker, tmp_path: Path, patient_id: str = "A1") -> None:
-    if shutil.which("storescu") is None:
-        pytest.skip("DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)")
+    require_tools("storescu")
     image = ct_image(study_uid=generate_uid(), patient_id=patient_id, accession="NOSUCH")
     sent = storescu(broker.dicom.port, *write_images(tmp_path / "images", [image]))
     assert sent.returncode == 0, sent.stdout + sent.stderr
