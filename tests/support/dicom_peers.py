@@ -1,4 +1,5 @@
-"""A modality's DICOM client for the tests: worklist query, MPPS N-CREATE and N-SET (pynetdicom).
+"""A modality's DICOM client for the tests: worklist query, MPPS N-CREATE and N-SET (pynetdicom),
+images sent with DCMTK's storescu, and worklist queries with DCMTK's findscu.
 
 Independent of the broker's own emulator (mwlbroker.dicom.modality): the data sets are written
 out here, attribute by attribute, as PS3.4 Table F.7.2-1 lists them.
