@@ -16,7 +16,7 @@ import pytest
 from mwlbroker.bench.queries import KINDS, NARROW_MODALITY, STATION, WIDE_MODALITY
 from mwlbroker.bench.synthetic import PER_DAY, SyntheticOrders
 from mwlbroker.bench.targets import TARGETS
-from tests.conftest import cli_env, run_cli
+from tests.support.processes import cli_env, run_cli
 
 MESSAGES = 50
 SIZE = 200

@@ -12,12 +12,15 @@ from sqlalchemy import create_engine, text
 
 from mwlbroker.app import Broker
 from mwlbroker.store.migrate import head_revision
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, orm, run_cli
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES, sample_files
 
 # Every sample file: numbered so that a shell glob sends them in the order of their story
 # (John Doe is registered, ordered, changed, cancelled, updated and merged, then other orders
 # and an appointment booked by SIU).
-SAMPLE_FILES = sorted(SAMPLES.glob("*.hl7"))
+SAMPLE_FILES = sample_files()
 GARBAGE = bytes(b for b in range(256) if b not in (0x0B, 0x1C)) * 4  # no MLLP block characters
 ACCEPTING_26 = {"MWLBROKER_HL7_ACCEPTED_VERSIONS": "2.3.1,2.5.1,2.6"}
 

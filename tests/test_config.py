@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from mwlbroker.config import SETTINGS, ConfigError, load_config
-from tests.conftest import ROOT
+from tests.support.samples import ROOT
 
 REFERENCE_HOOK = ROOT / "docs" / "hooks" / "settings_reference.py"
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import Peer, ServeProcess, ack_fields, orm, start_serve
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import ServeProcess, start_serve
 
 TOTAL = 2000
 CONNECTIONS = 8  # concurrent senders: their messages share commits (group commit)

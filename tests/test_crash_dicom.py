@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import start_serve, wait_for
-from tests.dicom_traffic import Tally, run_mpps, run_store
+from tests.support.dicom_traffic import Tally, run_mpps, run_store
+from tests.support.polling import wait_until
+from tests.support.processes import start_serve
 
 WORKERS = 2  # of each kind
 
@@ -34,7 +35,7 @@ def test_sigkill_during_mpps_and_c_store_loses_nothing_answered_success(
     try:
         for worker in workers:
             worker.start()
-        wait_for(lambda: len(tally.completed) >= 15 and len(tally.stored) >= 30, timeout=120)
+        wait_until(lambda: len(tally.completed) >= 15 and len(tally.stored) >= 30, timeout=120)
         os.kill(serve.process.pid, signal.SIGKILL)
         assert serve.process.wait(30) == -signal.SIGKILL
         stop.set()

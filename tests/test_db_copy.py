@@ -14,8 +14,12 @@ from sqlalchemy import func, select
 from mwlbroker.app import Broker
 from mwlbroker.store.db import Database
 from mwlbroker.store.tables import PatientRow, metadata
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, hl7, make_config, orm, run_cli
-from tests.dicom_peers import Modality, in_progress
+from tests.support.dicom_peers import Modality, in_progress
+from tests.support.hl7_messages import ack_fields, hl7, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import sample_files
+from tests.support.settings import make_config
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -54,7 +58,7 @@ def site(tmp_path) -> tuple[str, list[str]]:
         )
         with Peer(broker.hl7.port) as peer:
             assert ack_fields(peer.send(prior))["MSA"][1] == "AA"
-            for path in sorted(SAMPLES.glob("*.hl7")):
+            for path in sample_files():
                 assert ack_fields(peer.send(path.read_bytes()))["MSA"][1] == "AA", path.name
         modality = Modality(broker.dicom.port)
         try:

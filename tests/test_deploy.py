@@ -41,7 +41,9 @@ def test_every_environment_variable_named_is_a_setting():
         DEPLOY / "compose" / "compose.yaml",
         DEPLOY / "mwlbroker.service",
     ]:
-        unknown = _variables(path.read_text()) - KNOWN_VARIABLES
+        named = _variables(path.read_text())
+        assert named, f"{path.name} names no MWLBROKER_* variable: the check would prove nothing"
+        unknown = named - KNOWN_VARIABLES
         assert not unknown, f"{path.name} names unknown settings: {unknown}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +24,18 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from mwlbroker.app import Broker
 from mwlbroker.dicom.association_tuning import ClientAE
-from tests.conftest import cli_env, require_tools, run_cli
-from tests.dicom_peers import ct_image
-from tests.test_forward import PACS, forwarding, send
-from tests.test_forward import order as place_order
+from tests.support.dicom_peers import ct_image
+from tests.support.pacs import PACS, forwarding
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
+from tests.support.workflow import order, store_images
+
+
+def connection_threads() -> int:
+    """Threads serving one accepted connection each (socketserver's ThreadingMixIn names them
+    after ``process_request_thread``): one more means the listener has accepted a connection."""
+    return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
 
 
 def tls_listener(pki: dict[str, str], **extra: object) -> dict[str, object]:
@@ -92,7 +101,7 @@ def test_echo_and_worklist_over_tls_and_a_plain_association_is_refused(broker_fa
     broker: Broker = broker_factory(**tls_listener(pki))
     port = broker.dicom.port
     trusted = client_tls(pki["ca.pem"])
-    step = place_order(broker, "DTLS1")
+    step = order(broker, "DTLS1")
 
     assert echo(port, trusted) == 0x0000
     [item] = worklist(port, trusted, step.accession_number)
@@ -115,8 +124,12 @@ def test_a_silent_client_does_not_hold_up_the_others(broker_factory, pki, caplog
     broker = broker_factory(**tls_listener(pki, dicom__acse_timeout=3.0))
     port = broker.dicom.port
     trusted = client_tls(pki["ca.pem"])
+    serving = connection_threads()
     with socket.create_connection(("127.0.0.1", port), timeout=15) as silent:
-        time.sleep(0.2)  # the broker has accepted it and waits for its ClientHello
+        wait_until(
+            lambda: connection_threads() > serving,
+            what="the broker accepting the silent client, then waiting for its ClientHello",
+        )
         started = time.monotonic()
         assert echo(port, trusted) == 0x0000
         assert echo(port, trusted) == 0x0000
@@ -148,7 +161,7 @@ def test_findscu_over_tls(broker_factory, pki, tmp_path):
     if "--enable-tls" not in help_text:
         pytest.skip("this DCMTK's findscu was built without TLS (no +tls in findscu --help)")
     broker = broker_factory(**tls_listener(pki, dicom__tls_ca=pki["ca.pem"]))
-    step = place_order(broker, "DTLS2")
+    step = order(broker, "DTLS2")
 
     done = subprocess.run(
         [
@@ -221,7 +234,7 @@ def test_instances_are_forwarded_to_a_pacs_over_tls(broker_factory, pki, tmp_pat
             )
         )
         image = ct_image(study_uid=generate_uid(), patient_name="TLS^WALKIN", patient_id="TLS9")
-        send(broker, tmp_path, [image])
+        store_images(broker, tmp_path, [image])
         [received] = pacs.wait_for(1)
         assert received.SOPInstanceUID == image.SOPInstanceUID
     finally:
@@ -272,7 +285,7 @@ def test_a_forward_certificate_that_cannot_be_used_stops_start_up(database_url, 
 
 def test_the_modality_emulator_speaks_tls(broker_factory, database_url, pki, tmp_path):
     broker = broker_factory(**tls_listener(pki, dicom__tls_ca=pki["ca.pem"]))
-    step = place_order(broker, "DTLS3")
+    step = order(broker, "DTLS3")
 
     def emulator(*tls: str):
         return run_cli(

@@ -11,6 +11,7 @@ same SQLITE_FULL error a full disk gives.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import subprocess
@@ -23,15 +24,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from tests.conftest import (
-    POSTGRES_URL,
-    Peer,
-    ack_fields,
-    make_config,
-    orm,
-    postgres_or_skip,
-    start_serve,
-)
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
+from tests.support.prerequisites import POSTGRES_URL, postgres_or_skip
+from tests.support.processes import start_serve
+from tests.support.settings import make_config
 
 
 class CuttableProxy:
@@ -94,7 +92,7 @@ def send_each(port: int, controls: list[str], acks: dict[str, str], pause: float
     """Send each message on a fresh connection when needed; record MSA-1, or "closed"."""
     peer: Peer | None = None
     for control in controls:
-        time.sleep(pause)
+        time.sleep(pause)  # the sender's pace: a stream spread over time, not a wait for a state
         try:
             if peer is None:
                 peer = Peer(port, timeout=60)
@@ -160,18 +158,15 @@ def test_postgresql_unreachable_then_back_no_aa_while_away_and_recovery(
 
         # Back: the same broker process answers AA again by itself, no restart.
         proxy.restore()
-        recovered = None
-        deadline = time.monotonic() + 60
-        attempt = 0
-        while time.monotonic() < deadline:
-            attempt += 1
-            probe = f"PGBACK{attempt:03d}"
+        probes = (f"PGBACK{attempt:03d}" for attempt in itertools.count(1))
+
+        def answers_aa() -> bool:
+            probe = next(probes)
             send_each(serve.hl7_port, [probe], acks)
-            if acks[probe] == "AA":
-                recovered = time.monotonic() - started - cut_for
-                break
-            time.sleep(0.2)
-        assert recovered is not None, "the broker did not recover within 60 s"
+            return acks[probe] == "AA"
+
+        wait_until(answers_aa, timeout=60, what="AA again after the restore", interval=0.2)
+        recovered = time.monotonic() - started - cut_for
         assert serve.process.poll() is None
         resent: dict[str, str] = {}
         send_each(serve.hl7_port, during, resent)  # what was refused is sent again

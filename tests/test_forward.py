@@ -9,31 +9,23 @@ down, or refuses, gets the instances once it takes them.
 from __future__ import annotations
 
 import json
-import socket
-import ssl
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from mwlbroker.app import Broker
-from mwlbroker.store import forward, worklist
-from mwlbroker.store.tables import InstanceRow, StepRow
-from tests.conftest import (
-    SAMPLES,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    wait_for,
-)
-from tests.dicom_peers import ct_image, storescu, write_images
+from mwlbroker.store import forward
+from mwlbroker.store.tables import InstanceRow
+from tests.support.dicom_peers import ct_image
+from tests.support.hl7_messages import ack_fields
+from tests.support.mllp_peers import Peer
+from tests.support.pacs import PACS, forwarding
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
+from tests.support.workflow import order, store_images
 
 
 @pytest.fixture(autouse=True)
@@ -41,88 +33,11 @@ def _dcmtk() -> None:
     require_tools("storescu")
 
 
-class PACS:
-    """A Storage SCP keeping what it receives; ``answer(dataset)`` gives each status."""
-
-    def __init__(
-        self,
-        answer: Callable[[Dataset], int] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.answer = answer or (lambda _dataset: 0x0000)
-        self.ssl_context = ssl_context
-        self.received: list[Dataset] = []
-        self.calling_aes: list[str] = []
-        self._changed = threading.Condition()
-        self._server = None
-        # Hold a free port, bound but not listening: the PACS is down until start().
-        self._holder = socket.socket()
-        self._holder.bind(("127.0.0.1", 0))
-        self.port = self._holder.getsockname()[1]
-
-    def start(self) -> PACS:
-        self._holder.close()
-        ae = AE(ae_title="PACS")
-        ae.supported_contexts = AllStoragePresentationContexts
-        self._server = ae.start_server(
-            ("127.0.0.1", self.port),
-            block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._store)],
-            ssl_context=self.ssl_context,
-        )
-        return self
-
-    def _store(self, event) -> int:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
-        status = self.answer(dataset)
-        with self._changed:
-            if status == 0x0000:
-                self.received.append(dataset)
-                self.calling_aes.append(event.assoc.requestor.ae_title)
-            self._changed.notify_all()
-        return status
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[Dataset]:
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
-                raise AssertionError(f"the PACS has {len(self.received)} instance(s), not {count}")
-            return list(self.received)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-        self._holder.close()
-
-
 @pytest.fixture
 def pacs() -> Iterator[PACS]:
     server = PACS().start()
     yield server
     server.stop()
-
-
-def forwarding(pacs: PACS, **extra: object) -> dict[str, object]:
-    return {
-        "forward__host": "127.0.0.1",
-        "forward__port": pacs.port,
-        "forward__ae_title": "PACS",
-        "forward__retry_seconds": 0.05,
-        "forward__retry_max_seconds": 0.2,
-        **extra,
-    }
-
-
-def order(broker: Broker, control_id: str = "C1") -> StepRow:
-    with Peer(broker.hl7.port) as peer:
-        assert ack_fields(peer.send(orm(control_id)))["MSA"][1] == "AA"
-    with broker.db.reading() as session:
-        return worklist.search_steps(session, accession_number=f"APL{control_id}")[0]
-
-
-def send(broker: Broker, tmp_path: Path, images: list[Dataset]) -> None:
-    sent = storescu(broker.dicom.port, *write_images(tmp_path / generate_uid(), images))
-    assert sent.returncode == 0, sent.stdout + sent.stderr
 
 
 def tasks(broker: Broker) -> list:
@@ -143,7 +58,7 @@ def test_instances_reach_the_pacs_with_the_brokers_patient_and_order(
         accession="",  # not filled in at the modality
     )
 
-    send(broker, tmp_path, [image])
+    store_images(broker, tmp_path, [image])
 
     [received] = pacs.wait_for(1)
     assert pacs.calling_aes == ["MWLBROKER"]
@@ -165,12 +80,13 @@ def test_instances_reach_the_pacs_with_the_brokers_patient_and_order(
     assert history.ModifyingSystem == "MWLBROKER"
     assert history.SourceOfPreviousValues == "CT1"
     assert history.ReasonForTheAttributeModification == "COERCE"
-    [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+    [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
     assert task.attempts == 1 and "PatientName" in task.answer
     # Forwarded and not kept (storage.keep_files = false): the spooled file is gone.
     with broker.db.reading() as session:
         [instance] = list(session.query(InstanceRow))
     assert instance.path is None
+    assert folder.is_dir(), "nothing was spooled under storage.dir: the check below proves nothing"
     assert not [p for p in folder.rglob("*.dcm")]
 
 
@@ -186,7 +102,7 @@ def test_names_outside_the_image_character_set_are_sent_in_utf8(broker_factory, 
     )
     del image.SpecificCharacterSet  # the modality writes ASCII only
 
-    send(broker, tmp_path, [image])
+    store_images(broker, tmp_path, [image])
 
     [received] = pacs.wait_for(1)
     assert received.SpecificCharacterSet == "ISO_IR 192"
@@ -198,7 +114,7 @@ def test_an_unmatched_study_is_forwarded_as_received(broker_factory, pacs, tmp_p
     broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
     image = ct_image(study_uid=generate_uid(), patient_name="WALK^IN", patient_id="TMP1")
 
-    send(broker, tmp_path, [image])
+    store_images(broker, tmp_path, [image])
 
     [received] = pacs.wait_for(1)
     assert (received.PatientName, received.PatientID) == ("WALK^IN", "TMP1")
@@ -211,8 +127,8 @@ def test_pacs_down_then_up_gets_every_instance_once(broker_factory, tmp_path):
         broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
         step = order(broker)
         sent = [ct_image(study_uid=step.study_instance_uid, number=n) for n in (1, 2, 3)]
-        send(broker, tmp_path, sent)
-        waiting = wait_for(lambda: (t := tasks(broker)) and t[0].last_error and t)
+        store_images(broker, tmp_path, sent)
+        waiting = wait_until(lambda: (t := tasks(broker)) and t[0].last_error and t)
         assert [t.status for t in waiting] == ["pending"] * 3
         assert "no association" in waiting[0].last_error
         assert all(t.attempts == 0 for t in waiting)
@@ -220,7 +136,7 @@ def test_pacs_down_then_up_gets_every_instance_once(broker_factory, tmp_path):
         pacs.start()  # the PACS is back
 
         received = pacs.wait_for(3)
-        wait_for(lambda: all(t.status == "sent" for t in tasks(broker)))
+        wait_until(lambda: all(t.status == "sent" for t in tasks(broker)))
     finally:
         pacs.stop()
     assert sorted(r.SOPInstanceUID for r in received) == sorted(i.SOPInstanceUID for i in sent)
@@ -234,9 +150,9 @@ def test_a_refused_instance_is_sent_again(broker_factory, tmp_path):
     try:
         broker = broker_factory(**forwarding(pacs), storage__dir=str(tmp_path / "spool"))
         image = ct_image(study_uid=generate_uid())
-        send(broker, tmp_path, [image])
+        store_images(broker, tmp_path, [image])
         pacs.wait_for(1)
-        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
+        [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "sent" and t)
     finally:
         pacs.stop()
     assert task.attempts == 2
@@ -251,8 +167,8 @@ def test_an_instance_refused_too_often_is_held_until_retried(
         broker = broker_factory(
             **forwarding(pacs, forward__max_attempts=2), storage__dir=str(tmp_path / "spool")
         )
-        send(broker, tmp_path, [ct_image(study_uid=generate_uid())])
-        [task] = wait_for(lambda: (t := tasks(broker)) and t[0].status == "failed" and t)
+        store_images(broker, tmp_path, [ct_image(study_uid=generate_uid())])
+        [task] = wait_until(lambda: (t := tasks(broker)) and t[0].status == "failed" and t)
         assert task.attempts == 2 and "refused (A700)" in task.last_error
         env = cli_env(database_url)
         listed = run_cli("forward", "list", "--status", "failed", "--json", env=env)
@@ -264,6 +180,6 @@ def test_an_instance_refused_too_often_is_held_until_retried(
         assert retried.returncode == 0, retried.stderr
 
         pacs.wait_for(1)
-        wait_for(lambda: tasks(broker)[0].status == "sent")
+        wait_until(lambda: tasks(broker)[0].status == "sent")
     finally:
         pacs.stop()

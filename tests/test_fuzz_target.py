@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from mwlbroker.mllp.framing import frame
-from tests.conftest import SAMPLES
 from tests.fuzz.fuzz_intake import one_input
+from tests.support.samples import sample_files
 
 TARGET = Path(__file__).parent / "fuzz" / "fuzz_intake.py"
 
 
 def _inputs() -> list[bytes]:
     found = []
-    for path in sorted(SAMPLES.glob("*.hl7")):
+    for path in sample_files():
         raw = path.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
         stream = frame(raw)
         found += [bytes([cut]) + stream for cut in (0, 7, 31)]

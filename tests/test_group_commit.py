@@ -15,7 +15,9 @@ from sqlalchemy import func, select
 
 from mwlbroker.services.ingest import IngestResult, IngestService
 from mwlbroker.store.tables import MessageRow, OrderRow, PatientRow
-from tests.conftest import Peer, ack_fields, orm, wait_for
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
 
 SENDERS = 8
 
@@ -108,7 +110,7 @@ def test_a_failing_message_in_a_batch_does_not_undo_its_neighbours(broker):
     ]
     for queued, (control_id, message) in enumerate(batch, start=1):
         threads.append(send(control_id, message))
-        wait_for(lambda queued=queued: service.group.waiting == queued)
+        wait_until(lambda queued=queued: service.group.waiting == queued)
     gate.release.set()
     for thread in threads:
         thread.join(30)

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from mwlbroker.store.tables import MessageRow
-from tests.conftest import Peer, ack_fields, hl7, orm
+from tests.support.hl7_messages import ack_fields, hl7, orm
+from tests.support.mllp_peers import Peer
 
 
 def stored(broker, control_id: str) -> list[MessageRow]:

@@ -16,8 +16,9 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from mwlbroker.domain.accounts import Role
 from mwlbroker.store import messages, worklist
-from tests.conftest import Peer, ack_fields, hl7
-from tests.web_client import login
+from tests.support.hl7_messages import ack_fields, hl7
+from tests.support.mllp_peers import Peer
+from tests.support.web_client import login
 
 HOSTILE = [
     ("HX1", "O'BRIEN^SEAN", "P'1"),

@@ -7,7 +7,10 @@ import threading
 from sqlalchemy import select
 
 from mwlbroker.store.tables import MessageRow
-from tests.conftest import SAMPLES, Peer, ack_fields, hl7, orm, wait_for
+from tests.support.hl7_messages import ack_fields, hl7, orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
+from tests.support.samples import SAMPLES, sample_files
 
 
 def stored(broker, **where) -> list[MessageRow]:
@@ -44,11 +47,11 @@ def test_order_is_stored_and_acked_aa_answering_the_sender(broker):
 
 def test_every_sample_message_is_accepted(broker):
     with Peer(broker.hl7.port) as peer:
-        for path in sorted(SAMPLES.glob("*.hl7")):
+        for path in sample_files():
             wire = path.read_bytes().replace(b"\n", b"\r")
             ack = ack_fields(peer.send(wire))
             assert ack["MSA"][1] == "AA", (path.name, ack)
-    assert len(stored(broker, status="processed")) == len(list(SAMPLES.glob("*.hl7")))
+    assert len(stored(broker, status="processed")) == len(sample_files())
 
 
 def test_v251_ack_uses_three_part_msh9_and_echoes_charset(broker):
@@ -195,7 +198,7 @@ def test_idle_connection_is_closed_after_the_timeout(broker_factory):
 def test_connection_closed_mid_frame_keeps_the_bytes(broker):
     with Peer(broker.hl7.port) as peer:
         peer.send_raw(b"\x0bMSH|^~\\&|RIS|HOSPITAL|MWL|RAD|20261127||ORM^O01|HALF1|P|2.3.1\rPID|1")
-    [row] = wait_for(lambda: stored(broker, control_id="HALF1"))
+    [row] = wait_until(lambda: stored(broker, control_id="HALF1"))
     assert row.status == "rejected" and "incomplete" in row.error
 
 

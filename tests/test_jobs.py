@@ -15,20 +15,13 @@ from mwlbroker.services.maintenance import MaintenanceService, RetentionPolicy
 from mwlbroker.store import jobs as job_store
 from mwlbroker.store import messages, outbound, worklist
 from mwlbroker.store.tables import AuditRow, OrderEventRow
-from tests.conftest import (
-    RIS,
-    Peer,
-    ack_fields,
-    cli_env,
-    hl7,
-    orm,
-    run_cli,
-    segment_fields,
-    wait_for,
-)
-from tests.dicom_peers import Modality
-from tests.test_outbound import FAST_RETRIES, destination, order, perform, queue
-from tests.web_client import csrf_token, login
+from tests.support.dicom_peers import Modality
+from tests.support.hl7_messages import ack_fields, hl7, orm, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.polling import wait_until
+from tests.support.processes import cli_env, run_cli
+from tests.support.web_client import csrf_token, login
+from tests.support.workflow import FAST_RETRIES, destination, order, perform, queue
 
 
 def _starting(control_id: str, start: datetime) -> bytes:
@@ -118,7 +111,7 @@ def test_retention_purges_by_age_and_keeps_audit_and_unfinished_work(broker_fact
             assert kept.status == "COMPLETED"  # orders and steps are not purged
 
         ris.listen()  # the RIS comes back: the messages go, then age out like the rest
-        wait_for(lambda: all(r.status == "sent" for r in queue(broker)), timeout=20)
+        wait_until(lambda: all(r.status == "sent" for r in queue(broker)), timeout=20)
         summary = service.purge(now=later)
         assert "messages: 0, outbound messages: 2, MPPS: 0" in summary
         with broker.db.reading() as session:
@@ -132,7 +125,7 @@ def test_the_outbound_retry_job_releases_what_the_ris_refused(broker_factory, da
             outbound__destinations=[destination(ris)], outbound__max_attempts=1, **FAST_RETRIES
         )
         perform(broker, order(broker, "F1"), "COMPLETED")
-        wait_for(lambda: [r.status for r in queue(broker)] == ["failed", "pending"])
+        wait_until(lambda: [r.status for r in queue(broker)] == ["failed", "pending"])
 
         refusing["on"] = False
         env = cli_env(database_url)
@@ -140,7 +133,7 @@ def test_the_outbound_retry_job_releases_what_the_ris_refused(broker_factory, da
         assert done.returncode == 0, done.stderr
         assert "1 failed message(s) released" in done.stdout
         # Another process released them: the senders find them on their next look.
-        wait_for(lambda: [r.status for r in queue(broker)] == ["sent", "sent"], timeout=10)
+        wait_until(lambda: [r.status for r in queue(broker)] == ["sent", "sent"], timeout=10)
         assert [segment_fields(m, "ORC")[5] for m in ris.received] == ["IP", "IP", "CM"]
 
 

@@ -15,7 +15,10 @@ from pydicom import Dataset
 from mwlbroker.mapping.worklist_item import item_from_json
 from mwlbroker.store import worklist
 from mwlbroker.store.tables import AuditRow, OrderEventRow, PatientRow, StepRow
-from tests.conftest import SAMPLES, Peer, ack_fields, cli_env, hl7, run_cli
+from tests.support.hl7_messages import ack_fields, hl7
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES, sample_files
 
 HEADER = "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||{type}|{id}|P|{version}"
 
@@ -374,7 +377,7 @@ def test_a_mapping_failure_succeeds_on_reprocess_after_the_fix(
 
 def test_mappings_test_prints_the_item_of_every_sample_touching_nothing(tmp_path: Path):
     env = cli_env(f"sqlite:///{tmp_path / 'never.db'}")
-    for path in sorted(SAMPLES.glob("*.hl7")):
+    for path in sample_files():
         shown = run_cli("mappings", "test", str(path), env=env)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         profile = "siu-example" if "_siu_" in path.name else "ihe-swf"  # sender SCHEDULER

@@ -29,7 +29,7 @@ from mwlbroker.mapping.worklist_item import (
     item_to_json,
     worklist_items,
 )
-from tests.conftest import SAMPLES
+from tests.support.samples import SAMPLES, listed, sample_files
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("MWLBROKER_UPDATE_GOLDEN", "") not in ("", "0")
@@ -62,7 +62,7 @@ def site_folder(tmp_path: Path) -> Path:
     """The bundled mappings with the site example switched on."""
     folder = tmp_path / "site"
     folder.mkdir()
-    for path in BUNDLED.glob("*.yaml"):
+    for path in listed(BUNDLED, "*.yaml"):
         text = path.read_text(encoding="utf-8")
         (folder / path.name).write_text(
             text.replace("\nenabled: false", "\nenabled: true"), encoding="utf-8"
@@ -109,7 +109,7 @@ def load_errors(folder: Path) -> list[str]:
 
 # -- golden files: every sample message, as "mappings test" shows it -----------------------------
 
-GOLDEN_CASES = [(path, None) for path in sorted(SAMPLES.glob("*.hl7"))] + [
+GOLDEN_CASES = [(path, None) for path in sample_files()] + [
     (GOLDEN / "site_stmary_orm_o01.hl7", "site")
 ]
 
@@ -130,8 +130,14 @@ def test_golden(message_file: Path, folder: str | None, tmp_path: Path):
 
 
 def test_every_sample_has_a_golden_file():
-    for path in SAMPLES.glob("*.hl7"):
+    for path in sample_files():
         assert (GOLDEN / f"{path.stem}.txt").exists(), path.name
+
+
+def test_every_golden_file_is_checked_against_a_message():
+    checked = {message_file.stem for message_file, _ in GOLDEN_CASES}
+    orphans = [path.name for path in listed(GOLDEN, "*.txt") if path.stem not in checked]
+    assert orphans == [], f"golden files no test compares: {orphans}"
 
 
 # -- the samples, field by field -------------------------------------------------------------------
@@ -974,7 +980,7 @@ def test_message_report_for_adt_shows_the_prior_id():
 
 
 def test_indexed_reads_give_the_same_answers_as_get():
-    messages = [parse_message(path.read_bytes()) for path in SAMPLES.glob("*.hl7")]
+    messages = [parse_message(path.read_bytes()) for path in sample_files()]
     messages.append(message('PID|1||A1^^^ONE~B2^^^TWO||DOE&VAN^JOHN^\\S\\x^^MR|""|X||~Y|a&b'))
     for each in messages:
         for segment in {*each.segment_names, "ZZZ"}:

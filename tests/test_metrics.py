@@ -9,9 +9,12 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RIS, Peer, ack_fields, orm, require_tools, wait_for
-from tests.dicom_peers import ct_image, storescu, write_images
-from tests.test_outbound import FAST_RETRIES, destination, order, perform
+from tests.support.dicom_peers import ct_image, storescu, write_images
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.workflow import FAST_RETRIES, destination, order, perform
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, tuple], float]]:
@@ -76,7 +79,7 @@ def test_metrics_count_messages_acks_queues_and_jobs(broker_factory, tmp_path):
         assert stored.returncode == 0, stored.stderr
         _, after = scrape(broker.web.port)
         assert after[("mwlbroker_cstore_total", (("status", "0000"),))] == 1.0
-        wait_for(lambda: scrape(broker.web.port)[1][("mwlbroker_dicom_associations", ())] == 0)
+        wait_until(lambda: scrape(broker.web.port)[1][("mwlbroker_dicom_associations", ())] == 0)
 
         ris.listen()
-        wait_for(lambda: scrape(broker.web.port)[1].get(pending) is None, timeout=20)
+        wait_until(lambda: scrape(broker.web.port)[1].get(pending) is None, timeout=20)

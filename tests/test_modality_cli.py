@@ -8,29 +8,14 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from mwlbroker.app import Broker
 from mwlbroker.store import images, worklist
 from mwlbroker.store.tables import StepRow
-from tests.conftest import (
-    RIS,
-    SAMPLES,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    segment_fields,
-    start_serve,
-)
-
-
-@pytest.fixture
-def ris():
-    with RIS() as receiver:
-        yield receiver
+from tests.support.hl7_messages import ack_fields, orm, segment_fields
+from tests.support.mllp_peers import Peer
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli, start_serve
+from tests.support.samples import SAMPLES, sample_files
 
 
 def emulate(broker: Broker, database_url: str, state: Path, *args: str):
@@ -125,7 +110,7 @@ def test_the_readme_loop_through_serve_with_dcmtk(database_url, tmp_path, ris):
     )
     try:
         env = cli_env(database_url)
-        samples = sorted(map(str, SAMPLES.glob("*.hl7")))
+        samples = [str(path) for path in sample_files()]
         sent = run_cli("send", "-q", "--port", str(served.hl7_port), *samples, env=env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         port = str(served.dicom_port)

@@ -23,8 +23,10 @@ from pydicom.uid import generate_uid
 
 from mwlbroker.store import progress, worklist
 from mwlbroker.store.tables import OrderEventRow, StepRow
-from tests.conftest import Peer, ack_fields, cli_env, orm, run_cli
-from tests.dicom_peers import Modality, ended, in_progress
+from tests.support.dicom_peers import Modality, ended, in_progress
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -18,8 +17,11 @@ from pydicom.uid import generate_uid
 from mwlbroker.store import jobs as job_store
 from mwlbroker.store import messages, outbound, worklist
 from mwlbroker.store.db import Database
-from tests.conftest import RIS, Peer, ack_fields, orm, segment_fields, start_serve, wait_for
-from tests.dicom_peers import Modality, ended, in_progress
+from tests.support.dicom_peers import Modality, ended, in_progress
+from tests.support.hl7_messages import ack_fields, orm, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.polling import stays_true, wait_until
+from tests.support.processes import start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def test_scheduled_jobs_run_on_one_node_and_move_on_when_it_dies(database_url, t
     second = start_serve(database_url, tmp_path, **settings)
     db = Database(database_url)
     try:
-        wait_for(lambda: len(_runs(db)) >= 5, timeout=20)
+        wait_until(lambda: len(_runs(db)) >= 5, timeout=20)
         nodes = {row.node for row in _runs(db)}
         assert len(nodes) == 1, f"both nodes ran the job: {nodes}"
         [holder] = nodes
@@ -58,11 +60,11 @@ def test_scheduled_jobs_run_on_one_node_and_move_on_when_it_dies(database_url, t
         dying.process.send_signal(signal.SIGKILL)  # no goodbye: the lease must run out
         dying.process.wait(10)
         killed_at = datetime.now(UTC)
-        taken = wait_for(lambda: [r for r in _runs(db) if r.node != holder] or None, timeout=20)
+        taken = wait_until(lambda: [r for r in _runs(db) if r.node != holder] or None, timeout=20)
         # The survivor waited for the lease to lapse (3 s), then took over on its own.
         assert (taken[0].started_at.replace(tzinfo=UTC) - killed_at).total_seconds() > 0.5
         before = len(_runs(db))
-        wait_for(lambda: len(_runs(db)) >= before + 3, timeout=20)
+        wait_until(lambda: len(_runs(db)) >= before + 3, timeout=20)
         later = [r for r in _runs(db) if r.started_at.replace(tzinfo=UTC) > killed_at]
         assert {r.node for r in later} == {taken[0].node}
         assert str(survivor.process.pid) in taken[0].node
@@ -85,11 +87,11 @@ def test_a_node_stopping_gracefully_hands_the_jobs_over_at_once(database_url, tm
     db = Database(database_url)
     second = None
     try:
-        wait_for(lambda: len(_runs(db)) >= 2, timeout=20)
+        wait_until(lambda: len(_runs(db)) >= 2, timeout=20)
         second = start_serve(database_url, tmp_path, **settings)
         assert first.terminate() == 0
         stopped_at = datetime.now(UTC)
-        wait_for(
+        wait_until(
             lambda: [r for r in _runs(db) if str(second.process.pid) in r.node] or None,
             timeout=15,
         )
@@ -150,7 +152,14 @@ def test_status_messages_go_to_the_ris_once_from_two_nodes(database_url, tmp_pat
             finally:
                 modality.close()
             ris.wait_for(2)
-            time.sleep(3)  # both nodes' senders have looked at the queue several times since
+            # Nothing says "no node will send again", so watch a window for the wrong thing:
+            # 3 s, in which both nodes' senders look at the queue again (each polls every second
+            # when nobody wakes it: services/delivery.py POLL_SECONDS).
+            stays_true(
+                lambda: len(ris.received) == 2,
+                seconds=3,
+                what="the RIS having received each status message once",
+            )
             assert [segment_fields(m, "ORC")[5] for m in ris.received] == ["IP", "CM"]
             with db.reading() as session:
                 rows = outbound.latest(session)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from mwlbroker.store.tables import MessageRow
-from tests.conftest import SAMPLES, Peer, ack_fields
-from tests.dicom_peers import Modality
+from tests.support.dicom_peers import Modality
+from tests.support.hl7_messages import ack_fields
+from tests.support.mllp_peers import Peer
+from tests.support.samples import SAMPLES
 
 SAMPLE = SAMPLES / "12_omg_o19_nw_v251.hl7"
 

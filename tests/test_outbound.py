@@ -8,63 +8,12 @@ MPPS; a small MLLP server in the test plays the RIS receiving ORM^O01 (v2.3.1) o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
-from pydicom.uid import generate_uid
-
-from mwlbroker.app import Broker
-from mwlbroker.store import outbound, worklist
-from mwlbroker.store.tables import OutboundRow, StepRow
-from tests.conftest import RIS, Peer, ack_fields, cli_env, orm, run_cli, segment_fields, wait_for
-from tests.dicom_peers import Modality, ended, in_progress
-
-FAST_RETRIES = {"outbound__retry_seconds": 0.05, "outbound__retry_max_seconds": 0.2}
-
-
-def destination(ris: RIS, name: str = "RIS", **extra: str) -> dict:
-    return {
-        "name": name,
-        "host": "127.0.0.1",
-        "port": ris.port,
-        "receiving_application": "RIS",
-        "receiving_facility": "HOSPITAL",
-        **extra,
-    }
-
-
-@pytest.fixture
-def ris() -> Iterator[RIS]:
-    with RIS() as receiver:
-        yield receiver
-
-
-def order(broker: Broker, control_id: str, **fields: str) -> StepRow:
-    """Send an ORM^O01 NW; return its worklist item."""
-    with Peer(broker.hl7.port) as peer:
-        assert ack_fields(peer.send(orm(control_id, **fields)))["MSA"][1] == "AA"
-    with broker.db.reading() as session:
-        return worklist.search_steps(session, accession_number=f"APL{control_id}")[0]
-
-
-def perform(broker: Broker, step: StepRow, *ends: str) -> str:
-    """The modality starts the exam of ``step`` by MPPS, then ends it as ``ends`` says."""
-    modality = Modality(broker.dicom.port)
-    try:
-        [item] = modality.worklist(accession=step.accession_number)
-        uid = generate_uid()
-        assert modality.create(in_progress(item), uid)[0].Status == 0x0000
-        for status in ends:
-            answer = modality.set(uid, ended(status, series=1 if status == "COMPLETED" else 0))
-            assert answer.Status == 0x0000
-    finally:
-        modality.close()
-    return uid
-
-
-def queue(broker: Broker) -> list[OutboundRow]:
-    with broker.db.reading() as session:
-        return sorted(outbound.latest(session, limit=1000), key=lambda row: row.id)
+from tests.support.hl7_messages import segment_fields
+from tests.support.mllp_peers import RIS
+from tests.support.polling import wait_until
+from tests.support.processes import cli_env, run_cli
+from tests.support.workflow import FAST_RETRIES, destination, order, perform, queue
 
 
 def orc5(message: bytes) -> str:
@@ -101,7 +50,7 @@ def test_the_ris_hears_in_progress_then_completed(broker_factory, ris):
     assert (orc5(started), orc5(completed)) == ("IP", "CM")
     assert segment_fields(started, "OBR")[7] == "20261127143500"  # the exam's start
     assert segment_fields(completed, "OBR")[8] == "20261127144500"  # and its end
-    rows = wait_for(lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs)
+    rows = wait_until(lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs)
     assert [(r.order_status, r.ack_code, r.attempts) for r in rows] == [
         ("IP", "AA", 1),
         ("CM", "AA", 1),
@@ -161,7 +110,7 @@ def test_ris_down_then_up_gets_every_message_once_in_order_per_order(broker_fact
         perform(broker, first, "COMPLETED")
         perform(broker, second, "DISCONTINUED")
 
-        pending = wait_for(lambda: (rows := queue(broker)) and rows[0].last_error and rows)
+        pending = wait_until(lambda: (rows := queue(broker)) and rows[0].last_error and rows)
         assert [r.status for r in pending] == ["pending"] * 4
         assert "cannot connect" in pending[0].last_error  # what `outbound list` shows
         assert all(r.attempts == 0 for r in pending)  # nothing left the broker
@@ -169,7 +118,7 @@ def test_ris_down_then_up_gets_every_message_once_in_order_per_order(broker_fact
         ris.listen()  # the RIS is back
 
         received = ris.wait_for(4)
-        rows = wait_for(
+        rows = wait_until(
             lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs
         )
     by_order: dict[str, list[str]] = {}
@@ -205,7 +154,7 @@ def test_a_refused_message_is_retried_then_held_with_its_order_until_released(
             sent = [r for r in rows if r.status == "sent"]
             return (failed, sent) if len(failed) == 1 and len(sent) == 2 else None
 
-        [failed], sent = wait_for(settled)
+        [failed], sent = wait_until(settled)
         assert (failed.order_status, failed.attempts, failed.ack_code) == ("IP", 2, "AE")
         assert "not now" in failed.last_error
         assert [r.order_status for r in sent] == ["IP", "CM"]
@@ -224,7 +173,7 @@ def test_a_refused_message_is_retried_then_held_with_its_order_until_released(
         assert retried.returncode == 0, retried.stderr
         assert "pending" in retried.stdout
 
-        rows = wait_for(
+        rows = wait_until(
             lambda: (rs := queue(broker)) and all(r.status == "sent" for r in rs) and rs
         )
         assert len(rows) == 4
@@ -246,6 +195,6 @@ def test_a_message_without_an_ack_counts_as_an_attempt(broker_factory):
         )
         perform(broker, order(broker, "C1"))
         received = ris.wait_for(2)
-        [row] = wait_for(lambda: (rs := queue(broker)) and rs[0].status == "sent" and rs)
+        [row] = wait_until(lambda: (rs := queue(broker)) and rs[0].status == "sent" and rs)
     assert row.attempts == 2 and row.last_error is None
     assert segment_fields(received[0], "MSH")[10] == segment_fields(received[1], "MSH")[10]

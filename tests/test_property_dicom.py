@@ -28,9 +28,11 @@ from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
-from tests.conftest import Peer, ServeProcess, ack_fields, orm, start_serve
-from tests.dicom_peers import ended, in_progress
-from tests.properties import examples
+from tests.support.dicom_peers import ended, in_progress
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import ServeProcess, start_serve
+from tests.support.properties import examples
 
 # PS3.4 K.4.1.1.4 (C-FIND of Basic Worklist Management) and PS3.7 C.4.2: pending, success, cancel,
 # refused out of resources, identifier does not match SOP class, unable to process (Cxxx).

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwlbroker.mllp.framing import END_BLOCK, START_BLOCK, FrameDecoder, frame
-from tests.properties import examples
+from tests.support.properties import examples
 
 VT, FS = START_BLOCK[0], END_BLOCK[0]
 

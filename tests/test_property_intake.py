@@ -19,12 +19,13 @@ from sqlalchemy import select
 
 from mwlbroker.mllp.framing import END_BLOCK, START_BLOCK, frame
 from mwlbroker.store.tables import MessageRow, OrderRow
-from tests.conftest import SAMPLES, Peer, ack_fields, orm
-from tests.properties import examples
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.properties import examples
+from tests.support.samples import sample_files
 
 SAMPLE_MESSAGES = [
-    path.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    for path in sorted(SAMPLES.glob("*.hl7"))
+    path.read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r") for path in sample_files()
 ]
 ACK_CODES = {"AA", "AE", "AR"}
 MAX_MESSAGE_BYTES = 64 * 1024  # small, so that "over the limit" costs little to send

@@ -21,8 +21,9 @@ from mwlbroker.services.worklist_query import (
     WorklistQueryService,
 )
 from mwlbroker.store.db import Database
-from tests.conftest import Peer, ack_fields, hl7
-from tests.web_client import login
+from tests.support.hl7_messages import ack_fields, hl7
+from tests.support.mllp_peers import Peer
+from tests.support.web_client import login
 
 VIEWER, PASSWORD = "victor", "correct horse battery"
 TODAY = date.today()

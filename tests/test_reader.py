@@ -7,13 +7,13 @@ import pytest
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.hl7v2.header import read_header
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, content_digest, parse_message
-from tests.conftest import SAMPLES
+from tests.support.samples import SAMPLES, sample_files
 
 HEADER = "MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||ORM^O01|CTL1|P|2.3.1"
 
 
 def test_sample_messages_all_read_with_their_header():
-    for path in sorted(SAMPLES.glob("*.hl7")):
+    for path in sample_files():
         message = parse_message(path.read_bytes())
         header = message.header()
         assert header.control_id, path.name
@@ -106,7 +106,7 @@ def test_digest_ignores_message_time_only():
 
 
 def test_header_read_from_bytes_agrees_with_the_decoded_message():
-    for path in sorted(SAMPLES.glob("*.hl7")):
+    for path in sample_files():
         raw = path.read_bytes()
         from_bytes = read_header(raw)
         assert from_bytes == parse_message(raw).header(), path.name

@@ -9,8 +9,6 @@ C-FIND (pynetdicom) shows what the worklist says after each step.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,52 +18,13 @@ from mwlbroker.app import Broker
 from mwlbroker.services.reconciliation import ReconciliationRefused, UndoRefused
 from mwlbroker.store import images, progress, worklist
 from mwlbroker.store.tables import AuditRow, PatientMergeRow, StepRow
-from tests.conftest import RIS, Peer, ack_fields, cli_env, hl7, run_cli, segment_fields
-from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.hl7_messages import a40, hl7, segment_fields, utf8_orm
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
+from tests.support.workflow import patient_pk, send_accepted, worklist_item
 
 # -- the RIS ---------------------------------------------------------------------------------------
-
-
-def orm(
-    control_id: str,
-    *,
-    patient: str,
-    name: str = "DOE^JOHN",
-    birth: str = "19700101",
-    sex: str = "M",
-    order: str | None = None,
-    accession: str | None = None,
-    study_uid: str | None = None,
-) -> bytes:
-    """ORM^O01 NW in UTF-8 for one patient, with a ZDS Study Instance UID when given."""
-    order = order or f"PL{control_id}"
-    segments = [
-        "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ORM^O01|"
-        f"{control_id}|P|2.3.1||||||UNICODE UTF-8",
-        f"PID|1||{patient}^^^HOSPITAL^MR||{name}||{birth}|{sex}",
-        f"ORC|NW|{order}|F{order}||SC||^^^20261127143000^^R",
-        f"OBR|1|{order}|F{order}|CTCHEST^CT chest^L||||||||||||||{accession or 'A' + order}|"
-        f"R{order}|S{order}||||CT",
-    ]
-    if study_uid:
-        segments.append(f"ZDS|{study_uid}^100^Application^DICOM")
-    return hl7(*segments, charset="utf-8")
-
-
-def a40(control_id: str, survivor: str, prior: str) -> bytes:
-    return hl7(
-        f"MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ADT^A40|{control_id}|P|2.3.1",
-        "EVN|A40|20261127101500",
-        f"PID|1||{survivor}^^^HOSPITAL^MR",
-        f"MRG|{prior}^^^HOSPITAL^MR",
-    )
-
-
-def send(broker: Broker, *messages: bytes) -> None:
-    with Peer(broker.hl7.port) as peer:
-        for message in messages:
-            ack = ack_fields(peer.send(message))
-            assert ack["MSA"][1] == "AA", ack
 
 
 def cli(database_url: str, *args: str, **env: str):
@@ -79,16 +38,6 @@ def cli_json(database_url: str, *args: str):
 
 
 # -- what the broker and the modality see ----------------------------------------------------------
-
-
-def worklist_item(broker: Broker, accession: str) -> tuple[str, str]:
-    """(PatientID, PatientName) of the worklist item a modality gets for this accession."""
-    modality = Modality(broker.dicom.port)
-    try:
-        [item] = modality.worklist(accession=accession)
-    finally:
-        modality.close()
-    return str(item.PatientID), str(item.PatientName)
 
 
 def on_worklist(broker: Broker, accession: str) -> int:
@@ -111,32 +60,19 @@ def audits(broker: Broker, action: str) -> list[AuditRow]:
         return list(rows)
 
 
-def patient_pk(broker: Broker, patient_id: str) -> int:
-    with broker.db.reading() as session:
-        found = worklist.find_patient(session, patient_id, "HOSPITAL")
-        assert found is not None
-        return found.id
-
-
-@pytest.fixture
-def ris() -> Iterator[RIS]:
-    with RIS() as receiver:
-        yield receiver
-
-
 # -- (a) collisions --------------------------------------------------------------------------------
 
 
 def test_one_id_with_two_peoples_demographics_is_a_collision_with_its_evidence(
     broker, database_url
 ):
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="SHARED", name="DOE^JOHN", birth="19700101", sex="M"),
-        orm("M2", patient="SHARED", name="SMITH^MARY", birth="19850505", sex="F"),
+        utf8_orm("M1", patient="SHARED", name="DOE^JOHN", birth="19700101", sex="M"),
+        utf8_orm("M2", patient="SHARED", name="SMITH^MARY", birth="19850505", sex="F"),
         # A spelling fix is not a collision.
-        orm("M3", patient="FIXED", name="DOE^JON"),
-        orm("M4", patient="FIXED", name="DOE^JOHN"),
+        utf8_orm("M3", patient="FIXED", name="DOE^JON"),
+        utf8_orm("M4", patient="FIXED", name="DOE^JOHN"),
     )
 
     [collision] = cli_json(database_url, "patients", "collisions")
@@ -159,11 +95,11 @@ def test_one_id_with_two_peoples_demographics_is_a_collision_with_its_evidence(
 
 
 def test_duplicates_merge_and_undo_as_the_modality_sees_them(broker, database_url):
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="A1", name="MÜLLER^JÜRGEN", order="O1"),
-        orm("M2", patient="B2", name="MULLER^JURGEN", order="O2"),
-        orm("M3", patient="C3", name="MEIER^HANS", order="O3"),  # same birthday, someone else
+        utf8_orm("M1", patient="A1", name="MÜLLER^JÜRGEN", order="O1"),
+        utf8_orm("M2", patient="B2", name="MULLER^JURGEN", order="O2"),
+        utf8_orm("M3", patient="C3", name="MEIER^HANS", order="O3"),  # same birthday, someone else
     )
     assert worklist_item(broker, "AO2") == ("B2", "MULLER^JURGEN")
 
@@ -184,7 +120,7 @@ def test_duplicates_merge_and_undo_as_the_modality_sees_them(broker, database_ur
     assert record.actor == "alice" and record.before["prior"]["patient_id"] == "B2"
     assert record.before["orders"][0]["patient_pk"] == patient_pk(broker, "B2")
     # A later order under the old ID lands on the survivor.
-    send(broker, orm("M4", patient="B2", name="MÜLLER^JÜRGEN", order="O4"))
+    send_accepted(broker, utf8_orm("M4", patient="B2", name="MÜLLER^JÜRGEN", order="O4"))
     assert worklist_item(broker, "AO4")[0] == "A1"
 
     [merge] = cli_json(database_url, "patients", "merges")
@@ -208,10 +144,10 @@ def test_duplicates_merge_and_undo_as_the_modality_sees_them(broker, database_ur
 def test_merge_can_tell_the_ris_by_adt_a40(broker_factory, ris):
     destination = {"name": "RIS", "host": "127.0.0.1", "port": ris.port}
     broker = broker_factory(outbound__destinations=[destination])
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="KEEP", name="DOE^JANE", sex="F"),
-        orm("M2", patient="DROP", name="JANE^DOE", sex="F"),
+        utf8_orm("M1", patient="KEEP", name="DOE^JANE", sex="F"),
+        utf8_orm("M2", patient="DROP", name="JANE^DOE", sex="F"),
     )
     service = broker.reconciliation
     outcome = service.merge(
@@ -227,7 +163,7 @@ def test_merge_can_tell_the_ris_by_adt_a40(broker_factory, ris):
 
 
 def test_a_merge_cannot_tell_a_ris_that_is_not_configured(broker):
-    send(broker, orm("M1", patient="KEEP"), orm("M2", patient="DROP"))
+    send_accepted(broker, utf8_orm("M1", patient="KEEP"), utf8_orm("M2", patient="DROP"))
     with pytest.raises(ReconciliationRefused, match="no outbound destination"):
         broker.reconciliation.merge(
             patient_pk(broker, "DROP"), patient_pk(broker, "KEEP"), actor="x", notify_ris=True
@@ -236,15 +172,15 @@ def test_a_merge_cannot_tell_a_ris_that_is_not_configured(broker):
 
 
 def test_undo_refuses_while_a_later_merge_stands_and_hl7_merges_undo_too(broker, database_url):
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="P1", order="O1"),
-        orm("M2", patient="P2", order="O2"),
-        orm("M3", patient="P3", order="O3"),
+        utf8_orm("M1", patient="P1", order="O1"),
+        utf8_orm("M2", patient="P2", order="O2"),
+        utf8_orm("M3", patient="P3", order="O3"),
     )
     service = broker.reconciliation
     first = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
-    send(broker, a40("M4", survivor="P3", prior="P1"))  # the RIS merges the survivor on
+    send_accepted(broker, a40("M4", survivor="P3", prior="P1"))  # the RIS merges the survivor on
     assert worklist_item(broker, "AO2")[0] == "P3"
 
     with pytest.raises(UndoRefused, match="undo merge") as refused:
@@ -265,10 +201,10 @@ def test_undo_refuses_while_a_later_merge_stands_and_hl7_merges_undo_too(broker,
 
 
 def test_a_dismissed_pair_is_remembered_and_not_listed_again(broker, database_url):
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="T1", name="KOWALSKI^JAN"),
-        orm("M2", patient="T2", name="KOWALSKY^JAN"),
+        utf8_orm("M1", patient="T1", name="KOWALSKI^JAN"),
+        utf8_orm("M2", patient="T2", name="KOWALSKY^JAN"),
     )
     assert len(cli_json(database_url, "patients", "duplicates")) == 1
 
@@ -286,7 +222,7 @@ def test_a_dismissed_pair_is_remembered_and_not_listed_again(broker, database_ur
 
 
 def test_an_unscheduled_mpps_linked_by_hand_starts_its_step(broker, database_url):
-    send(broker, orm("M1", patient="PID1"))
+    send_accepted(broker, utf8_orm("M1", patient="PID1"))
     assert on_worklist(broker, "APLM1") == 1
     modality = Modality(broker.dicom.port)
     uid = generate_uid()
@@ -326,10 +262,10 @@ def test_an_mpps_that_came_before_its_order_is_matched_when_the_order_arrives(br
     with broker.db.reading() as session:
         assert len(progress.list_performed_steps(session, scheduled=False)) == 2
 
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="PID1", accession="ALATE1", study_uid=study_uid),
-        orm("M2", patient="PID1", accession="ALATE2"),
+        utf8_orm("M1", patient="PID1", accession="ALATE1", study_uid=study_uid),
+        utf8_orm("M2", patient="PID1", accession="ALATE2"),
     )
 
     assert step_of(broker, "ALATE1").status == "STARTED"
@@ -339,15 +275,10 @@ def test_an_mpps_that_came_before_its_order_is_matched_when_the_order_arrives(br
     assert len(audits(broker, "link mpps")) == 2
 
 
-def _dcmtk() -> None:
-    if shutil.which("storescu") is None:
-        pytest.skip("DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)")
-
-
 def test_unmatched_studies_are_matched_by_a_later_order_or_linked_by_hand(
     broker_factory, database_url, tmp_path: Path
 ):
-    _dcmtk()
+    require_tools("storescu")
     broker = broker_factory(progress__complete_on="images", progress__images_quiet_seconds=0)
     early, stray = generate_uid(), generate_uid()
     images_ = [
@@ -358,10 +289,10 @@ def test_unmatched_studies_are_matched_by_a_later_order_or_linked_by_hand(
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert len(cli_json(database_url, "studies", "list", "--unmatched")) == 2
 
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="PID1", accession="AEARLY", study_uid=early),
-        orm("M2", patient="PID2", accession="ASTRAY"),
+        utf8_orm("M1", patient="PID1", accession="AEARLY", study_uid=early),
+        utf8_orm("M2", patient="PID2", accession="ASTRAY"),
     )
     assert step_of(broker, "AEARLY").status == "COMPLETED"  # matched by the order, as on arrival
     [waiting] = cli_json(database_url, "studies", "list", "--unmatched")
@@ -397,10 +328,12 @@ def a47(control_id: str, new: str, prior: str) -> bytes:
 
 
 def test_undo_refuses_when_the_merged_away_record_changed(broker):
-    send(broker, orm("M1", patient="P1", order="O1"), orm("M2", patient="P2", order="O2"))
+    send_accepted(
+        broker, utf8_orm("M1", patient="P1", order="O1"), utf8_orm("M2", patient="P2", order="O2")
+    )
     service = broker.reconciliation
     merged = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
-    send(broker, a47("M3", new="P2NEW", prior="P2"))  # the RIS renames the merged-away ID
+    send_accepted(broker, a47("M3", new="P2NEW", prior="P2"))  # the RIS renames the merged-away ID
 
     with pytest.raises(UndoRefused, match=r"ID changed since \(P2 -> P2NEW\)"):
         service.undo_merge(merged.merge_id, actor="bob")
@@ -408,11 +341,13 @@ def test_undo_refuses_when_the_merged_away_record_changed(broker):
 
 
 def test_undo_takes_back_steps_added_to_a_moved_order_meanwhile(broker):
-    send(broker, orm("M1", patient="P1", order="O1"), orm("M2", patient="P2", order="O2"))
+    send_accepted(
+        broker, utf8_orm("M1", patient="P1", order="O1"), utf8_orm("M2", patient="P2", order="O2")
+    )
     service = broker.reconciliation
     merged = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
     # The RIS adds a second procedure to the moved order, still naming the old ID.
-    send(
+    send_accepted(
         broker,
         hl7(
             "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ORM^O01|M3|P|2.3.1",
@@ -432,11 +367,11 @@ def test_undo_takes_back_steps_added_to_a_moved_order_meanwhile(broker):
 
 
 def test_merges_into_the_same_survivor_undo_independently(broker):
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="P1", order="O1"),
-        orm("M2", patient="P2", order="O2"),
-        orm("M3", patient="P3", order="O3"),
+        utf8_orm("M1", patient="P1", order="O1"),
+        utf8_orm("M2", patient="P2", order="O2"),
+        utf8_orm("M3", patient="P3", order="O3"),
     )
     service = broker.reconciliation
     survivor = patient_pk(broker, "P1")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from tests.conftest import SAMPLES, cli_env, run_cli, start_serve
+from tests.support.processes import cli_env, run_cli, start_serve
+from tests.support.samples import sample_files
 
 
 def test_samples_sent_to_serve_come_back_to_findscu(database_url: str, tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_samples_sent_to_serve_come_back_to_findscu(database_url: str, tmp_path:
             "-q",
             "--port",
             str(served.hl7_port),
-            *map(str, sorted(SAMPLES.glob("*.hl7"))),
+            *map(str, sample_files()),
             env=env,
         )
         assert sent.returncode == 0, sent.stdout + sent.stderr

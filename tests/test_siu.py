@@ -15,7 +15,9 @@ from pydicom import Dataset
 from mwlbroker.mapping.worklist_item import item_from_json
 from mwlbroker.store import messages, worklist
 from mwlbroker.store.tables import OrderEventRow, StepRow
-from tests.conftest import ROOT, SAMPLES, Peer, ack_fields, hl7
+from tests.support.hl7_messages import ack_fields, hl7
+from tests.support.mllp_peers import Peer
+from tests.support.samples import ROOT, SAMPLES
 
 HEADER = (
     "MSH|^~\\&|{app}|HOSPITAL|MWLBROKER|RADIOLOGY|20261201090000||SIU^{trigger}^SIU_S12|{id}|P|"

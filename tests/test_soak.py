@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Peer, ack_fields, orm, start_serve
-from tests.dicom_traffic import Tally, run_mpps, run_queries, run_store
+from tests.support.dicom_traffic import Tally, run_mpps, run_queries, run_store
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import start_serve
 
 SECONDS = float(os.environ.get("MWLBROKER_SOAK_SECONDS", "12"))
 SENDERS = int(os.environ.get("MWLBROKER_SOAK_SENDERS", "4"))
@@ -80,6 +82,8 @@ def test_soak(database_url: str, tmp_path: Path) -> None:
     try:
         for thread in threads:
             thread.start()
+        # The soak's length is what is under test (load held for SECONDS, memory read at the
+        # middle and the end), not a wait for a state: the traffic runs while this thread sleeps.
         time.sleep(SECONDS / 2)
         rss["middle"] = rss_mb(pid)
         time.sleep(SECONDS / 2)

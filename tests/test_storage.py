@@ -20,18 +20,12 @@ from pynetdicom.sop_class import CTImageStorage
 from mwlbroker.app import Broker
 from mwlbroker.store import images, worklist
 from mwlbroker.store.tables import InstanceRow, OrderEventRow, StepRow, StudyRow
-from tests.conftest import (
-    RIS,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    segment_fields,
-    wait_for,
-)
-from tests.dicom_peers import Modality, ct_image, ended, in_progress, storescu, write_images
+from tests.support.dicom_peers import Modality, ct_image, ended, in_progress, storescu, write_images
+from tests.support.hl7_messages import ack_fields, orm, segment_fields
+from tests.support.mllp_peers import RIS, Peer
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +215,7 @@ def test_complete_on_images_waits_for_the_study_to_go_quiet(broker_factory, tmp_
         send(broker, tmp_path, [ct_image(study_uid=step.study_instance_uid)])
         # The first image starts the exam: off the worklist, the RIS hears "in progress".
         assert step_now(broker, step.id).status == "STARTED"
-        wait_for(lambda: step_now(broker, step.id).status == "COMPLETED")
+        wait_until(lambda: step_now(broker, step.id).status == "COMPLETED")
         assert orc5s(ris, 2) == ["IP", "CM"]
     assert study(broker, step.study_instance_uid).images_received_at is not None
 

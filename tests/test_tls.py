@@ -17,15 +17,11 @@ from pathlib import Path
 import pytest
 
 from mwlbroker.mllp.framing import FrameDecoder, frame
-from tests.conftest import (
-    SAMPLES,
-    cli_env,
-    hl7,
-    run_cli,
-    segment_fields,
-    wait_for,
-)
-from tests.test_outbound import order, perform
+from tests.support.hl7_messages import hl7, segment_fields
+from tests.support.polling import wait_until
+from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
+from tests.support.workflow import order, perform
 
 SAMPLE = str(SAMPLES / "02_orm_o01_nw_v231.hl7")
 
@@ -150,7 +146,7 @@ def test_status_messages_reach_a_ris_over_tls(broker_factory, tls_ris, pki):
     }
     broker = broker_factory(outbound__destinations=[destination])
     perform(broker, order(broker, "TLS1"), "COMPLETED")
-    wait_for(lambda: len(tls_ris.received) >= 2, timeout=15)
+    wait_until(lambda: len(tls_ris.received) >= 2, timeout=15)
     assert [segment_fields(m, "ORC")[5] for m in tls_ris.received] == ["IP", "CM"]
     assert tls_ris.failed_handshakes == 0
 
@@ -169,7 +165,7 @@ def test_a_ris_whose_certificate_is_not_trusted_gets_nothing(broker_factory, tls
         outbound__retry_max_seconds=0.2,
     )
     perform(broker, order(broker, "TLS2"), "COMPLETED")
-    wait_for(lambda: tls_ris.failed_handshakes >= 2, timeout=15)
+    wait_until(lambda: tls_ris.failed_handshakes >= 2, timeout=15)
     assert tls_ris.received == []
 
 

@@ -12,8 +12,10 @@ import pytest
 from mwlbroker.domain.accounts import Role
 from mwlbroker.store.db import Database
 from mwlbroker.web import WebContext, create_app
-from tests.conftest import Peer, ack_fields, cli_env, orm, run_cli
-from tests.web_client import csrf_token, login
+from tests.support.hl7_messages import ack_fields, orm
+from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
+from tests.support.web_client import csrf_token, login
 
 ADMIN, VIEWER, PASSWORD = "alice", "victor", "correct horse battery"
 

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import (
-    ROOT,
-    Peer,
-    ack_fields,
-    cli_env,
-    orm,
-    require_tools,
-    run_cli,
-    start_serve,
-    wait_for,
+from tests.support.dicom_peers import (
+    Modality,
+    ct_image,
+    findscu,
+    in_progress,
+    storescu,
+    write_images,
 )
-from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
-from tests.test_reconciliation import orm as utf8_orm
-from tests.test_worklist_find import findscu
+from tests.support.hl7_messages import ack_fields, orm, utf8_orm
+from tests.support.mllp_peers import Peer
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_tools
+from tests.support.processes import cli_env, run_cli, start_serve
+from tests.support.samples import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -135,7 +135,7 @@ def test_log_in_find_an_order_and_reprocess_a_failed_message(served, database_ur
                 page.reload()
                 return rows.count() == 1
 
-            wait_for(logged, interval=0.2)
+            wait_until(logged, interval=0.2)
             rows.first.click()
             expect(page.locator("h1")).to_contain_text("from CT1")
             page.locator("table.candidates a.explain").first.click()

@@ -9,7 +9,7 @@ inventing the header when no proxy is configured.
 from __future__ import annotations
 
 from mwlbroker.domain.accounts import Role
-from tests.web_client import login
+from tests.support.web_client import login
 
 PASSWORD = "correct horse battery"
 

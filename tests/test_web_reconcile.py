@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
 from mwlbroker.domain.accounts import Role
-from tests.conftest import RIS, segment_fields
-from tests.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
-from tests.test_reconciliation import a40, orm, patient_pk, send, worklist_item
-from tests.web_client import csrf_token, login
+from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
+from tests.support.hl7_messages import a40, segment_fields, utf8_orm
+from tests.support.mllp_peers import RIS
+from tests.support.prerequisites import require_tools
+from tests.support.web_client import csrf_token, login
+from tests.support.workflow import patient_pk, send_accepted, worklist_item
 
 ADMIN, VIEWER, PASSWORD = "alice", "victor", "correct horse battery"
 
@@ -82,11 +83,11 @@ def flashes(page: str) -> list[str]:
 
 def duplicates(broker) -> None:
     """A1 and B2: one person under two IDs (accents and all); C3: same birthday, someone else."""
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="A1", name="MÜLLER^JÜRGEN", order="O1"),
-        orm("M2", patient="B2", name="MULLER^JURGEN", order="O2"),
-        orm("M3", patient="C3", name="MEIER^HANS", order="O3"),
+        utf8_orm("M1", patient="A1", name="MÜLLER^JÜRGEN", order="O1"),
+        utf8_orm("M2", patient="B2", name="MULLER^JURGEN", order="O2"),
+        utf8_orm("M3", patient="C3", name="MEIER^HANS", order="O3"),
     )
 
 
@@ -101,8 +102,7 @@ def unscheduled_mpps(broker, patient_id: str = "A1") -> None:
 
 
 def unmatched_study(broker, tmp_path: Path, patient_id: str = "A1") -> None:
-    if shutil.which("storescu") is None:
-        pytest.skip("DCMTK's storescu not installed (apt-get install dcmtk; ./run-tests does)")
+    require_tools("storescu")
     image = ct_image(study_uid=generate_uid(), patient_id=patient_id, accession="NOSUCH")
     sent = storescu(broker.dicom.port, *write_images(tmp_path / "images", [image]))
     assert sent.returncode == 0, sent.stdout + sent.stderr
@@ -268,11 +268,11 @@ def test_not_the_same_person_is_remembered(web):
 
 def test_an_undo_refused_lists_its_reasons(web):
     broker, app = web
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="P1", order="O1"),
-        orm("M2", patient="P2", order="O2"),
-        orm("M3", patient="P3", order="O3"),
+        utf8_orm("M1", patient="P1", order="O1"),
+        utf8_orm("M2", patient="P2", order="O2"),
+        utf8_orm("M3", patient="P3", order="O3"),
     )
     client = client_for(app, ADMIN)
     token = csrf_token(client, "/reconcile/merges")
@@ -282,7 +282,7 @@ def test_an_undo_refused_lists_its_reasons(web):
     )
     assert merged.status_code == 200, merged.get_json()
     first = merged.get_json()["merge_id"]
-    send(broker, a40("M4", survivor="P3", prior="P1"))  # the RIS merges the survivor on
+    send_accepted(broker, a40("M4", survivor="P3", prior="P1"))  # the RIS merges the survivor on
 
     refused = client.post(f"/api/reconcile/merges/{first}/undo", headers=headers)
     assert refused.status_code == 409
@@ -301,7 +301,9 @@ def test_an_undo_refused_lists_its_reasons(web):
 
 def test_exams_without_an_order_are_linked_from_the_page(web, tmp_path):
     broker, app = web
-    send(broker, orm("M1", patient="A1", order="O1"), orm("M2", patient="A1", order="O2"))
+    send_accepted(
+        broker, utf8_orm("M1", patient="A1", order="O1"), utf8_orm("M2", patient="A1", order="O2")
+    )
     unscheduled_mpps(broker, "A1")
     unmatched_study(broker, tmp_path, "A1")
     client = client_for(app, ADMIN)
@@ -356,10 +358,10 @@ def test_exams_without_an_order_are_linked_from_the_page(web, tmp_path):
 
 def test_collisions_show_their_evidence_escaped(web):
     broker, app = web
-    send(
+    send_accepted(
         broker,
-        orm("M1", patient="SHARED", name="DOE^JOHN", birth="19700101", sex="M"),
-        orm(
+        utf8_orm("M1", patient="SHARED", name="DOE^JOHN", birth="19700101", sex="M"),
+        utf8_orm(
             "M2", patient="SHARED", name="<script>alert(1)</script>^MARY", birth="19850505", sex="F"
         ),
     )
@@ -464,10 +466,10 @@ def test_a_merge_tells_the_ris_when_asked(broker_factory):
         broker = broker_factory(outbound__destinations=[destination])
         broker.accounts.add_user(ADMIN, PASSWORD, Role.ADMIN)
         app = broker.build_web_app()
-        send(
+        send_accepted(
             broker,
-            orm("M1", patient="KEEP", name="DOE^JANE", sex="F"),
-            orm("M2", patient="DROP", name="JANE^DOE", sex="F"),
+            utf8_orm("M1", patient="KEEP", name="DOE^JANE", sex="F"),
+            utf8_orm("M2", patient="DROP", name="JANE^DOE", sex="F"),
         )
         keep, drop = patient_pk(broker, "KEEP"), patient_pk(broker, "DROP")
         client = client_for(app, ADMIN)

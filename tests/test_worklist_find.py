@@ -10,16 +10,12 @@ requests on one association.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -41,7 +37,9 @@ from mwlbroker.store import migrate
 from mwlbroker.store.db import Database
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow, add
 from mwlbroker.store.worklist_query import recent_queries
-from tests.conftest import make_config, require_tools
+from tests.support.dicom_peers import dcmtk_env, findscu
+from tests.support.prerequisites import require_tools
+from tests.support.settings import make_config
 
 
 @pytest.fixture(autouse=True)
@@ -191,43 +189,6 @@ def scp(db: Database, database_url: str) -> Iterator:
 
 
 # -- DCMTK's findscu and echoscu ---------------------------------------------------------------
-
-
-@dataclass
-class Found:
-    """What findscu received: the final status as DCMTK names it, and each response."""
-
-    status: str
-    responses: list[Dataset]
-    files: list[Path]
-    output: str
-
-    def values(self, keyword: str) -> list[str]:
-        return sorted(str(ds.get(keyword, "")) for ds in self.responses)
-
-
-_runs = itertools.count(1)
-
-
-def findscu(
-    port: int, *keys: str, tmp_path: Path, aet: str = "MODALITY", aec: str = "MWLBROKER"
-) -> Found:
-    """``findscu -W`` with ``-k`` keys; responses extracted to files and read back."""
-    out = tmp_path / f"find{next(_runs)}"
-    out.mkdir()
-    command = ["findscu", "-v", "-W", "-aet", aet, "-aec", aec, "-X", "-od", str(out)]
-    for key in keys:
-        command += ["-k", key]
-    command += ["127.0.0.1", str(port)]
-    done = subprocess.run(command, capture_output=True, timeout=60, env=_dcmtk_env())
-    output = (done.stdout + done.stderr).decode("utf-8", "replace")
-    final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
-    files = sorted(out.glob("rsp*.dcm"))
-    return Found(final[1] if final else "none", [dcmread(f) for f in files], files, output)
-
-
-def _dcmtk_env() -> dict[str, str]:
-    return {**os.environ, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 SPS = "ScheduledProcedureStepSequence[0]"
@@ -829,7 +790,7 @@ def test_bytes_invalid_in_the_character_set_and_uid_wildcards_are_refused(scp, w
         ],
         capture_output=True,
         timeout=60,
-        env=_dcmtk_env(),
+        env=dcmtk_env(),
     )
     output = (done.stdout + done.stderr).decode("utf-8", "replace")
     assert "Received Final Find Response (Failed: UnableToProcess)" in output

@@ -13,9 +13,10 @@ from mwlbroker.mapping.worklist_item import (
     item_to_json,
     worklist_item_json,
 )
-from tests.conftest import SAMPLES
+from tests.support.samples import sample_files
 
-ORDERS = [p for p in sorted(SAMPLES.glob("*.hl7")) if "_adt_" not in p.name]
+ORDERS = [p for p in sample_files() if "_adt_" not in p.name]
+assert ORDERS, "no sample order message (all are ADT): the checks below would prove nothing"
 
 
 @pytest.mark.parametrize("path", ORDERS, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
-"""A modality's DICOM client for the tests: worklist query, MPPS N-CREATE and N-SET (pynetdicom).
+"""A modality's DICOM client for the tests: worklist query, MPPS N-CREATE and N-SET (pynetdicom),
+images sent with DCMTK's storescu, and worklist queries with DCMTK's findscu.
 
 Independent of the broker's own emulator (mwlbroker.dicom.modality): the data sets are written
 out here, attribute by attribute, as PS3.4 Table F.7.2-1 lists them.
@@ -6,9 +7,14 @@ out here, attribute by attribute, as PS3.4 Table F.7.2-1 lists them.
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -226,3 +232,44 @@ def storescu(port: int, *files: Path, aet: str = "CT1") -> subprocess.CompletedP
         text=True,
         timeout=60,
     )
+
+
+# -- DCMTK's findscu, as a modality asks for its worklist ------------------------------------------
+
+
+@dataclass
+class Found:
+    """What findscu received: the final status as DCMTK names it, and each response."""
+
+    status: str
+    responses: list[Dataset]
+    files: list[Path]
+    output: str
+
+    def values(self, keyword: str) -> list[str]:
+        return sorted(str(ds.get(keyword, "")) for ds in self.responses)
+
+
+_runs = itertools.count(1)
+
+
+def findscu(
+    port: int, *keys: str, tmp_path: Path, aet: str = "MODALITY", aec: str = "MWLBROKER"
+) -> Found:
+    """``findscu -W`` with ``-k`` keys; responses extracted to files and read back."""
+    out = tmp_path / f"find{next(_runs)}"
+    out.mkdir()
+    command = ["findscu", "-v", "-W", "-aet", aet, "-aec", aec, "-X", "-od", str(out)]
+    for key in keys:
+        command += ["-k", key]
+    command += ["127.0.0.1", str(port)]
+    done = subprocess.run(command, capture_output=True, timeout=60, env=dcmtk_env())
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    final = re.search(r"Received Final Find Response \(([^)]*)\)", output)
+    files = sorted(out.glob("rsp*.dcm"))
+    return Found(final[1] if final else "none", [dcmread(f) for f in files], files, output)
+
+
+def dcmtk_env() -> dict[str, str]:
+    """This environment in UTF-8, so that DCMTK prints names as they are."""
+    return {**os.environ, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import (
 )
 
 from mwlbroker.dicom.association_tuning import ClientAE
-from tests.dicom_peers import ct_image, ended, in_progress
+from tests.support.dicom_peers import ct_image, ended, in_progress
 
 
 @dataclass
