@@ -7,6 +7,7 @@ as ``Authorization: Bearer TOKEN`` (``mwlbroker user token NAME``). Lists are pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -19,6 +20,7 @@ from mwlbroker.store.browse import Page
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
+from mwlbroker.web.listing import Summary, page_of
 from mwlbroker.web.pages import start_of_today
 
 blueprint = Blueprint("api", __name__)
@@ -43,7 +45,9 @@ def not_found(_exception: Any) -> tuple[Response, int]:
     return json_error(404, "not found")
 
 
-def _listing(found: Page, items: list[dict[str, Any]]) -> Response:
+def _listing(list_page: Callable[..., Page], summary: Summary, **filters: Any) -> Response:
+    """The page of a list asked for, as the API answers every list."""
+    found, items = page_of(list_page, summary, **filters)
     return jsonify(
         items=items,
         total=found.total,
@@ -84,12 +88,7 @@ def run_job(name: str) -> Any:
 @blueprint.get("/worklist")
 @login_required
 def worklist() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.worklist_page(
-            session, offset=offset, limit=limit, **params.worklist_filters()
-        )
-        return _listing(found, [views.step_summary(step) for step in found.rows])
+    return _listing(browse.worklist_page, views.step_summary, **params.worklist_filters())
 
 
 @blueprint.get("/orders/<int:order_id>")
@@ -105,18 +104,7 @@ def order(order_id: int) -> Any:
 @blueprint.get("/messages")
 @login_required
 def message_list() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        filters = params.message_filters()
-        found = browse.messages_page(
-            session,
-            status=filters["status"],
-            message_type=filters["message_type"],
-            text=filters["text"],
-            offset=offset,
-            limit=limit,
-        )
-        return _listing(found, [views.message_summary(row) for row in found.rows])
+    return _listing(browse.messages_page, views.message_summary, **params.message_filters())
 
 
 @blueprint.get("/messages/<int:message_id>")
@@ -177,36 +165,21 @@ def resubmit(message_id: int) -> Any:
 @blueprint.get("/patients")
 @login_required
 def patients() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.patients_page(session, text=params.text("q"), offset=offset, limit=limit)
-        return _listing(found, [views.patient_summary(p) for p in found.rows])
+    return _listing(browse.patients_page, views.patient_summary, text=params.text("q"))
 
 
 @blueprint.get("/audit")
 @login_required
 def audit() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.audit_page(
-            session,
-            entity=params.text("entity", 32),
-            actor=params.text("actor", 200),
-            offset=offset,
-            limit=limit,
-        )
-        return _listing(found, [views.audit_summary(r) for r in found.rows])
+    filters = {"entity": params.text("entity", 32), "actor": params.text("actor", 200)}
+    return _listing(browse.audit_page, views.audit_summary, **filters)
 
 
 @blueprint.get("/queries")
 @login_required
 def queries() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.query_log_page(
-            session, calling_ae=params.text("calling_ae", 16), offset=offset, limit=limit
-        )
-        return _listing(found, [views.query_log_summary(r) for r in found.rows])
+    calling_ae = params.text("calling_ae", 16)
+    return _listing(browse.query_log_page, views.query_log_summary, calling_ae=calling_ae)
 
 
 @blueprint.get("/queries/<int:log_id>/explain")

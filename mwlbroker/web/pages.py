@@ -15,6 +15,7 @@ from mwlbroker.store import browse, messages
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
+from mwlbroker.web.listing import page_of
 
 blueprint = Blueprint("pages", __name__)
 
@@ -58,11 +59,8 @@ def run_job(name: str) -> Any:
 @blueprint.get("/worklist")
 @login_required
 def worklist() -> Any:
-    offset, limit = params.page()
     filters = params.worklist_filters()
-    with web().db.reading() as session:
-        found = browse.worklist_page(session, offset=offset, limit=limit, **filters)
-        rows = [views.step_summary(step) for step in found.rows]
+    found, rows = page_of(browse.worklist_page, views.step_summary, **filters)
     return render_template(
         "worklist.html",
         rows=rows,
@@ -85,18 +83,8 @@ def order(order_id: int) -> Any:
 @blueprint.get("/messages")
 @login_required
 def message_list() -> Any:
-    offset, limit = params.page()
     filters = params.message_filters()
-    with web().db.reading() as session:
-        found = browse.messages_page(
-            session,
-            status=filters["status"],
-            message_type=filters["message_type"],
-            text=filters["text"],
-            offset=offset,
-            limit=limit,
-        )
-        rows = [views.message_summary(row) for row in found.rows]
+    found, rows = page_of(browse.messages_page, views.message_summary, **filters)
     return render_template(
         "messages.html", rows=rows, page=found, filters=filters, statuses=MESSAGE_STATUSES
     )
@@ -175,33 +163,24 @@ def _kind(ack_code: str) -> str:
 @blueprint.get("/patients")
 @login_required
 def patients() -> Any:
-    offset, limit = params.page()
     query = params.text("q")
-    with web().db.reading() as session:
-        found = browse.patients_page(session, text=query, offset=offset, limit=limit)
-        rows = [views.patient_summary(p) for p in found.rows]
+    found, rows = page_of(browse.patients_page, views.patient_summary, text=query)
     return render_template("patients.html", rows=rows, page=found, filters={"q": query})
 
 
 @blueprint.get("/audit")
 @login_required
 def audit() -> Any:
-    offset, limit = params.page()
     filters = {"entity": params.text("entity", 32), "actor": params.text("actor", 200)}
-    with web().db.reading() as session:
-        found = browse.audit_page(session, offset=offset, limit=limit, **filters)
-        rows = [views.audit_summary(r) for r in found.rows]
+    found, rows = page_of(browse.audit_page, views.audit_summary, **filters)
     return render_template("audit.html", rows=rows, page=found, filters=filters)
 
 
 @blueprint.get("/queries")
 @login_required
 def queries() -> Any:
-    offset, limit = params.page()
     calling_ae = params.text("calling_ae", 16)
-    with web().db.reading() as session:
-        found = browse.query_log_page(session, calling_ae=calling_ae, offset=offset, limit=limit)
-        rows = [views.query_log_summary(r) for r in found.rows]
+    found, rows = page_of(browse.query_log_page, views.query_log_summary, calling_ae=calling_ae)
     return render_template(
         "queries.html", rows=rows, page=found, filters={"calling_ae": calling_ae}
     )
