@@ -14,14 +14,14 @@ from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
-from mwlbroker.services import query_explain, views
+from mwlbroker.services import views
 from mwlbroker.store import browse, messages
 from mwlbroker.store.browse import Page
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
-from mwlbroker.web.listing import Summary, page_of
 from mwlbroker.web.pages import start_of_today
+from mwlbroker.web.reads import Summary, explained_query, page_of
 
 blueprint = Blueprint("api", __name__)
 
@@ -186,17 +186,10 @@ def queries() -> Response:
 @login_required
 def explain_query(log_id: int) -> Any:
     """Why a logged query did or did not return a step (?step=ID), key by key."""
-    with web().db.reading() as session:
-        try:
-            found = query_explain.explain_query(
-                session,
-                log_id,
-                statuses=web().worklist_statuses,
-                step_id=params.number("step"),
-                look_up=params.text("find"),
-            )
-        except LookupError as error:
-            return json_error(404, str(error))
+    try:
+        found = explained_query(log_id)
+    except LookupError as error:
+        return json_error(404, str(error))
     if found is None:
         return json_error(404, f"no logged query with id {log_id}")
     return jsonify(found)

@@ -10,12 +10,12 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.services import query_explain, views
+from mwlbroker.services import views
 from mwlbroker.store import browse, messages
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
-from mwlbroker.web.listing import page_of
+from mwlbroker.web.reads import explained_query, page_of
 
 blueprint = Blueprint("pages", __name__)
 
@@ -191,18 +191,10 @@ def queries() -> Any:
 def explain_query(log_id: int) -> Any:
     """A logged query held against a step (?step=ID), picked from candidates or looked up
     by accession number, SPS ID or step id (?find=...)."""
-    look_up = params.text("find")
-    with web().db.reading() as session:
-        try:
-            found = query_explain.explain_query(
-                session,
-                log_id,
-                statuses=web().worklist_statuses,
-                step_id=params.number("step"),
-                look_up=look_up,
-            )
-        except LookupError:
-            abort(404)
+    try:
+        found = explained_query(log_id)
+    except LookupError:
+        abort(404)
     if found is None:
         abort(404)
     return render_template("explain.html", found=found)
