@@ -15,13 +15,19 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
 from mwlbroker.services import views
-from mwlbroker.store import browse, messages
+from mwlbroker.store import browse
 from mwlbroker.store.browse import Page
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
 from mwlbroker.web.pages import start_of_today
-from mwlbroker.web.reads import Summary, explained_query, page_of
+from mwlbroker.web.reads import (
+    Summary,
+    explained_query,
+    message_and_copies,
+    order_detail,
+    page_of,
+)
 
 blueprint = Blueprint("api", __name__)
 
@@ -94,8 +100,7 @@ def worklist() -> Response:
 @blueprint.get("/orders/<int:order_id>")
 @login_required
 def order(order_id: int) -> Any:
-    with web().db.reading() as session:
-        detail = views.order_detail(session, order_id)
+    detail = order_detail(order_id)
     if detail is None:
         return json_error(404, f"no order with id {order_id}")
     return jsonify(detail)
@@ -110,12 +115,11 @@ def message_list() -> Response:
 @blueprint.get("/messages/<int:message_id>")
 @login_required
 def message(message_id: int) -> Any:
-    with web().db.reading() as session:
-        row = messages.get(session, message_id)
-        if row is None:
-            return json_error(404, f"no message with id {message_id}")
-        detail = views.message_detail(row)
-        detail["resubmitted_as"] = [r.id for r in browse.resubmissions_of(session, message_id)]
+    found = message_and_copies(message_id)
+    if found is None:
+        return json_error(404, f"no message with id {message_id}")
+    detail, copies = found
+    detail["resubmitted_as"] = [copy["id"] for copy in copies]
     return jsonify(detail)
 
 

@@ -11,11 +11,11 @@ from flask_login import current_user
 
 from mwlbroker.domain.worklist import StepStatus
 from mwlbroker.services import views
-from mwlbroker.store import browse, messages
+from mwlbroker.store import browse
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
-from mwlbroker.web.reads import explained_query, page_of
+from mwlbroker.web.reads import explained_query, message_and_copies, order_detail, page_of
 
 blueprint = Blueprint("pages", __name__)
 
@@ -73,8 +73,7 @@ def worklist() -> Any:
 @blueprint.get("/orders/<int:order_id>")
 @login_required
 def order(order_id: int) -> Any:
-    with web().db.reading() as session:
-        detail = views.order_detail(session, order_id)
+    detail = order_detail(order_id)
     if detail is None:
         abort(404)
     return render_template("order.html", detail=detail)
@@ -91,13 +90,10 @@ def message_list() -> Any:
 
 
 def _message(message_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    with web().db.reading() as session:
-        row = messages.get(session, message_id)
-        if row is None:
-            abort(404)
-        detail = views.message_detail(row)
-        copies = [views.message_summary(r) for r in browse.resubmissions_of(session, message_id)]
-    return detail, copies
+    found = message_and_copies(message_id)
+    if found is None:
+        abort(404)
+    return found
 
 
 @blueprint.get("/messages/<int:message_id>")

@@ -1,11 +1,13 @@
-"""What the pages and the JSON API both read: one page of a list, a logged query explained."""
+"""What the pages and the JSON API both read, each in a short read session: one page of a list,
+an order, a message with its edited copies, a logged query explained."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from mwlbroker.services import query_explain
+from mwlbroker.services import query_explain, views
+from mwlbroker.store import browse, messages
 from mwlbroker.store.browse import Page
 from mwlbroker.web import params, web
 
@@ -25,6 +27,24 @@ def page_of(
     with web().db.reading() as session:
         found = list_page(session, offset=offset, limit=limit, **filters)
         return found, [summary(row) for row in found.rows]
+
+
+def order_detail(order_id: int) -> dict[str, Any] | None:
+    """An order with its patient, steps and timeline; None when there is no such order."""
+    with web().db.reading() as session:
+        return views.order_detail(session, order_id)
+
+
+def message_and_copies(message_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A message with its named fields, and the edited copies made from it (oldest first);
+    None when there is no such message."""
+    with web().db.reading() as session:
+        row = messages.get(session, message_id)
+        if row is None:
+            return None
+        detail = views.message_detail(row)
+        copies = [views.message_summary(r) for r in browse.resubmissions_of(session, message_id)]
+        return detail, copies
 
 
 def explained_query(log_id: int) -> dict[str, Any] | None:
