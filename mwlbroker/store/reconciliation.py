@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from mwlbroker.store.tables import (
@@ -205,27 +205,23 @@ def merges_after(session: Session, merge: PatientMergeRow) -> Sequence[PatientMe
     return session.scalars(query.order_by(PatientMergeRow.id)).all()
 
 
+def _names_the_step(exam: type[PerformedStepRow] | type[StudyRow]) -> ColumnElement[bool]:
+    """An exam waiting for an order names a new step by the same Study Instance UID, or by the
+    same Accession Number and Patient ID: one rule for performed steps and studies alike."""
+    return or_(
+        exam.study_instance_uid == bindparam("uid"),
+        and_(
+            exam.accession_number == bindparam("accession"),
+            exam.patient_id == bindparam("patient_id"),
+        ),
+    )
+
+
 # Lean statements, compiled once: they run for every new step an order creates.
 _WAITING_PERFORMED = select(PerformedStepRow.id).where(
-    PerformedStepRow.scheduled.is_(False),
-    or_(
-        PerformedStepRow.study_instance_uid == bindparam("uid"),
-        and_(
-            PerformedStepRow.accession_number == bindparam("accession"),
-            PerformedStepRow.patient_id == bindparam("patient_id"),
-        ),
-    ),
+    PerformedStepRow.scheduled.is_(False), _names_the_step(PerformedStepRow)
 )
-_WAITING_STUDIES = select(StudyRow.id).where(
-    StudyRow.order_id.is_(None),
-    or_(
-        StudyRow.study_instance_uid == bindparam("uid"),
-        and_(
-            StudyRow.accession_number == bindparam("accession"),
-            StudyRow.patient_id == bindparam("patient_id"),
-        ),
-    ),
-)
+_WAITING_STUDIES = select(StudyRow.id).where(StudyRow.order_id.is_(None), _names_the_step(StudyRow))
 
 
 def _waiting(

@@ -7,19 +7,27 @@ as ``Authorization: Bearer TOKEN`` (``mwlbroker user token NAME``). Lists are pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
-from mwlbroker.services import query_explain, views
-from mwlbroker.store import browse, messages
+from mwlbroker.services import views
+from mwlbroker.store import browse
 from mwlbroker.store.browse import Page
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
 from mwlbroker.web.pages import start_of_today
+from mwlbroker.web.reads import (
+    Summary,
+    explained_query,
+    message_and_copies,
+    order_detail,
+    page_of,
+)
 
 blueprint = Blueprint("api", __name__)
 
@@ -43,7 +51,9 @@ def not_found(_exception: Any) -> tuple[Response, int]:
     return json_error(404, "not found")
 
 
-def _listing(found: Page, items: list[dict[str, Any]]) -> Response:
+def _listing(list_page: Callable[..., Page], summary: Summary, **filters: Any) -> Response:
+    """The page of a list asked for, as the API answers every list."""
+    found, items = page_of(list_page, summary, **filters)
     return jsonify(
         items=items,
         total=found.total,
@@ -84,19 +94,13 @@ def run_job(name: str) -> Any:
 @blueprint.get("/worklist")
 @login_required
 def worklist() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.worklist_page(
-            session, offset=offset, limit=limit, **params.worklist_filters()
-        )
-        return _listing(found, [views.step_summary(step) for step in found.rows])
+    return _listing(browse.worklist_page, views.step_summary, **params.worklist_filters())
 
 
 @blueprint.get("/orders/<int:order_id>")
 @login_required
 def order(order_id: int) -> Any:
-    with web().db.reading() as session:
-        detail = views.order_detail(session, order_id)
+    detail = order_detail(order_id)
     if detail is None:
         return json_error(404, f"no order with id {order_id}")
     return jsonify(detail)
@@ -105,29 +109,17 @@ def order(order_id: int) -> Any:
 @blueprint.get("/messages")
 @login_required
 def message_list() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        filters = params.message_filters()
-        found = browse.messages_page(
-            session,
-            status=filters["status"],
-            message_type=filters["message_type"],
-            text=filters["text"],
-            offset=offset,
-            limit=limit,
-        )
-        return _listing(found, [views.message_summary(row) for row in found.rows])
+    return _listing(browse.messages_page, views.message_summary, **params.message_filters())
 
 
 @blueprint.get("/messages/<int:message_id>")
 @login_required
 def message(message_id: int) -> Any:
-    with web().db.reading() as session:
-        row = messages.get(session, message_id)
-        if row is None:
-            return json_error(404, f"no message with id {message_id}")
-        detail = views.message_detail(row)
-        detail["resubmitted_as"] = [r.id for r in browse.resubmissions_of(session, message_id)]
+    found = message_and_copies(message_id)
+    if found is None:
+        return json_error(404, f"no message with id {message_id}")
+    detail, copies = found
+    detail["resubmitted_as"] = [copy["id"] for copy in copies]
     return jsonify(detail)
 
 
@@ -177,53 +169,31 @@ def resubmit(message_id: int) -> Any:
 @blueprint.get("/patients")
 @login_required
 def patients() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.patients_page(session, text=params.text("q"), offset=offset, limit=limit)
-        return _listing(found, [views.patient_summary(p) for p in found.rows])
+    return _listing(browse.patients_page, views.patient_summary, text=params.text("q"))
 
 
 @blueprint.get("/audit")
 @login_required
 def audit() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.audit_page(
-            session,
-            entity=params.text("entity", 32),
-            actor=params.text("actor", 200),
-            offset=offset,
-            limit=limit,
-        )
-        return _listing(found, [views.audit_summary(r) for r in found.rows])
+    filters = {"entity": params.text("entity", 32), "actor": params.text("actor", 200)}
+    return _listing(browse.audit_page, views.audit_summary, **filters)
 
 
 @blueprint.get("/queries")
 @login_required
 def queries() -> Response:
-    offset, limit = params.page()
-    with web().db.reading() as session:
-        found = browse.query_log_page(
-            session, calling_ae=params.text("calling_ae", 16), offset=offset, limit=limit
-        )
-        return _listing(found, [views.query_log_summary(r) for r in found.rows])
+    calling_ae = params.text("calling_ae", 16)
+    return _listing(browse.query_log_page, views.query_log_summary, calling_ae=calling_ae)
 
 
 @blueprint.get("/queries/<int:log_id>/explain")
 @login_required
 def explain_query(log_id: int) -> Any:
     """Why a logged query did or did not return a step (?step=ID), key by key."""
-    with web().db.reading() as session:
-        try:
-            found = query_explain.explain_query(
-                session,
-                log_id,
-                statuses=web().worklist_statuses,
-                step_id=params.number("step"),
-                look_up=params.text("find"),
-            )
-        except LookupError as error:
-            return json_error(404, str(error))
+    try:
+        found = explained_query(log_id)
+    except LookupError as error:
+        return json_error(404, str(error))
     if found is None:
         return json_error(404, f"no logged query with id {log_id}")
     return jsonify(found)

@@ -10,11 +10,12 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from mwlbroker.domain.worklist import StepStatus
-from mwlbroker.services import query_explain, views
-from mwlbroker.store import browse, messages
+from mwlbroker.services import views
+from mwlbroker.store import browse
 from mwlbroker.store.db import DatabaseUnavailable
 from mwlbroker.web import params, web
 from mwlbroker.web.auth import admin_required, login_required
+from mwlbroker.web.reads import explained_query, message_and_copies, order_detail, page_of
 
 blueprint = Blueprint("pages", __name__)
 
@@ -58,11 +59,8 @@ def run_job(name: str) -> Any:
 @blueprint.get("/worklist")
 @login_required
 def worklist() -> Any:
-    offset, limit = params.page()
     filters = params.worklist_filters()
-    with web().db.reading() as session:
-        found = browse.worklist_page(session, offset=offset, limit=limit, **filters)
-        rows = [views.step_summary(step) for step in found.rows]
+    found, rows = page_of(browse.worklist_page, views.step_summary, **filters)
     return render_template(
         "worklist.html",
         rows=rows,
@@ -75,8 +73,7 @@ def worklist() -> Any:
 @blueprint.get("/orders/<int:order_id>")
 @login_required
 def order(order_id: int) -> Any:
-    with web().db.reading() as session:
-        detail = views.order_detail(session, order_id)
+    detail = order_detail(order_id)
     if detail is None:
         abort(404)
     return render_template("order.html", detail=detail)
@@ -85,31 +82,18 @@ def order(order_id: int) -> Any:
 @blueprint.get("/messages")
 @login_required
 def message_list() -> Any:
-    offset, limit = params.page()
     filters = params.message_filters()
-    with web().db.reading() as session:
-        found = browse.messages_page(
-            session,
-            status=filters["status"],
-            message_type=filters["message_type"],
-            text=filters["text"],
-            offset=offset,
-            limit=limit,
-        )
-        rows = [views.message_summary(row) for row in found.rows]
+    found, rows = page_of(browse.messages_page, views.message_summary, **filters)
     return render_template(
         "messages.html", rows=rows, page=found, filters=filters, statuses=MESSAGE_STATUSES
     )
 
 
 def _message(message_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    with web().db.reading() as session:
-        row = messages.get(session, message_id)
-        if row is None:
-            abort(404)
-        detail = views.message_detail(row)
-        copies = [views.message_summary(r) for r in browse.resubmissions_of(session, message_id)]
-    return detail, copies
+    found = message_and_copies(message_id)
+    if found is None:
+        abort(404)
+    return found
 
 
 @blueprint.get("/messages/<int:message_id>")
@@ -175,33 +159,24 @@ def _kind(ack_code: str) -> str:
 @blueprint.get("/patients")
 @login_required
 def patients() -> Any:
-    offset, limit = params.page()
     query = params.text("q")
-    with web().db.reading() as session:
-        found = browse.patients_page(session, text=query, offset=offset, limit=limit)
-        rows = [views.patient_summary(p) for p in found.rows]
+    found, rows = page_of(browse.patients_page, views.patient_summary, text=query)
     return render_template("patients.html", rows=rows, page=found, filters={"q": query})
 
 
 @blueprint.get("/audit")
 @login_required
 def audit() -> Any:
-    offset, limit = params.page()
     filters = {"entity": params.text("entity", 32), "actor": params.text("actor", 200)}
-    with web().db.reading() as session:
-        found = browse.audit_page(session, offset=offset, limit=limit, **filters)
-        rows = [views.audit_summary(r) for r in found.rows]
+    found, rows = page_of(browse.audit_page, views.audit_summary, **filters)
     return render_template("audit.html", rows=rows, page=found, filters=filters)
 
 
 @blueprint.get("/queries")
 @login_required
 def queries() -> Any:
-    offset, limit = params.page()
     calling_ae = params.text("calling_ae", 16)
-    with web().db.reading() as session:
-        found = browse.query_log_page(session, calling_ae=calling_ae, offset=offset, limit=limit)
-        rows = [views.query_log_summary(r) for r in found.rows]
+    found, rows = page_of(browse.query_log_page, views.query_log_summary, calling_ae=calling_ae)
     return render_template(
         "queries.html", rows=rows, page=found, filters={"calling_ae": calling_ae}
     )
@@ -212,18 +187,10 @@ def queries() -> Any:
 def explain_query(log_id: int) -> Any:
     """A logged query held against a step (?step=ID), picked from candidates or looked up
     by accession number, SPS ID or step id (?find=...)."""
-    look_up = params.text("find")
-    with web().db.reading() as session:
-        try:
-            found = query_explain.explain_query(
-                session,
-                log_id,
-                statuses=web().worklist_statuses,
-                step_id=params.number("step"),
-                look_up=look_up,
-            )
-        except LookupError:
-            abort(404)
+    try:
+        found = explained_query(log_id)
+    except LookupError:
+        abort(404)
     if found is None:
         abort(404)
     return render_template("explain.html", found=found)
