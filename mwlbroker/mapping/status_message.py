@@ -19,7 +19,7 @@ from hl7apy.core import Message
 
 from mwlbroker.domain.outbound import Destination, StatusReport
 from mwlbroker.domain.worklist import Attributes
-from mwlbroker.hl7v2.writer import encode, escape, fill
+from mwlbroker.hl7v2.writer import encode, escape, fill, placeholders
 
 
 def build_status_message(
@@ -86,48 +86,28 @@ def _template(version: str, message_type: str) -> str:
 
 def _header(message: Message, version: str, message_type: str) -> None:
     header = message.msh
-    header.msh_3 = "QQMSH3QQ"
-    header.msh_4 = "QQMSH4QQ"
-    header.msh_5 = "QQMSH5QQ"
-    header.msh_6 = "QQMSH6QQ"
-    header.msh_7 = "QQMSH7QQ"
+    placeholders(header, 3, 4, 5, 6, 7, 10, 18)
     structure = message_type.replace("^", "_")
     # MSH-9.3 Message Structure: v2.3.1 senders leave it out in practice; 2.4 on give it.
     header.msh_9 = message_type if version in ("2.3", "2.3.1") else f"{message_type}^{structure}"
-    header.msh_10 = "QQMSH10QQ"
     header.msh_11 = "P"
     header.msh_12 = version
-    header.msh_18 = "QQMSH18QQ"
 
 
 def _patient(group: Any) -> None:
     pid = group.pid
     pid.pid_1 = "1"
-    pid.pid_3 = "QQPID3QQ"
-    pid.pid_5 = "QQPID5QQ"
-    pid.pid_7 = "QQPID7QQ"
-    pid.pid_8 = "QQPID8QQ"
+    placeholders(pid, 3, 5, 7, 8)
 
 
 def _order_control(orc: Any) -> None:
     orc.orc_1 = "SC"  # ORC-1 Order Control: status changed
-    orc.orc_2 = "QQORC2QQ"
-    orc.orc_3 = "QQORC3QQ"
-    orc.orc_5 = "QQORC5QQ"
-    orc.orc_9 = "QQORC9QQ"
+    placeholders(orc, 2, 3, 5, 9)
 
 
 def _request(obr: Any) -> None:
     obr.obr_1 = "1"
-    obr.obr_2 = "QQOBR2QQ"
-    obr.obr_3 = "QQOBR3QQ"
-    obr.obr_4 = "QQOBR4QQ"
-    obr.obr_7 = "QQOBR7QQ"
-    obr.obr_8 = "QQOBR8QQ"
-    obr.obr_18 = "QQOBR18QQ"
-    obr.obr_19 = "QQOBR19QQ"
-    obr.obr_20 = "QQOBR20QQ"
-    obr.obr_24 = "QQOBR24QQ"
+    placeholders(obr, 2, 3, 4, 7, 8, 18, 19, 20, 24)
 
 
 def _orm_template(version: str) -> str:
