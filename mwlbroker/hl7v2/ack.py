@@ -17,7 +17,7 @@ from hl7apy.core import Message
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.hl7v2.header import MessageHeader
-from mwlbroker.hl7v2.writer import escape, fill
+from mwlbroker.hl7v2.writer import escape, fill, placeholders
 
 _FALLBACK_VERSION = "2.5.1"
 _counter = itertools.count(1)
@@ -99,29 +99,19 @@ def _template(version: str, trigger: str, code: str) -> str:
     modern = version >= "2.3.1" and version not in {"2.1", "2.2"}
     ack = Message("ACK", version=version)
     header = ack.msh
-    header.msh_3 = "QQMSH3QQ"
-    header.msh_4 = "QQMSH4QQ"
-    header.msh_5 = "QQMSH5QQ"
-    header.msh_6 = "QQMSH6QQ"
-    header.msh_7 = "QQMSH7QQ"
+    placeholders(header, 3, 4, 5, 6, 7, 10, 11, 12, 18)
     header.msh_9 = "^".join(
         ["ACK", trigger, "ACK"] if modern and trigger else ["ACK", trigger]
     ).rstrip("^")
-    header.msh_10 = "QQMSH10QQ"
-    header.msh_11 = "QQMSH11QQ"
-    header.msh_12 = "QQMSH12QQ"
-    header.msh_18 = "QQMSH18QQ"
     ack.msa.msa_1 = code
-    ack.msa.msa_2 = "QQMSA2QQ"
-    ack.msa.msa_3 = "QQMSA3QQ"
+    placeholders(ack.msa, 2, 3)
     if code != AckCode.ACCEPT:
         err = ack.add_segment("ERR")
         if version >= "2.5":
-            err.err_2 = "QQERR2QQ"
+            placeholders(err, 2, 8)
             err.err_3 = "QQERR3CODEQQ^QQERR3TEXTQQ^HL70357"
             err.err_4 = "E"
-            err.err_8 = "QQERR8QQ"
         else:
             # ERR-1 Error Code and Location: segment ^ sequence ^ field ^ code&text&table
-            err.err_1 = "QQERR1QQ"
+            placeholders(err, 1)
     return ack.to_er7()

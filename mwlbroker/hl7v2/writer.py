@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from mwlbroker.hl7v2.charsets import codec_for
 
@@ -24,6 +25,13 @@ def fill(template: str, values: Mapping[str, str], *, trailing: str = "|^") -> s
     """
     er7 = _PLACEHOLDER.sub(lambda match: values[match[1]], template)
     return "\r".join(line.rstrip(trailing) for line in er7.split("\r"))
+
+
+def placeholders(segment: Any, *fields: int) -> None:
+    """Put in each of ``fields`` of an hl7apy ``segment`` the placeholder named for the field
+    (``QQPID3QQ`` in PID-3), which :func:`fill` replaces with ``values["PID3"]``."""
+    for number in fields:
+        setattr(segment, f"{segment.name.lower()}_{number}", f"QQ{segment.name}{number}QQ")
 
 
 def escape(text: str) -> str:

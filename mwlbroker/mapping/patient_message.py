@@ -12,6 +12,7 @@ from datetime import datetime
 from mwlbroker.domain.outbound import Destination
 from mwlbroker.domain.worklist import Attributes
 from mwlbroker.hl7v2.writer import encode, escape
+from mwlbroker.mapping.hl7_datatypes import cx, text_of, xpn
 
 
 def build_merge_message(
@@ -57,33 +58,15 @@ def build_merge_message(
                 "PID",
                 "1",
                 "",
-                _cx(survivor),  # PID-3 Patient Identifier List
+                cx(survivor),  # PID-3 Patient Identifier List
                 "",
-                _xpn(_text(survivor, "PatientName")),  # PID-5
+                xpn(text_of(survivor, "PatientName")),  # PID-5
                 "",
-                escape(_text(survivor, "PatientBirthDate")),  # PID-7
-                escape(_text(survivor, "PatientSex")),  # PID-8
+                escape(text_of(survivor, "PatientBirthDate")),  # PID-7
+                escape(text_of(survivor, "PatientSex")),  # PID-8
             ]
         ),
-        f"MRG|{_cx(prior)}",  # MRG-1 Prior Patient Identifier List
+        f"MRG|{cx(prior)}",  # MRG-1 Prior Patient Identifier List
     ]
     text = "\r".join(segment.rstrip("|") for segment in segments) + "\r"
     return encode(text, charset)
-
-
-def _text(attributes: Attributes, keyword: str) -> str:
-    value = attributes.get(keyword)
-    return value if isinstance(value, str) else ""
-
-
-def _cx(patient: Attributes) -> str:
-    """CX: ID ^ check digit ^ scheme ^ assigning authority."""
-    issuer = escape(_text(patient, "IssuerOfPatientID"))
-    return escape(_text(patient, "PatientID")) + (f"^^^{issuer}" if issuer else "")
-
-
-def _xpn(name: str) -> str:
-    """DICOM PN family^given^middle^prefix^suffix -> HL7 XPN family^given^middle^suffix^prefix."""
-    parts = (name.split("=")[0].split("^") + [""] * 5)[:5]
-    family, given, middle, prefix, suffix = (escape(part) for part in parts)
-    return "^".join([family, given, middle, suffix, prefix]).rstrip("^")

@@ -19,7 +19,8 @@ from hl7apy.core import Message
 
 from mwlbroker.domain.outbound import Destination, StatusReport
 from mwlbroker.domain.worklist import Attributes
-from mwlbroker.hl7v2.writer import encode, escape, fill
+from mwlbroker.hl7v2.writer import encode, escape, fill, placeholders
+from mwlbroker.mapping.hl7_datatypes import cx, joined, text_of, xpn
 
 
 def build_status_message(
@@ -44,11 +45,10 @@ def build_status_message(
         "MSH7": _timestamp(report.at),
         "MSH10": escape(control_id),
         "MSH18": "" if charset == "ASCII" else charset,
-        # CX: ID ^ check digit ^ check digit scheme ^ assigning authority
-        "PID3": _joined(escape(_text(patient, "PatientID")), "", "", _hd(patient)),
-        "PID5": _xpn(_text(patient, "PatientName")),
-        "PID7": escape(_text(patient, "PatientBirthDate")),
-        "PID8": escape(_text(patient, "PatientSex")),
+        "PID3": cx(patient),  # PID-3 Patient Identifier List
+        "PID5": xpn(text_of(patient, "PatientName")),
+        "PID7": escape(text_of(patient, "PatientBirthDate")),
+        "PID8": escape(text_of(patient, "PatientSex")),
         "ORC2": escape(placer),
         "ORC3": escape(filler),
         "ORC5": report.order_status.value,
@@ -58,15 +58,15 @@ def build_status_message(
         "OBR4": _service(procedure),
         "OBR7": report.started or "",
         "OBR8": report.ended or "",
-        "OBR18": escape(_text(procedure, "AccessionNumber")),  # OBR-18 Placer Field 1
-        "OBR19": escape(_text(procedure, "RequestedProcedureID")),  # OBR-19 Placer Field 2
-        "OBR20": escape(_text(step, "ScheduledProcedureStepID")),  # OBR-20 Filler Field 1
-        "OBR24": escape(_text(step, "Modality")),  # OBR-24 Diagnostic Serv Sect ID
-        "UID": escape(_text(procedure, "StudyInstanceUID")),
-        "IPC1": escape(_text(procedure, "AccessionNumber")),
-        "IPC2": escape(_text(procedure, "RequestedProcedureID")),
-        "IPC4": escape(_text(step, "ScheduledProcedureStepID")),
-        "IPC5": escape(_text(step, "Modality")),
+        "OBR18": escape(text_of(procedure, "AccessionNumber")),  # OBR-18 Placer Field 1
+        "OBR19": escape(text_of(procedure, "RequestedProcedureID")),  # OBR-19 Placer Field 2
+        "OBR20": escape(text_of(step, "ScheduledProcedureStepID")),  # OBR-20 Filler Field 1
+        "OBR24": escape(text_of(step, "Modality")),  # OBR-24 Diagnostic Serv Sect ID
+        "UID": escape(text_of(procedure, "StudyInstanceUID")),
+        "IPC1": escape(text_of(procedure, "AccessionNumber")),
+        "IPC2": escape(text_of(procedure, "RequestedProcedureID")),
+        "IPC4": escape(text_of(step, "ScheduledProcedureStepID")),
+        "IPC5": escape(text_of(step, "Modality")),
     }
     er7 = fill(_template(version, destination.message_type), values, trailing="|^&")
     lines = er7.split("\r")
@@ -78,111 +78,64 @@ def build_status_message(
 
 @lru_cache(maxsize=32)
 def _template(version: str, message_type: str) -> str:
-    """The message's structure for one version and type, built by hl7apy once."""
+    """The message's structure for one version and type, built by hl7apy once.
+
+    ORM^O01 and OMI^O23 carry PID and ORC alike; an ORM's OBR sits in its order detail (inside a choice group
+    up to v2.4), an OMI's in the order itself, followed by IPC.
+    """
+    structure = message_type.replace("^", "_")
+    message = Message(structure, version=version)
+    _header(message, version, message_type)
+    _patient(message.add_group(f"{structure}_PATIENT"))
+    order = message.add_group(f"{structure}_ORDER")
+    _order_control(order.orc)
     if message_type == "OMI^O23":
-        return _omi_template(version)
-    return _orm_template(version)
+        _request(order.obr)
+        _imaging_procedure_control(order.add_segment("IPC"))
+    else:
+        detail = order.add_group("ORM_O01_ORDER_DETAIL")
+        if version in ("2.3", "2.3.1", "2.4"):
+            _request(detail.add_group("ORM_O01_CHOICE").obr)
+        else:
+            _request(detail.obr)
+    return str(message.to_er7())
 
 
 def _header(message: Message, version: str, message_type: str) -> None:
     header = message.msh
-    header.msh_3 = "QQMSH3QQ"
-    header.msh_4 = "QQMSH4QQ"
-    header.msh_5 = "QQMSH5QQ"
-    header.msh_6 = "QQMSH6QQ"
-    header.msh_7 = "QQMSH7QQ"
+    placeholders(header, 3, 4, 5, 6, 7, 10, 18)
     structure = message_type.replace("^", "_")
     # MSH-9.3 Message Structure: v2.3.1 senders leave it out in practice; 2.4 on give it.
     header.msh_9 = message_type if version in ("2.3", "2.3.1") else f"{message_type}^{structure}"
-    header.msh_10 = "QQMSH10QQ"
     header.msh_11 = "P"
     header.msh_12 = version
-    header.msh_18 = "QQMSH18QQ"
 
 
 def _patient(group: Any) -> None:
     pid = group.pid
     pid.pid_1 = "1"
-    pid.pid_3 = "QQPID3QQ"
-    pid.pid_5 = "QQPID5QQ"
-    pid.pid_7 = "QQPID7QQ"
-    pid.pid_8 = "QQPID8QQ"
+    placeholders(pid, 3, 5, 7, 8)
 
 
 def _order_control(orc: Any) -> None:
     orc.orc_1 = "SC"  # ORC-1 Order Control: status changed
-    orc.orc_2 = "QQORC2QQ"
-    orc.orc_3 = "QQORC3QQ"
-    orc.orc_5 = "QQORC5QQ"
-    orc.orc_9 = "QQORC9QQ"
+    placeholders(orc, 2, 3, 5, 9)
 
 
 def _request(obr: Any) -> None:
     obr.obr_1 = "1"
-    obr.obr_2 = "QQOBR2QQ"
-    obr.obr_3 = "QQOBR3QQ"
-    obr.obr_4 = "QQOBR4QQ"
-    obr.obr_7 = "QQOBR7QQ"
-    obr.obr_8 = "QQOBR8QQ"
-    obr.obr_18 = "QQOBR18QQ"
-    obr.obr_19 = "QQOBR19QQ"
-    obr.obr_20 = "QQOBR20QQ"
-    obr.obr_24 = "QQOBR24QQ"
+    placeholders(obr, 2, 3, 4, 7, 8, 18, 19, 20, 24)
 
 
-def _orm_template(version: str) -> str:
-    message = Message("ORM_O01", version=version)
-    _header(message, version, "ORM^O01")
-    _patient(message.add_group("ORM_O01_PATIENT"))
-    order = message.add_group("ORM_O01_ORDER")
-    _order_control(order.orc)
-    detail = order.add_group("ORM_O01_ORDER_DETAIL")
-    if version in ("2.3", "2.3.1", "2.4"):
-        _request(detail.add_group("ORM_O01_CHOICE").obr)
-    else:
-        _request(detail.obr)
-    return str(message.to_er7())
-
-
-def _omi_template(version: str) -> str:
-    message = Message("OMI_O23", version=version)
-    _header(message, version, "OMI^O23")
-    _patient(message.add_group("OMI_O23_PATIENT"))
-    order = message.add_group("OMI_O23_ORDER")
-    _order_control(order.orc)
-    _request(order.obr)
-    ipc = order.add_segment("IPC")  # Imaging Procedure Control
+def _imaging_procedure_control(ipc: Any) -> None:
     ipc.ipc_1 = "QQIPC1QQ"  # accession identifier
     ipc.ipc_2 = "QQIPC2QQ"  # requested procedure ID
     ipc.ipc_3 = "QQUIDQQ"  # Study Instance UID
     ipc.ipc_4 = "QQIPC4QQ"  # scheduled procedure step ID
     ipc.ipc_5 = "QQIPC5QQ"  # modality
-    return str(message.to_er7())
 
 
 # -- values -------------------------------------------------------------------------------------
-
-
-def _text(attributes: Attributes, keyword: str) -> str:
-    value = attributes.get(keyword)
-    return value if isinstance(value, str) else ""
-
-
-def _joined(*components: str) -> str:
-    return "^".join(components).rstrip("^")
-
-
-def _hd(patient: Attributes) -> str:
-    # HD within CX: its components are subcomponents (&).
-    return escape(_text(patient, "IssuerOfPatientID"))
-
-
-def _xpn(name: str) -> str:
-    """DICOM PN family^given^middle^prefix^suffix -> HL7 XPN family^given^middle^suffix^prefix."""
-    alphabetic = name.split("=")[0]
-    parts = (alphabetic.split("^") + [""] * 5)[:5]
-    family, given, middle, prefix, suffix = (escape(part) for part in parts)
-    return _joined(family, given, middle, suffix, prefix)
 
 
 def _service(procedure: Attributes) -> str:
@@ -190,13 +143,13 @@ def _service(procedure: Attributes) -> str:
     codes = procedure.get("RequestedProcedureCodeSequence")
     if isinstance(codes, list) and codes and isinstance(codes[0], dict):
         code = codes[0]
-        return _joined(
-            escape(_text(code, "CodeValue")),
-            escape(_text(code, "CodeMeaning")),
-            escape(_text(code, "CodingSchemeDesignator")),
+        return joined(
+            escape(text_of(code, "CodeValue")),
+            escape(text_of(code, "CodeMeaning")),
+            escape(text_of(code, "CodingSchemeDesignator")),
         )
-    description = _text(procedure, "RequestedProcedureDescription")
-    return _joined("", escape(description)) if description else ""
+    description = text_of(procedure, "RequestedProcedureDescription")
+    return joined("", escape(description)) if description else ""
 
 
 def _timestamp(moment: Any) -> str:

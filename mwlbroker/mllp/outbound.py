@@ -86,23 +86,13 @@ class OutboundSender:
         if acknowledged != claim.control_id:
             # An answer to some other message: the conversation is out of step, start afresh.
             self._close()
-            self.service.not_delivered(
-                claim,
-                f"the answer acknowledges {acknowledged!r}, not {claim.control_id!r}",
-                sent=True,
-                ack_code=code,
-                ack=reply.text,
-            )
+            reason = f"the answer acknowledges {acknowledged!r}, not {claim.control_id!r}"
         elif code in _POSITIVE:
             self.service.delivered(claim, code, reply.text)
+            return True
         else:
-            self.service.not_delivered(
-                claim,
-                f"answered {code or '(no MSA-1)'}: {_reason(reply)}",
-                sent=True,
-                ack_code=code,
-                ack=reply.text,
-            )
+            reason = f"answered {code or '(no MSA-1)'}: {_reason(reply)}"
+        self.service.not_delivered(claim, reason, sent=True, ack_code=code, ack=reply.text)
         return True
 
     def _exchange(self, payload: bytes) -> Reply:

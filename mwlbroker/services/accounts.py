@@ -20,10 +20,10 @@ from mwlbroker.domain.accounts import (
     check_password,
     check_user_name,
 )
+from mwlbroker.services.worklist import Context, audit
 from mwlbroker.store import accounts
-from mwlbroker.store import worklist as records
 from mwlbroker.store.db import Database, Session
-from mwlbroker.store.tables import ApiTokenRow, AuditRow, UserRow
+from mwlbroker.store.tables import ApiTokenRow, UserRow
 
 MAX_FAILURES = 5  # failed logins per name and address within the window...
 FAILURE_WINDOW = timedelta(minutes=15)  # ...before further attempts are refused
@@ -190,16 +190,4 @@ def _audit(
     before: dict[str, object] | None,
     after: dict[str, object] | None,
 ) -> None:
-    records.add(
-        session,
-        AuditRow(
-            at=now,
-            actor=actor[:200],
-            action=action,
-            entity="user",
-            entity_id=user.id,
-            before=before,
-            after=after,
-        ),
-        flush=False,
-    )
+    audit(Context(session, now, None, actor), action, "user", user.id, before=before, after=after)

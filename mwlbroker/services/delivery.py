@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sized
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 POLL_SECONDS = 1.0  # how often a worker looks for due work when nobody woke it
@@ -18,6 +19,19 @@ POLL_SECONDS = 1.0  # how often a worker looks for due work when nobody woke it
 log = logging.getLogger("mwlbroker.delivery")
 
 W = TypeVar("W")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retries:
+    """How a queue retries a peer that cannot be reached: the settings both queues declare."""
+
+    retry_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    max_attempts: int = 10  # refused attempts before a message or an instance is given up
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
+        return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
 
 
 class Wakeup:

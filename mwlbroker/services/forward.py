@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mwlbroker.domain.outbound import DeliveryStatus
-from mwlbroker.services.delivery import Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
@@ -39,17 +39,14 @@ _PATIENT_KEYWORDS = (
 
 
 @dataclass(frozen=True)
-class ForwardOptions:
-    """The [forward] settings."""
+class ForwardOptions(Retries):
+    """The [forward] settings; retry_seconds, retry_max_seconds and max_attempts come with :class:`Retries`."""
 
     host: str = ""  # empty: no forwarding
     port: int = 104
     ae_title: str = "PACS"
     calling_ae: str = "MWLBROKER"
     coerce: bool = True
-    retry_seconds: float = 5.0
-    retry_max_seconds: float = 300.0
-    max_attempts: int = 10
     timeout: float = 30.0
     tls: bool = False
     tls_ca: str = ""
@@ -59,9 +56,6 @@ class ForwardOptions:
     @property
     def enabled(self) -> bool:
         return bool(self.host)
-
-    def backoff(self, failures: int) -> float:
-        return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
 from mwlbroker.services.group_commit import GroupCommit
+from mwlbroker.services.worklist import Context, audit
 from mwlbroker.store import messages
-from mwlbroker.store import worklist as records
 from mwlbroker.store.db import (
     Database,
     DatabaseUnavailable,
@@ -31,7 +31,6 @@ from mwlbroker.store.db import (
     is_duplicate_key,
 )
 from mwlbroker.store.messages import MessageRow
-from mwlbroker.store.tables import AuditRow
 
 log = logging.getLogger("mwlbroker.ingest")
 
@@ -212,17 +211,7 @@ class IngestService:
             # The sender reused an MSH-10 for different content. Dropping it as a resend
             # would lose an order without a word, so keep it and say so.
             row.dedup_key = None
-            _mark(
-                row,
-                MessageStatus.REJECTED,
-                MessageRejected(
-                    f"MSH-10 {header.control_id!r} from {_sender(header)} was already used "
-                    f"for a different message (id {existing.id}); control IDs must be unique",
-                    error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
-                    location="MSH-10",
-                ),
-                now,
-            )
+            _mark(row, MessageStatus.REJECTED, _control_id_reused(header, existing), now)
             messages.add(session, row)
             return _result(row, header, codec=codec)
         if intake.applier is not None:
@@ -427,17 +416,11 @@ class IngestService:
                     now,
                 )
                 if holder is not None:
-                    _mark(
-                        row,
-                        MessageStatus.REJECTED,
-                        MessageRejected(
-                            f"MSH-10 {header.control_id!r} from {_sender(header)} is already "
-                            f"used by message {holder.id}; give the copy its own MSH-10",
-                            error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
-                            location="MSH-10",
-                        ),
-                        now,
+                    taken = _duplicate_key(
+                        f"MSH-10 {header.control_id!r} from {_sender(header)} is already "
+                        f"used by message {holder.id}; give the copy its own MSH-10"
                     )
+                    _mark(row, MessageStatus.REJECTED, taken, now)
                     messages.add(session, row)
                 else:
                     row.dedup_key = key
@@ -473,17 +456,10 @@ class IngestService:
             row.dedup_key = key
             return None
         if holder.digest == row.digest:
-            return MessageRejected(
-                f"resend of message {holder.id} ({holder.status}); it is applied once",
-                error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
-                location="MSH-10",
+            return _duplicate_key(
+                f"resend of message {holder.id} ({holder.status}); it is applied once"
             )
-        return MessageRejected(
-            f"MSH-10 {header.control_id!r} from {_sender(header)} was already used for a "
-            f"different message (id {holder.id}); control IDs must be unique",
-            error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
-            location="MSH-10",
-        )
+        return _control_id_reused(header, holder)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -518,19 +494,9 @@ def _audit(
     extra: dict[str, object] | None = None,
 ) -> None:
     """A staff action on a message, in the audit trail with the state before."""
-    records.add(
-        session,
-        AuditRow(
-            at=now,
-            actor=actor[:200],
-            action=action,
-            entity="message",
-            entity_id=row.id,
-            message_id=row.id,
-            before=before,
-            after={"status": row.status, "error": row.error, **(extra or {})},
-        ),
-        flush=False,
+    after = {"status": row.status, "error": row.error, **(extra or {})}
+    audit(
+        Context(session, now, row.id, actor), action, "message", row.id, before=before, after=after
     )
 
 
@@ -579,6 +545,21 @@ def _describe_unread(row: MessageRow, header: MessageHeader | None) -> None:
 
 
 _NO_HEADER = MessageHeader(fields=())
+
+
+def _duplicate_key(text: str) -> MessageRejected:
+    """A rejection for an MSH-10 another message holds: HL7 error 205, at MSH-10."""
+    return MessageRejected(
+        text, error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER, location="MSH-10"
+    )
+
+
+def _control_id_reused(header: MessageHeader, holder: MessageRow) -> MessageRejected:
+    """The sender gave a different message the MSH-10 of ``holder``."""
+    return _duplicate_key(
+        f"MSH-10 {header.control_id!r} from {_sender(header)} was already used for a "
+        f"different message (id {holder.id}); control IDs must be unique"
+    )
 
 
 def _mark(row: MessageRow, status: MessageStatus, error: MessageError, now: datetime) -> None:

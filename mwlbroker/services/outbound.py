@@ -23,7 +23,7 @@ from mwlbroker.domain.outbound import (
 )
 from mwlbroker.mapping.patient_message import build_merge_message
 from mwlbroker.mapping.status_message import build_status_message
-from mwlbroker.services.delivery import Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup
 from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
@@ -36,20 +36,13 @@ log = logging.getLogger("mwlbroker.outbound")
 
 
 @dataclass(frozen=True)
-class OutboundOptions:
-    """The [outbound] settings."""
+class OutboundOptions(Retries):
+    """The [outbound] settings; retry_seconds, retry_max_seconds and max_attempts come with :class:`Retries`."""
 
     destinations: tuple[Destination, ...] = ()
     application: str = "MWLBROKER"  # MSH-3
     facility: str = ""  # MSH-4
     ack_timeout: float = 30.0
-    retry_seconds: float = 5.0
-    retry_max_seconds: float = 300.0
-    max_attempts: int = 10
-
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
-        return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
 
 
 @dataclass(frozen=True)
@@ -101,21 +94,14 @@ class OutboundService:
     def _queue(
         self, ctx: Context, change: StepChange, report: StatusReport, destination: Destination
     ) -> None:
-        row = OutboundRow(
-            destination=destination.name,
+        row = _enqueue(
+            ctx,
+            destination.name,
+            destination.message_type,
             order_id=change.order.id,
             step_id=change.step.id,
-            message_type=destination.message_type,
             order_status=report.order_status.value,
-            control_id="",
-            payload=b"",
-            status=DeliveryStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=ctx.now,
-            created_at=ctx.now,
         )
-        worklist.add(ctx.session, row)  # the id makes the control ID unique across nodes
-        row.control_id = f"MWLB{row.id:010d}"
         row.payload = build_status_message(
             report,
             destination,
@@ -131,21 +117,7 @@ class OutboundService:
         """
         ids = []
         for destination in self.destinations:
-            row = OutboundRow(
-                destination=destination.name,
-                order_id=None,
-                step_id=None,
-                message_type="ADT^A40",
-                order_status="",
-                control_id="",
-                payload=b"",
-                status=DeliveryStatus.PENDING.value,
-                attempts=0,
-                next_attempt_at=ctx.now,
-                created_at=ctx.now,
-            )
-            worklist.add(ctx.session, row)
-            row.control_id = f"MWLB{row.id:010d}"
+            row = _enqueue(ctx, destination.name, "ADT^A40")
             row.payload = build_merge_message(
                 dict(survivor.attributes),
                 dict(prior.attributes),
@@ -293,3 +265,32 @@ class OutboundService:
         if row is None:
             raise LookupError(f"outbound message {claim.id} vanished")
         return row
+
+
+def _enqueue(
+    ctx: Context,
+    destination: str,
+    message_type: str,
+    *,
+    order_id: int | None = None,
+    step_id: int | None = None,
+    order_status: str = "",
+) -> OutboundRow:
+    """A pending message for ``destination``, due now, with its MSH-10; the caller writes the
+    payload, which carries that control ID."""
+    row = OutboundRow(
+        destination=destination,
+        order_id=order_id,
+        step_id=step_id,
+        message_type=message_type,
+        order_status=order_status,
+        control_id="",
+        payload=b"",
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        next_attempt_at=ctx.now,
+        created_at=ctx.now,
+    )
+    worklist.add(ctx.session, row)  # the id makes the control ID unique across nodes
+    row.control_id = f"MWLB{row.id:010d}"
+    return row
