@@ -89,6 +89,23 @@ def test_health_and_readiness_over_http(web):
         unreachable.dispose()
 
 
+def test_api_reads_answer_503_while_the_database_is_unreachable(web):
+    """A read that cannot reach the database says so (503), like a write, not a bare 500."""
+    broker, _ = web
+    unreachable = Database("postgresql://postgres@127.0.0.1:1/nothing")
+    try:
+        # Logins are checked by the broker's own accounts; the reads go to the lost database.
+        context = WebContext(db=unreachable, accounts=broker.accounts, listeners=broker.listeners)
+        client = create_app(context, secret_key="k").test_client()
+        assert login(client, VIEWER, PASSWORD).status_code == 302
+        for path in ("/api/worklist", "/api/messages", "/api/messages/1"):
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert "database unavailable" in answer.get_json()["error"], path
+    finally:
+        unreachable.dispose()
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_pages_need_a_login(web, path):
     _, app = web
