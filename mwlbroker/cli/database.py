@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mwlbroker.cli.output import CommandFailed
 
 if TYPE_CHECKING:
     from mwlbroker.config import Config
-    from mwlbroker.store.db import Database
+    from mwlbroker.store.db import Database, Session
+
+T = TypeVar("T")
 
 DatabaseHandler = Callable[[argparse.Namespace, "Config", "Database"], int]
 
@@ -48,3 +50,17 @@ def with_database(
         return run_on(open_database(config), lambda db: handler(args, config, db))
 
     return run
+
+
+def read(db: Database, query: Callable[[Session], T]) -> T:
+    """What ``query`` reads in one short read-only session (the rows stay readable after)."""
+    with db.reading() as session:
+        return query(session)
+
+
+def read_one(db: Database, get: Callable[[Session, int], T | None], record_id: int, noun: str) -> T:
+    """The record ``get`` finds by its id; without one the command fails: no NOUN with id N."""
+    found = read(db, lambda session: get(session, record_id))
+    if found is None:
+        raise CommandFailed(f"no {noun} with id {record_id}")
+    return found

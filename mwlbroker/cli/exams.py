@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import (
     Action,
@@ -18,23 +18,26 @@ from mwlbroker.cli.arguments import (
     add_record_actions,
 )
 from mwlbroker.cli.database import with_database
-from mwlbroker.cli.output import CommandFailed, error_text, print_json
+from mwlbroker.cli.output import CommandFailed, Table, error_text, print_json, print_list
 
 if TYPE_CHECKING:
     from mwlbroker.config import Config
     from mwlbroker.services.reconciliation import ReconciliationService
     from mwlbroker.store.db import Database
 
-MPPS_COLUMNS = (
-    "id",
-    "status",
-    "scheduled",
-    "station_ae",
-    "patient_id",
-    "accession_number",
-    "sop_instance_uid",
+
+def _table(*columns: str) -> Table:
+    """Columns two spaces apart, unaligned (UIDs are long), an absent value shown as ``-``."""
+    return Table(
+        "  ".join(f"{{{column}}}" for column in columns),
+        cells=lambda row: {c: "-" if row[c] is None else str(row[c]) for c in columns},
+    )
+
+
+PERFORMED_STEPS = _table(
+    "id", "status", "scheduled", "station_ae", "patient_id", "accession_number", "sop_instance_uid"
 )
-STUDY_COLUMNS = (
+STUDIES = _table(
     "id",
     "order_id",
     "patient_id",
@@ -49,13 +52,13 @@ STUDY_COLUMNS = (
 def register(commands: Commands) -> None:
     """Add ``mpps list``, ``mpps link``, ``studies list`` and ``studies link``."""
     mpps = add_group(commands, "mpps", help="performed procedure steps the modalities reported")
-    listed = add_record_actions(mpps, listing=Action("newest performed steps first", list_mpps))
+    listed = add_record_actions(mpps, listing=Action("newest performed steps first", list_exams))
     listed.add_argument(
         "--unscheduled", action="store_true", help="only those matching no scheduled step"
     )
     _add_link(mpps, "performed step")
     studies = add_group(commands, "studies", help="studies received over C-STORE")
-    listed = add_record_actions(studies, listing=Action("newest studies first", list_studies))
+    listed = add_record_actions(studies, listing=Action("newest studies first", list_exams))
     listed.add_argument("--unmatched", action="store_true", help="only those matching no order")
     _add_link(studies, "study")
 
@@ -73,45 +76,23 @@ def _add_link(actions: Commands, noun: str) -> None:
     add_json_flag(link_)
 
 
-def _print_rows(
-    args: argparse.Namespace, rows: list[dict[str, Any]], columns: tuple[str, ...]
-) -> int:
-    """The rows as JSON, or a line a row of the chosen columns, an absent value as ``-``."""
-    if args.json:
-        print_json(rows)
-        return 0
-    print("  ".join(column.upper() for column in columns))
-    for row in rows:
-        print("  ".join("-" if row[c] is None else str(row[c]) for c in columns))
-    return 0
-
-
 @with_database
-def list_mpps(args: argparse.Namespace, config: Config, db: Database) -> int:
-    """The newest performed steps, or only those that matched no scheduled step."""
-    from mwlbroker.services.views import performed_step_summary
-    from mwlbroker.store import progress
+def list_exams(args: argparse.Namespace, config: Config, db: Database) -> int:
+    """``mpps list`` and ``studies list``: the newest first, or only those that matched nothing
+    (``--unscheduled``, ``--unmatched``)."""
+    from mwlbroker.services.views import performed_step_summary, study_summary
+    from mwlbroker.store import images, progress
 
     with db.reading() as session:
-        found = progress.list_performed_steps(
-            session, scheduled=False if args.unscheduled else None, limit=args.limit
-        )
-        rows = [performed_step_summary(r) for r in found]
-    return _print_rows(args, rows, MPPS_COLUMNS)
-
-
-@with_database
-def list_studies(args: argparse.Namespace, config: Config, db: Database) -> int:
-    """The newest studies received, or only those that matched no order."""
-    from mwlbroker.services.views import study_summary
-    from mwlbroker.store import images
-
-    with db.reading() as session:
-        found = images.list_studies(
-            session, matched=False if args.unmatched else None, limit=args.limit
-        )
-        rows = [study_summary(r) for r in found]
-    return _print_rows(args, rows, STUDY_COLUMNS)
+        if args.command == "mpps":
+            scheduled = False if args.unscheduled else None
+            found = progress.list_performed_steps(session, scheduled=scheduled, limit=args.limit)
+            rows, table = [performed_step_summary(r) for r in found], PERFORMED_STEPS
+        else:
+            matched = False if args.unmatched else None
+            studies = images.list_studies(session, matched=matched, limit=args.limit)
+            rows, table = [study_summary(r) for r in studies], STUDIES
+    return print_list(rows, table, as_json=args.json)
 
 
 def reconciliation(

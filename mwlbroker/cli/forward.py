@@ -27,13 +27,7 @@ def register(commands: Commands) -> None:
 
 TASKS = Table(
     "{id:>7}  {status:8} {attempts:>5}  {sop_instance_uid:64}  {outcome}",
-    {
-        "id": "ID",
-        "status": "STATUS",
-        "attempts": "TRIES",
-        "sop_instance_uid": "SOP INSTANCE UID",
-        "outcome": "ERROR / ANSWER",
-    },
+    {"attempts": "TRIES", "sop_instance_uid": "SOP INSTANCE UID", "outcome": "ERROR / ANSWER"},
     lambda row: {**row, "outcome": row["last_error"] or row["answer"] or ""},
 )
 

@@ -56,14 +56,7 @@ def _run(args: argparse.Namespace, runner: JobRunner) -> int:
 
 JOBS = Table(
     "{name:16} {schedule:18} {started_at:20.19} {node:24.24} {milliseconds:>7}  {result}",
-    {
-        "name": "JOB",
-        "schedule": "SCHEDULE",
-        "started_at": "LAST RUN",
-        "node": "NODE",
-        "milliseconds": "MS",
-        "result": "RESULT",
-    },
+    {"name": "JOB", "started_at": "LAST RUN", "milliseconds": "MS"},
 )
 
 

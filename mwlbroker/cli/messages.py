@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
-from mwlbroker.cli.database import with_database
+from mwlbroker.cli.database import read, read_one, with_database
 from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_list, print_record
 
 if TYPE_CHECKING:
@@ -38,16 +38,7 @@ def _cells(summary: Row) -> Row:
 MESSAGES = Table(
     "{id:>7}  {received_at:19.19}  {type:8} {control_id:20.20} {sender:20.20} {status:9} "
     "{ack_code:4} {error:.60}",
-    {
-        "id": "ID",
-        "received_at": "RECEIVED (UTC)",
-        "type": "TYPE",
-        "control_id": "CONTROL ID",
-        "sender": "SENDER",
-        "status": "STATUS",
-        "ack_code": "ACK",
-        "error": "ERROR",
-    },
+    {"received_at": "RECEIVED (UTC)", "control_id": "CONTROL ID", "ack_code": "ACK"},
     _cells,
 )
 
@@ -58,12 +49,13 @@ def list_messages(args: argparse.Namespace, config: Config, db: Database) -> int
     from mwlbroker.services.views import message_summary
     from mwlbroker.store import messages
 
-    with db.reading() as session:
-        rows = messages.latest(
+    rows = read(
+        db,
+        lambda session: messages.latest(
             session, status=args.status, control_id=args.control_id, limit=args.limit
-        )
-    summaries = [message_summary(row) for row in rows]
-    return print_list(summaries, MESSAGES, as_json=args.json, ascii=True)
+        ),
+    )
+    return print_list([message_summary(r) for r in rows], MESSAGES, as_json=args.json, ascii=True)
 
 
 @with_database
@@ -72,10 +64,7 @@ def show_message(args: argparse.Namespace, config: Config, db: Database) -> int:
     from mwlbroker.services.views import message_segments, message_summary, message_text
     from mwlbroker.store import messages
 
-    with db.reading() as session:
-        found = messages.get(session, args.id)
-    if found is None:
-        raise CommandFailed(f"no message with id {args.id}")
+    found = read_one(db, messages.get, args.id, "message")
     summary = message_summary(found)
     summary["segments"] = message_segments(message_text(found))
     if args.json:

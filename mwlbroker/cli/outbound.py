@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
-from mwlbroker.cli.database import with_database
+from mwlbroker.cli.database import read, read_one, with_database
 from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_list, print_record
 
 if TYPE_CHECKING:
@@ -40,13 +40,10 @@ OUTBOUND = Table(
     "{id:>7}  {created_at:19.19}  {destination:12.12} {message_type:8} {order_status:5} "
     "{control_id:15} {status:8} {attempts:>5}  {last_error:.60}",
     {
-        "id": "ID",
         "created_at": "CREATED (UTC)",
-        "destination": "DESTINATION",
         "message_type": "TYPE",
         "order_status": "ORC-5",
         "control_id": "CONTROL ID",
-        "status": "STATUS",
         "attempts": "TRIES",
         "last_error": "ERROR",
     },
@@ -60,12 +57,13 @@ def list_outbound(args: argparse.Namespace, config: Config, db: Database) -> int
     from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
 
-    with db.reading() as session:
-        rows = outbound.latest(
+    rows = read(
+        db,
+        lambda session: outbound.latest(
             session, status=args.status, destination=args.destination, limit=args.limit
-        )
-    summaries = [outbound_summary(row) for row in rows]
-    return print_list(summaries, OUTBOUND, as_json=args.json, ascii=True)
+        ),
+    )
+    return print_list([outbound_summary(r) for r in rows], OUTBOUND, as_json=args.json, ascii=True)
 
 
 @with_database
@@ -74,10 +72,7 @@ def show_outbound(args: argparse.Namespace, config: Config, db: Database) -> int
     from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
 
-    with db.reading() as session:
-        row = outbound.get(session, args.id)
-    if row is None:
-        raise CommandFailed(f"no outbound message with id {args.id}")
+    row = read_one(db, outbound.get, args.id, "outbound message")
     summary = outbound_summary(row)
     text = row.payload.decode("utf-8", errors="replace")
     summary["segments"] = [s for s in text.split("\r") if s]

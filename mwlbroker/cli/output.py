@@ -7,7 +7,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from string import Formatter
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -47,16 +48,18 @@ def _same(item: Any) -> Any:
 @dataclass(frozen=True)
 class Table:
     """Rows under a heading through one ``str.format`` template, so heading and rows cannot drift
-    apart: a field ``{name:20.20}`` pads and cuts at 20; the heading puts ``titles[name]`` where
-    a row puts ``cells(item)[name]`` (``cells`` turns a listed item into what is shown)."""
+    apart: a field ``{name:20.20}`` pads and cuts at 20; the heading puts the column's title
+    where a row puts ``cells(item)[name]`` (``cells`` turns a listed item into what is shown)."""
 
     template: str
-    titles: Mapping[str, str]
+    titles: Mapping[str, str] = field(default_factory=dict)
+    """The titles that are not simply the field's name in capitals."""
     cells: Callable[[Any], Row] = _same
 
     def heading(self) -> str:
         """The line of column titles."""
-        return self.template.format_map(self.titles)
+        names = {name for _, name, _, _ in Formatter().parse(self.template) if name}
+        return self.template.format_map({n: self.titles.get(n, n.upper()) for n in names})
 
     def line(self, item: Any) -> str:
         """One row, aligned under the heading."""

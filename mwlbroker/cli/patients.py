@@ -117,15 +117,7 @@ def _pair_cells(pair: Candidate) -> Row:
 
 PAIRS = Table(
     "{score:>5}  {first:20.20} {first_name:28.28}  {second:20.20} {second_name:28.28} {born:8} {sex}",
-    {
-        "score": "SCORE",
-        "first": "PATIENT",
-        "first_name": "NAME",
-        "second": "OTHER",
-        "second_name": "NAME",
-        "born": "BORN",
-        "sex": "SEX",
-    },
+    {"first": "PATIENT", "first_name": "NAME", "second": "OTHER", "second_name": "NAME"},
     _pair_cells,
 )
 
@@ -191,14 +183,7 @@ def unmerge(args: argparse.Namespace, service: ReconciliationService) -> int:
 
 MERGES = Table(
     "{id:>5}  {at:19.19}  {prior:20.20} {survivor:20.20} {origin:7} {undone_at:.19}",
-    {
-        "id": "ID",
-        "at": "AT (UTC)",
-        "prior": "MERGED AWAY",
-        "survivor": "SURVIVOR",
-        "origin": "ORIGIN",
-        "undone_at": "UNDONE",
-    },
+    {"at": "AT (UTC)", "prior": "MERGED AWAY", "undone_at": "UNDONE"},
     lambda view: {
         "id": view.id,
         "at": view.at,

@@ -61,7 +61,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 USERS = Table(
     "{name:24} {role:7} {last_login_at:.19}",
-    {"name": "NAME", "role": "ROLE", "last_login_at": "LAST LOGIN (UTC)"},
+    {"last_login_at": "LAST LOGIN (UTC)"},
     lambda row: {**row, "last_login_at": str(row["last_login_at"] or "-")},
 )
 
