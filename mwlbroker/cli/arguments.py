@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace, "Config"], int]
 """What a command runs: the parsed arguments and the loaded configuration in, the exit code out."""
 
-Commands = Any
-"""The object ``add_subparsers()`` returns (argparse keeps its class private)."""
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers()`` returns, to add commands to (argparse names its class private)."""
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
