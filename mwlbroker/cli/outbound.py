@@ -66,13 +66,12 @@ def list_outbound(args: argparse.Namespace, config: Config, db: Database) -> int
 @with_database
 def show_outbound(args: argparse.Namespace, config: Config, db: Database) -> int:
     """One outbound message: its state, its segments, and the destination's answer."""
-    from mwlbroker.services.views import outbound_summary
+    from mwlbroker.services.views import message_segments, outbound_summary
     from mwlbroker.store import outbound
 
     row = read_one(db, outbound.get, args.id, "outbound message")
     summary = outbound_summary(row)
-    text = row.payload.decode("utf-8", errors="replace")
-    summary["segments"] = [s for s in text.split("\r") if s]
+    summary["segments"] = message_segments(row.payload.decode("utf-8", errors="replace"))
     summary["ack"] = row.ack
     if args.json:
         print_json(summary)
