@@ -2,7 +2,8 @@
 
 Each command group lives in a module of its own that adds its subparser (``register``) and
 names the function each action runs. :mod:`~mwlbroker.cli.arguments` holds the flags they share,
-:mod:`~mwlbroker.cli.database` hands a command a prepared database, and
+:mod:`~mwlbroker.cli.database` hands a command a prepared database,
+:mod:`~mwlbroker.cli.records` prints the newest of a kind of stored record, and
 :mod:`~mwlbroker.cli.output` prints tables, records and ``--json``.
 
 Exit codes: 0 success, 1 the command failed (e.g. a message was not accepted, the database is

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
 from mwlbroker.cli.database import with_database
-from mwlbroker.cli.output import CommandFailed, Table, print_list
+from mwlbroker.cli.output import CommandFailed, Row, Table
+from mwlbroker.cli.records import print_latest
 
 if TYPE_CHECKING:
     from mwlbroker.config import Config
     from mwlbroker.store.db import Database
+    from mwlbroker.store.tables import ForwardRow
 
 
 def register(commands: Commands) -> None:
@@ -32,27 +34,27 @@ TASKS = Table(
 )
 
 
+def _task_summary(found: tuple[ForwardRow, str, int]) -> Row:
+    """A forward task with the SOP Instance UID and study of the instance it sends."""
+    task, uid, study_id = found
+    return {
+        "id": task.id,
+        "created_at": task.created_at.isoformat(),
+        "sop_instance_uid": uid,
+        "study_id": study_id,
+        "status": task.status,
+        "attempts": task.attempts,
+        "answer": task.answer,
+        "last_error": task.last_error,
+    }
+
+
 @with_database
 def list_forward(args: argparse.Namespace, config: Config, db: Database) -> int:
     """The newest forward tasks, with the instance each sends."""
     from mwlbroker.store import forward
 
-    with db.reading() as session:
-        found = forward.latest_with_instances(session, status=args.status, limit=args.limit)
-    rows = [
-        {
-            "id": task.id,
-            "created_at": task.created_at.isoformat(),
-            "sop_instance_uid": uid,
-            "study_id": study_id,
-            "status": task.status,
-            "attempts": task.attempts,
-            "answer": task.answer,
-            "last_error": task.last_error,
-        }
-        for task, uid, study_id in found
-    ]
-    return print_list(rows, TASKS, as_json=args.json, ascii=True)
+    return print_latest(args, db, forward.latest_with_instances, _task_summary, TASKS)
 
 
 @with_database

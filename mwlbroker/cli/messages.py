@@ -6,8 +6,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
-from mwlbroker.cli.database import read, read_one, with_database
-from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_list, print_record
+from mwlbroker.cli.database import read_one, with_database
+from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_record
+from mwlbroker.cli.records import print_latest
 
 if TYPE_CHECKING:
     from mwlbroker.config import Config
@@ -49,13 +50,9 @@ def list_messages(args: argparse.Namespace, config: Config, db: Database) -> int
     from mwlbroker.services.views import message_summary
     from mwlbroker.store import messages
 
-    rows = read(
-        db,
-        lambda session: messages.latest(
-            session, status=args.status, control_id=args.control_id, limit=args.limit
-        ),
+    return print_latest(
+        args, db, messages.latest, message_summary, MESSAGES, control_id=args.control_id
     )
-    return print_list([message_summary(r) for r in rows], MESSAGES, as_json=args.json, ascii=True)
 
 
 @with_database

@@ -6,8 +6,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
-from mwlbroker.cli.database import read, read_one, with_database
-from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_list, print_record
+from mwlbroker.cli.database import read_one, with_database
+from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_record
+from mwlbroker.cli.records import print_latest
 
 if TYPE_CHECKING:
     from mwlbroker.config import Config
@@ -57,25 +58,20 @@ def list_outbound(args: argparse.Namespace, config: Config, db: Database) -> int
     from mwlbroker.services.views import outbound_summary
     from mwlbroker.store import outbound
 
-    rows = read(
-        db,
-        lambda session: outbound.latest(
-            session, status=args.status, destination=args.destination, limit=args.limit
-        ),
+    return print_latest(
+        args, db, outbound.latest, outbound_summary, OUTBOUND, destination=args.destination
     )
-    return print_list([outbound_summary(r) for r in rows], OUTBOUND, as_json=args.json, ascii=True)
 
 
 @with_database
 def show_outbound(args: argparse.Namespace, config: Config, db: Database) -> int:
     """One outbound message: its state, its segments, and the destination's answer."""
-    from mwlbroker.services.views import outbound_summary
+    from mwlbroker.services.views import message_segments, outbound_summary
     from mwlbroker.store import outbound
 
     row = read_one(db, outbound.get, args.id, "outbound message")
     summary = outbound_summary(row)
-    text = row.payload.decode("utf-8", errors="replace")
-    summary["segments"] = [s for s in text.split("\r") if s]
+    summary["segments"] = message_segments(row.payload.decode("utf-8", errors="replace"))
     summary["ack"] = row.ack
     if args.json:
         print_json(summary)
