@@ -24,6 +24,7 @@ from mwlbroker.store.db import Database, Session
 from mwlbroker.store.files import InstanceFiles
 from mwlbroker.store.forward import ForwardRow
 from mwlbroker.store.images import InstanceRow, StudyRow
+from mwlbroker.store.rows import get_locked
 
 log = logging.getLogger("mwlbroker.forward")
 
@@ -224,9 +225,7 @@ class ForwardService:
     def retry(self, task_id: int) -> ForwardRow:
         """Release a failed task: due now, attempts from zero."""
         with self.db.transaction() as session:
-            task = store.get(session, task_id)
-            if task is None:
-                raise LookupError(f"no forward task with id {task_id}")
+            task = get_locked(session, ForwardRow, task_id, "forward task")
             if task.status == DeliveryStatus.SENT:
                 raise ValueError(f"forward task {task_id} was already done")
             task.status = DeliveryStatus.PENDING.value

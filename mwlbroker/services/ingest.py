@@ -31,6 +31,7 @@ from mwlbroker.store.db import (
     is_duplicate_key,
 )
 from mwlbroker.store.messages import MessageRow
+from mwlbroker.store.rows import get_locked
 
 log = logging.getLogger("mwlbroker.ingest")
 
@@ -323,9 +324,7 @@ class IngestService:
         started = time.perf_counter()
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            row = messages.get(session, message_id, for_update=True)
-            if row is None:
-                raise LookupError(f"no message with id {message_id}")
+            row = get_locked(session, MessageRow, message_id, "message")
             if row.status == MessageStatus.PROCESSED:
                 raise ValueError(f"message {message_id} was already processed; it is applied once")
             copy = messages.resubmitted_as(session, message_id)
@@ -384,9 +383,7 @@ class IngestService:
         started = time.perf_counter()
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            original = messages.get(session, original_id, for_update=True)
-            if original is None:
-                raise LookupError(f"no message with id {original_id}")
+            original = get_locked(session, MessageRow, original_id, "message")
             if original.status == MessageStatus.PROCESSED:
                 raise ValueError(
                     f"message {original_id} was already processed; only a failed or rejected "

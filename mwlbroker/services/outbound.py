@@ -30,6 +30,7 @@ from mwlbroker.store import outbound as store
 from mwlbroker.store import worklist
 from mwlbroker.store.db import Database, Session
 from mwlbroker.store.outbound import OutboundRow
+from mwlbroker.store.rows import get_locked
 from mwlbroker.store.worklist import PatientRow
 
 log = logging.getLogger("mwlbroker.outbound")
@@ -248,9 +249,7 @@ class OutboundService:
         Raises LookupError for an unknown id and ValueError for a message already sent.
         """
         with self.db.transaction() as session:
-            row = store.get(session, message_id, for_update=True)
-            if row is None:
-                raise LookupError(f"no outbound message with id {message_id}")
+            row = get_locked(session, OutboundRow, message_id, "outbound message")
             if row.status == DeliveryStatus.SENT:
                 raise ValueError(f"outbound message {message_id} was already delivered")
             row.status = DeliveryStatus.PENDING.value
