@@ -31,17 +31,11 @@ def as_int(low: int, high: int) -> Callable[[Any], int]:
     """A parser of whole numbers between ``low`` and ``high``, inclusive."""
 
     def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be an integer, got {value!r}")
         if isinstance(value, str):
             if not re.fullmatch(r"\s*-?\d+\s*", value):
                 raise ValueError(f"must be an integer, got {value!r}")
             value = int(value)
-        if not isinstance(value, int):
-            raise ValueError(f"must be an integer, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
+        return _between(_number(value, int, "an integer"), low, high)
 
     return parse
 
@@ -50,20 +44,28 @@ def as_float(low: float, high: float) -> Callable[[Any], float]:
     """A parser of numbers between ``low`` and ``high``, inclusive."""
 
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, got {value!r}")
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
                 raise ValueError(f"must be a number, got {value!r}") from None
-        if not isinstance(value, int | float):
-            raise ValueError(f"must be a number, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return float(value)
+        return float(_between(_number(value, int | float, "a number"), low, high))
 
     return parse
+
+
+def _number(value: Any, kind: Any, expected: str) -> Any:
+    """``value`` if it is of ``kind``; a bool is refused, although Python counts it an int."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"must be {expected}, got {value!r}")
+    return value
+
+
+def _between(value: Any, low: float, high: float) -> Any:
+    """``value`` if it lies between ``low`` and ``high``, inclusive."""
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}, got {value}")
+    return value
 
 
 def as_bool(value: Any) -> bool:
