@@ -12,7 +12,12 @@ import logging
 import threading
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
+
+from mwlbroker.domain.outbound import DeliveryStatus
+from mwlbroker.store.forward import ForwardRow
+from mwlbroker.store.outbound import OutboundRow
 
 POLL_SECONDS = 1.0  # how often a worker looks for due work when nobody woke it
 
@@ -32,6 +37,16 @@ class Retries:
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
         return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
+
+
+def release(row: OutboundRow | ForwardRow) -> None:
+    """Put a queued row back in line, due now with its attempts from zero: a user's retry.
+
+    The caller wakes the workers after its commit, as for anything newly queued.
+    """
+    row.status = DeliveryStatus.PENDING.value
+    row.attempts = 0
+    row.next_attempt_at = datetime.now(UTC)
 
 
 class Wakeup:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mwlbroker.domain.outbound import DeliveryStatus
-from mwlbroker.services.delivery import Retries, Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup, release
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
@@ -228,9 +228,7 @@ class ForwardService:
             task = get_locked(session, ForwardRow, task_id, "forward task")
             if task.status == DeliveryStatus.SENT:
                 raise ValueError(f"forward task {task_id} was already done")
-            task.status = DeliveryStatus.PENDING.value
-            task.attempts = 0
-            task.next_attempt_at = datetime.now(UTC)
+            release(task)
         self.wakeup.wake()
         return task
 

@@ -23,7 +23,7 @@ from mwlbroker.domain.outbound import (
 )
 from mwlbroker.mapping.patient_message import build_merge_message
 from mwlbroker.mapping.status_message import build_status_message
-from mwlbroker.services.delivery import Retries, Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup, release
 from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
@@ -252,9 +252,7 @@ class OutboundService:
             row = get_locked(session, OutboundRow, message_id, "outbound message")
             if row.status == DeliveryStatus.SENT:
                 raise ValueError(f"outbound message {message_id} was already delivered")
-            row.status = DeliveryStatus.PENDING.value
-            row.attempts = 0
-            row.next_attempt_at = datetime.now(UTC)
+            release(row)
         self.wakeup.wake()
         log.info("outbound %d released for another attempt", message_id)
         return row
