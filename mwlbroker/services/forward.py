@@ -24,7 +24,6 @@ from mwlbroker.store.db import Database, Session
 from mwlbroker.store.files import InstanceFiles
 from mwlbroker.store.forward import ForwardRow
 from mwlbroker.store.images import InstanceRow, StudyRow
-from mwlbroker.store.rows import get_locked
 
 log = logging.getLogger("mwlbroker.forward")
 
@@ -225,10 +224,7 @@ class ForwardService:
     def retry(self, task_id: int) -> ForwardRow:
         """Release a failed task: due now, attempts from zero."""
         with self.db.transaction() as session:
-            task = get_locked(session, ForwardRow, task_id, "forward task")
-            if task.status == DeliveryStatus.SENT:
-                raise ValueError(f"forward task {task_id} was already done")
-            release(task)
+            task = release(session, ForwardRow, task_id, "forward task", done="done")
         self.wakeup.wake()
         return task
 

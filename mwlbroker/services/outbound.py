@@ -30,7 +30,6 @@ from mwlbroker.store import outbound as store
 from mwlbroker.store import worklist
 from mwlbroker.store.db import Database, Session
 from mwlbroker.store.outbound import OutboundRow
-from mwlbroker.store.rows import get_locked
 from mwlbroker.store.worklist import PatientRow
 
 log = logging.getLogger("mwlbroker.outbound")
@@ -249,10 +248,7 @@ class OutboundService:
         Raises LookupError for an unknown id and ValueError for a message already sent.
         """
         with self.db.transaction() as session:
-            row = get_locked(session, OutboundRow, message_id, "outbound message")
-            if row.status == DeliveryStatus.SENT:
-                raise ValueError(f"outbound message {message_id} was already delivered")
-            release(row)
+            row = release(session, OutboundRow, message_id, "outbound message", done="delivered")
         self.wakeup.wake()
         log.info("outbound %d released for another attempt", message_id)
         return row
