@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -31,17 +31,11 @@ def as_int(low: int, high: int) -> Callable[[Any], int]:
     """A parser of whole numbers between ``low`` and ``high``, inclusive."""
 
     def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be an integer, got {value!r}")
         if isinstance(value, str):
             if not re.fullmatch(r"\s*-?\d+\s*", value):
                 raise ValueError(f"must be an integer, got {value!r}")
             value = int(value)
-        if not isinstance(value, int):
-            raise ValueError(f"must be an integer, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
+        return _between(_number(value, int, "an integer"), low, high)
 
     return parse
 
@@ -50,20 +44,28 @@ def as_float(low: float, high: float) -> Callable[[Any], float]:
     """A parser of numbers between ``low`` and ``high``, inclusive."""
 
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, got {value!r}")
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
                 raise ValueError(f"must be a number, got {value!r}") from None
-        if not isinstance(value, int | float):
-            raise ValueError(f"must be a number, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return float(value)
+        return float(_between(_number(value, int | float, "a number"), low, high))
 
     return parse
+
+
+def _number(value: Any, kind: Any, expected: str) -> Any:
+    """``value`` if it is of ``kind``; a bool is refused, although Python counts it an int."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"must be {expected}, got {value!r}")
+    return value
+
+
+def _between(value: Any, low: float, high: float) -> Any:
+    """``value`` if it lies between ``low`` and ``high``, inclusive."""
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}, got {value}")
+    return value
 
 
 def as_bool(value: Any) -> bool:
@@ -170,11 +172,7 @@ def as_destinations(value: Any) -> tuple[dict[str, Any], ...]:
     destinations = []
     names: set[str] = set()
     for index, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise ValueError(f"entry {index + 1} must be a table with name, host and port")
-        unknown = set(item) - set(_DESTINATION_KEYS)
-        if unknown:
-            raise ValueError(f"entry {index + 1} has unknown key {sorted(unknown)[0]!r}")
+        _check_entry(index + 1, item, _DESTINATION_KEYS, needs="name, host and port")
         try:
             name = as_str(item["name"]).strip()
             host = as_host(item["host"])
@@ -254,6 +252,15 @@ _PROFILE_KEYS = {
 }
 
 
+def _check_entry(index: int, item: Any, keys: Iterable[str], *, needs: str) -> None:
+    """Entry ``index`` (from 1) of a list of tables is a table, with none but ``keys``."""
+    if not isinstance(item, dict):
+        raise ValueError(f"entry {index} must be a table with {needs}")
+    unknown = set(item) - set(keys)
+    if unknown:
+        raise ValueError(f"entry {index} has unknown key {sorted(unknown)[0]!r}")
+
+
 def as_profiles(value: Any) -> tuple[dict[str, Any], ...]:
     """The query profiles ([[dicom.profiles]]); in the environment a JSON list."""
     if isinstance(value, str):
@@ -268,11 +275,7 @@ def as_profiles(value: Any) -> tuple[dict[str, Any], ...]:
 
 
 def _as_profile(index: int, item: Any) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        raise ValueError(f"entry {index} must be a table with calling_ae")
-    unknown = set(item) - set(_PROFILE_KEYS)
-    if unknown:
-        raise ValueError(f"entry {index} has unknown key {sorted(unknown)[0]!r}")
+    _check_entry(index, item, _PROFILE_KEYS, needs="calling_ae")
     try:
         pattern = as_str(item["calling_ae"]).strip()
         if not pattern or len(pattern) > 64 or not pattern.isascii():

@@ -2,7 +2,8 @@
 
 PID carries the surviving patient (PID-3 ID ^^^ assigning authority, PID-5 name in XPN order,
 PID-7, PID-8) and MRG-1 the merged-away patient's ID (IHE ITI PAM / RAD Patient Information
-Reconciliation). The values are escaped as in the status messages.
+Reconciliation). MSH and PID are filled as in the status messages
+(:mod:`mwlbroker.mapping.outbound_fields`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from datetime import datetime
 
 from mwlbroker.domain.outbound import Destination
 from mwlbroker.domain.worklist import Attributes
-from mwlbroker.hl7v2.writer import encode, escape
-from mwlbroker.mapping.hl7_datatypes import cx, text_of, xpn
+from mwlbroker.hl7v2.writer import encode, fill
+from mwlbroker.mapping.hl7_datatypes import cx
+from mwlbroker.mapping.outbound_fields import header_fields, patient_fields
 
 
 def build_merge_message(
@@ -27,46 +29,27 @@ def build_merge_message(
 ) -> bytes:
     """ADT^A40 (ADT_A39 structure from v2.4 on) merging ``prior`` into ``survivor``."""
     version = destination.version
-    charset = destination.charset
-    when = at.astimezone().strftime("%Y%m%d%H%M%S")
-    message_type = "ADT^A40" if version in ("2.3", "2.3.1") else "ADT^A40^ADT_A39"
-    segments = [
-        "|".join(
-            [
-                "MSH",
-                "^~\\&",
-                escape(application),
-                escape(facility),
-                escape(destination.receiving_application),
-                escape(destination.receiving_facility),
-                when,
-                "",
-                message_type,
-                escape(control_id),
-                "P",
-                version,
-                "",
-                "",
-                "",
-                "",
-                "" if charset == "ASCII" else charset,
-            ]
+    values = {
+        **header_fields(
+            destination, application=application, facility=facility, control_id=control_id, at=at
         ),
-        f"EVN|A40|{when}",
-        "|".join(
-            [
-                "PID",
-                "1",
-                "",
-                cx(survivor),  # PID-3 Patient Identifier List
-                "",
-                xpn(text_of(survivor, "PatientName")),  # PID-5
-                "",
-                escape(text_of(survivor, "PatientBirthDate")),  # PID-7
-                escape(text_of(survivor, "PatientSex")),  # PID-8
-            ]
-        ),
-        f"MRG|{cx(prior)}",  # MRG-1 Prior Patient Identifier List
+        # MSH-9.3 Message Structure: from v2.4 on
+        "MSH9": "ADT^A40" if version in ("2.3", "2.3.1") else "ADT^A40^ADT_A39",
+        "MSH12": version,
+        **patient_fields(survivor),
+        "MRG1": cx(prior),  # MRG-1 Prior Patient Identifier List
+    }
+    return encode(fill(_TEMPLATE, values, trailing="|") + "\r", destination.charset)
+
+
+# The A40 is too small to be worth building with hl7apy: its four segments, with the
+# placeholders :func:`mwlbroker.hl7v2.writer.fill` replaces (EVN-2 is MSH-7's time).
+_TEMPLATE = "\r".join(
+    [
+        "MSH|^~\\&|QQMSH3QQ|QQMSH4QQ|QQMSH5QQ|QQMSH6QQ|QQMSH7QQ||QQMSH9QQ|QQMSH10QQ|P|QQMSH12QQ"
+        "|||||QQMSH18QQ",
+        "EVN|A40|QQMSH7QQ",
+        "PID|1||QQPID3QQ||QQPID5QQ||QQPID7QQ|QQPID8QQ",
+        "MRG|QQMRG1QQ",
     ]
-    text = "\r".join(segment.rstrip("|") for segment in segments) + "\r"
-    return encode(text, charset)
+)

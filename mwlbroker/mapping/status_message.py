@@ -20,7 +20,8 @@ from hl7apy.core import Message
 from mwlbroker.domain.outbound import Destination, StatusReport
 from mwlbroker.domain.worklist import Attributes
 from mwlbroker.hl7v2.writer import encode, escape, fill, placeholders
-from mwlbroker.mapping.hl7_datatypes import cx, joined, text_of, xpn
+from mwlbroker.mapping.hl7_datatypes import joined, text_of
+from mwlbroker.mapping.outbound_fields import header_fields, patient_fields, timestamp
 
 
 def build_status_message(
@@ -38,21 +39,18 @@ def build_status_message(
     procedure, step, patient = report.procedure, report.step, report.patient
     charset = destination.charset
     values = {
-        "MSH3": escape(application),
-        "MSH4": escape(facility),
-        "MSH5": escape(destination.receiving_application),
-        "MSH6": escape(destination.receiving_facility),
-        "MSH7": _timestamp(report.at),
-        "MSH10": escape(control_id),
-        "MSH18": "" if charset == "ASCII" else charset,
-        "PID3": cx(patient),  # PID-3 Patient Identifier List
-        "PID5": xpn(text_of(patient, "PatientName")),
-        "PID7": escape(text_of(patient, "PatientBirthDate")),
-        "PID8": escape(text_of(patient, "PatientSex")),
+        **header_fields(
+            destination,
+            application=application,
+            facility=facility,
+            control_id=control_id,
+            at=report.at,
+        ),
+        **patient_fields(patient),
         "ORC2": escape(placer),
         "ORC3": escape(filler),
         "ORC5": report.order_status.value,
-        "ORC9": _timestamp(report.at),
+        "ORC9": timestamp(report.at),
         "OBR2": escape(placer),
         "OBR3": escape(filler),
         "OBR4": _service(procedure),
@@ -150,8 +148,3 @@ def _service(procedure: Attributes) -> str:
         )
     description = text_of(procedure, "RequestedProcedureDescription")
     return joined("", escape(description)) if description else ""
-
-
-def _timestamp(moment: Any) -> str:
-    """HL7 TS in the site's local time, to the second."""
-    return str(moment.astimezone().strftime("%Y%m%d%H%M%S"))

@@ -12,13 +12,21 @@ import logging
 import threading
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
+
+from mwlbroker.domain.outbound import DeliveryStatus
+from mwlbroker.store.db import Session
+from mwlbroker.store.forward import ForwardRow
+from mwlbroker.store.outbound import OutboundRow
+from mwlbroker.store.rows import get_locked
 
 POLL_SECONDS = 1.0  # how often a worker looks for due work when nobody woke it
 
 log = logging.getLogger("mwlbroker.delivery")
 
 W = TypeVar("W")
+Q = TypeVar("Q", OutboundRow, ForwardRow)  # a row of one of the queues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +40,21 @@ class Retries:
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row: doubling, up to the maximum."""
         return min(self.retry_seconds * 2 ** max(failures - 1, 0), self.retry_max_seconds)
+
+
+def release(session: Session, table: type[Q], row_id: int, what: str, *, done: str) -> Q:
+    """Put the queued row the user named back in line, due now with its attempts from zero.
+
+    Raises LookupError for an unknown id and ValueError (``<what> <id> was already <done>``)
+    for one already sent. The caller wakes the workers after its commit.
+    """
+    row = get_locked(session, table, row_id, what)
+    if row.status == DeliveryStatus.SENT:
+        raise ValueError(f"{what} {row_id} was already {done}")
+    row.status = DeliveryStatus.PENDING.value
+    row.attempts = 0
+    row.next_attempt_at = datetime.now(UTC)
+    return row
 
 
 class Wakeup:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mwlbroker.domain.outbound import DeliveryStatus
-from mwlbroker.services.delivery import Retries, Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup, release
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import forward as store
 from mwlbroker.store import images, worklist
@@ -224,14 +224,7 @@ class ForwardService:
     def retry(self, task_id: int) -> ForwardRow:
         """Release a failed task: due now, attempts from zero."""
         with self.db.transaction() as session:
-            task = store.get(session, task_id)
-            if task is None:
-                raise LookupError(f"no forward task with id {task_id}")
-            if task.status == DeliveryStatus.SENT:
-                raise ValueError(f"forward task {task_id} was already done")
-            task.status = DeliveryStatus.PENDING.value
-            task.attempts = 0
-            task.next_attempt_at = datetime.now(UTC)
+            task = release(session, ForwardRow, task_id, "forward task", done="done")
         self.wakeup.wake()
         return task
 

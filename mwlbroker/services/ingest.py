@@ -31,6 +31,7 @@ from mwlbroker.store.db import (
     is_duplicate_key,
 )
 from mwlbroker.store.messages import MessageRow
+from mwlbroker.store.rows import get_locked
 
 log = logging.getLogger("mwlbroker.ingest")
 
@@ -152,17 +153,25 @@ class IngestService:
             AckCode.ACCEPT.value,
             now,
         )
+        mapped = self._map(message, header, row, now)
+        if mapped is not None:
+            intake.applier, intake.prepared = mapped
+        return intake
+
+    def _map(
+        self, message: HL7Message, header: MessageHeader, row: MessageRow, now: datetime
+    ) -> tuple[Applier, Any] | None:
+        """The message's applier and what it prepared from the message, or None (the row marked
+        rejected or failed) when the mapping cannot take it: one rule for intake and reprocess."""
         applier = self.routes[header.type_name]
         try:
-            intake.prepared = applier.prepare(message)
+            return applier, applier.prepare(message)
         except MessageError as error:
             _mark_error(row, error, now)
         except Exception as error:
             log.exception("mapping message %s failed", header.control_id)
             _mark(row, MessageStatus.FAILED, _internal(error), now)
-        else:
-            intake.applier = applier
-        return intake
+        return None
 
     def _run_batch(self, batch: Sequence[_Intake]) -> list[IngestResult | BaseException]:
         """Store a batch in one transaction; if that fails, each message on its own."""
@@ -323,9 +332,7 @@ class IngestService:
         started = time.perf_counter()
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            row = messages.get(session, message_id, for_update=True)
-            if row is None:
-                raise LookupError(f"no message with id {message_id}")
+            row = get_locked(session, MessageRow, message_id, "message")
             if row.status == MessageStatus.PROCESSED:
                 raise ValueError(f"message {message_id} was already processed; it is applied once")
             copy = messages.resubmitted_as(session, message_id)
@@ -364,15 +371,9 @@ class IngestService:
         row: MessageRow,
         now: datetime,
     ) -> None:
-        applier = self.routes[header.type_name]
-        try:
-            prepared = applier.prepare(message)
-        except MessageError as error:
-            _mark_error(row, error, now)
-        except Exception as error:
-            log.exception("mapping message %s failed", header.control_id)
-            _mark(row, MessageStatus.FAILED, _internal(error), now)
-        else:
+        mapped = self._map(message, header, row, now)
+        if mapped is not None:
+            applier, prepared = mapped
             self._apply(session, applier, prepared, header, row, now)
 
     def resubmit(self, original_id: int, raw: bytes, *, actor: str) -> IngestResult:
@@ -384,9 +385,7 @@ class IngestService:
         started = time.perf_counter()
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            original = messages.get(session, original_id, for_update=True)
-            if original is None:
-                raise LookupError(f"no message with id {original_id}")
+            original = get_locked(session, MessageRow, original_id, "message")
             if original.status == MessageStatus.PROCESSED:
                 raise ValueError(
                     f"message {original_id} was already processed; only a failed or rejected "

@@ -20,6 +20,7 @@ from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
 from mwlbroker.store.db import Session
 from mwlbroker.store.reconciliation import PatientMergeRow
+from mwlbroker.store.rows import get_locked
 from mwlbroker.store.worklist import OrderRow, PatientRow, StepRow
 
 
@@ -137,9 +138,7 @@ def merge_patient(
 def undo_merge(ctx: Context, merge_id: int) -> Moved:
     """Put every order and step of a merge back with the prior patient, or refuse, saying why."""
     session = ctx.session
-    row = rec.get_merge(session, merge_id, for_update=True)
-    if row is None:
-        raise LookupError(f"no merge with id {merge_id}")
+    row = get_locked(session, PatientMergeRow, merge_id, "merge")
     if row.undone_at is not None:
         raise UndoRefused(
             merge_id,

@@ -23,7 +23,7 @@ from mwlbroker.domain.outbound import (
 )
 from mwlbroker.mapping.patient_message import build_merge_message
 from mwlbroker.mapping.status_message import build_status_message
-from mwlbroker.services.delivery import Retries, Wakeup
+from mwlbroker.services.delivery import Retries, Wakeup, release
 from mwlbroker.services.progress import StepChange
 from mwlbroker.services.worklist import Context
 from mwlbroker.store import outbound as store
@@ -248,14 +248,7 @@ class OutboundService:
         Raises LookupError for an unknown id and ValueError for a message already sent.
         """
         with self.db.transaction() as session:
-            row = store.get(session, message_id, for_update=True)
-            if row is None:
-                raise LookupError(f"no outbound message with id {message_id}")
-            if row.status == DeliveryStatus.SENT:
-                raise ValueError(f"outbound message {message_id} was already delivered")
-            row.status = DeliveryStatus.PENDING.value
-            row.attempts = 0
-            row.next_attempt_at = datetime.now(UTC)
+            row = release(session, OutboundRow, message_id, "outbound message", done="delivered")
         self.wakeup.wake()
         log.info("outbound %d released for another attempt", message_id)
         return row

@@ -31,7 +31,13 @@ from mwlbroker.store import progress as progress_store
 from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
 from mwlbroker.store.db import Database, Session
-from mwlbroker.store.reconciliation import DuplicateDismissalRow, PatientMergeRow
+from mwlbroker.store.images import StudyRow
+from mwlbroker.store.reconciliation import (
+    DuplicateDismissalRow,
+    PatientMergeRow,
+    PerformedStepRow,
+)
+from mwlbroker.store.rows import get_locked
 from mwlbroker.store.worklist import PatientRow, StepRow
 
 __all__ = [
@@ -417,9 +423,9 @@ class ReconciliationService:
             raise ReconciliationRefused("name at least one scheduled step to link to")
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            performed = rec.get_performed_step(session, performed_id, for_update=True)
-            if performed is None:
-                raise LookupError(f"no performed procedure step with id {performed_id}")
+            performed = get_locked(
+                session, PerformedStepRow, performed_id, "performed procedure step"
+            )
             if performed.scheduled:
                 raise ReconciliationRefused(
                     f"performed step {performed_id} is already linked to a scheduled step"
@@ -438,9 +444,7 @@ class ReconciliationService:
         """Match an unmatched study to a scheduled step."""
         now = datetime.now(UTC)
         with self.db.transaction() as session:
-            study = image_store.get_study(session, study_id, for_update=True)
-            if study is None:
-                raise LookupError(f"no study with id {study_id}")
+            study = get_locked(session, StudyRow, study_id, "study")
             if study.order_id is not None:
                 raise ReconciliationRefused(
                     f"study {study_id} is already matched to order {study.order_id}"
@@ -465,13 +469,10 @@ class ReconciliationService:
         return unmatched.rematch(ctx, self.progress, steps)
 
     def _steps(self, session: Session, step_ids: Sequence[int]) -> list[StepRow]:
-        steps = []
-        for step_id in dict.fromkeys(step_ids):
-            step = rec.get_step(session, step_id, for_update=True)
-            if step is None:
-                raise LookupError(f"no scheduled step with id {step_id}")
-            steps.append(step)
-        return steps
+        return [
+            get_locked(session, StepRow, step_id, "scheduled step")
+            for step_id in dict.fromkeys(step_ids)
+        ]
 
     def _linked(
         self, kind: str, pk: int, steps: Sequence[StepRow], changes: Sequence[StepChange]

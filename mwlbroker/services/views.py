@@ -292,13 +292,13 @@ def order_detail(session: Session, order_id: int) -> dict[str, Any] | None:
     timeline: list[dict[str, Any]] = []
     for message in received.values():
         timeline.append(
-            {
-                "at": message.received_at.isoformat(),
-                "kind": "message",
-                "what": f"{message_summary(message)['type']} received ({message.status})",
-                "detail": message.error or f"control ID {message.control_id}",
-                "message_id": message.id,
-            }
+            _moment(
+                message.received_at,
+                "message",
+                f"{message_summary(message)['type']} received ({message.status})",
+                message.error or f"control ID {message.control_id}",
+                message_id=message.id,
+            )
         )
     for event in events:
         change = (
@@ -307,44 +307,43 @@ def order_detail(session: Session, order_id: int) -> dict[str, Any] | None:
             else ""
         )
         timeline.append(
-            {
-                "at": event.at.isoformat(),
-                "kind": "status" if change else "history",
-                "what": event.event + (f": {change}" if change else ""),
-                "detail": event.detail,
-                "step_id": event.step_id,
-                "message_id": event.message_id,
-            }
+            _moment(
+                event.at,
+                "status" if change else "history",
+                event.event + (f": {change}" if change else ""),
+                event.detail,
+                step_id=event.step_id,
+                message_id=event.message_id,
+            )
         )
     for mpps in performed:
         timeline.append(
-            {
-                "at": mpps.created_at.isoformat(),
-                "kind": "mpps",
-                "what": f"MPPS from {mpps.station_ae or mpps.modality}: {mpps.status}",
-                "detail": mpps.sop_instance_uid,
-            }
+            _moment(
+                mpps.created_at,
+                "mpps",
+                f"MPPS from {mpps.station_ae or mpps.modality}: {mpps.status}",
+                mpps.sop_instance_uid,
+            )
         )
     for study in studies:
         timeline.append(
-            {
-                "at": study.first_received_at.isoformat(),
-                "kind": "images",
-                "what": f"images received: {study.series_count} series, "
+            _moment(
+                study.first_received_at,
+                "images",
+                f"images received: {study.series_count} series, "
                 f"{study.instance_count} instances ({study.modalities})",
-                "detail": study.study_instance_uid,
-            }
+                study.study_instance_uid,
+            )
         )
     for out in outbound:
         timeline.append(
-            {
-                "at": (out.sent_at or out.created_at).isoformat(),
-                "kind": "outbound",
-                "what": f"{out.message_type} ORC-5 {out.order_status} to {out.destination}: "
-                f"{out.status}",
-                "detail": out.last_error or f"control ID {out.control_id}",
-                "outbound_id": out.id,
-            }
+            _moment(
+                out.sent_at or out.created_at,
+                "outbound",
+                f"{out.message_type} ORC-5 {out.order_status} to {out.destination}: {out.status}",
+                out.last_error or f"control ID {out.control_id}",
+                outbound_id=out.id,
+            )
         )
     timeline.sort(key=lambda entry: entry["at"])
     return {
@@ -357,6 +356,14 @@ def order_detail(session: Session, order_id: int) -> dict[str, Any] | None:
         "outbound": [outbound_summary(o) for o in outbound],
         "timeline": timeline,
     }
+
+
+def _moment(
+    at: datetime, kind: str, what: str, detail: str | None, **ids: int | None
+) -> dict[str, Any]:
+    """One entry of an order's timeline: when, which kind, what happened, a detail, and the
+    ids (message, step, outbound) that lead to the full row."""
+    return {"at": at.isoformat(), "kind": kind, "what": what, "detail": detail, **ids}
 
 
 def dashboard(session: Session, since: datetime) -> dict[str, Any]:

@@ -34,8 +34,6 @@ __all__ = [
     "drop_candidates",
     "find_dismissal",
     "first_order_of",
-    "get_merge",
-    "get_performed_step",
     "get_step",
     "links_of_steps",
     "merges",
@@ -176,12 +174,6 @@ def studies_of_orders(session: Session, order_ids: Sequence[int]) -> Sequence[St
     return session.scalars(query.order_by(StudyRow.id)).all()
 
 
-def get_merge(
-    session: Session, merge_id: int, *, for_update: bool = False
-) -> PatientMergeRow | None:
-    return session.get(PatientMergeRow, merge_id, with_for_update=for_update)
-
-
 def merges(
     session: Session, *, patient_pk: int | None = None, limit: int = 100
 ) -> Sequence[PatientMergeRow]:
@@ -261,12 +253,6 @@ def unmatched_studies_for(
 
 def get_step(session: Session, step_id: int, *, for_update: bool = False) -> StepRow | None:
     return session.get(StepRow, step_id, with_for_update=for_update)
-
-
-def get_performed_step(
-    session: Session, pk: int, *, for_update: bool = False
-) -> PerformedStepRow | None:
-    return session.get(PerformedStepRow, pk, with_for_update=for_update)
 
 
 def steps_by_accession(session: Session, accession: str) -> Sequence[StepRow]:
