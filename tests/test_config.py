@@ -27,6 +27,7 @@ def test_every_setting_is_documented_in_the_reference_and_the_example():
     hook = _reference_hook()
     reference = hook.settings_reference()
     example = (ROOT / "deploy" / "mwlbroker.example.toml").read_text()
+    assert len(SETTINGS) > 50, "the settings' declarations were not found"
     for setting in SETTINGS:
         assert setting.help, setting.key
         assert f">{setting.key}</code>" in reference, f"{setting.key} missing from the reference"
