@@ -20,7 +20,9 @@ def received(version: str, control_id: str = "CTRL1") -> MessageHeader:
     return header
 
 
-@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"])
+@pytest.mark.parametrize(
+    "version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8", "2.8.1", "2.8.2"]
+)
 @pytest.mark.parametrize("code", list(AckCode))
 def test_ack_passes_strict_validation(version, code):
     ack = build_ack(
@@ -39,6 +41,26 @@ def test_ack_passes_strict_validation(version, code):
     assert message.msh.msh_12.value == version
     if code == AckCode.ACCEPT:
         assert "ERR" not in ack.decode()
+
+
+@pytest.mark.parametrize(
+    "version", ["2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"]
+)
+def test_err_fields_keep_their_places_in_every_version_from_2_5(version):
+    """ERR-1 is empty (withdrawn from v2.7 on), ERR-2 the location, ERR-3 the code, ERR-4 'E'."""
+    ack = build_ack(
+        received(version), AckCode.REJECT, text="why", error_code=203, location="MSH-12"
+    )
+    [err] = [s for s in ack.decode().split("\r") if s.startswith("ERR|")]
+    fields = err.split("|")
+    assert fields[1] == ""
+    assert fields[2] == "MSH^1^12"
+    assert fields[3].startswith("203^")
+    assert fields[4] == "E"
+    assert fields[8] == "why"
+    msa = next(s for s in ack.decode().split("\r") if s.startswith("MSA|")).split("|")
+    # MSA-3 Text Message was withdrawn in v2.7: the text is in ERR-8 alone from then on.
+    assert msa[3:] == ([] if version >= "2.7" else ["why"])
 
 
 def test_free_text_is_escaped_and_reads_back():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import select
 
 from mwlbroker.store.tables import MessageRow
@@ -154,6 +155,20 @@ def test_unsupported_version_is_rejected_in_v231_err_form(broker):
     assert ack["MSA"][1:3] == ["AR", "V1"]
     assert "2.1" in ack["MSA"][3]
     assert "203&" in ack["ERR"][1]  # ERR-1 code and location, v2.3.1 and older
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2"])
+def test_ack_to_a_v27_or_newer_sender_keeps_err_fields_in_place(broker, version):
+    """ERR-1 was withdrawn in v2.7: ERR-2 location, ERR-3 code, ERR-4 severity stay where they were."""
+    with Peer(broker.hl7.port) as peer:
+        ack = ack_fields(peer.send(orm(f"V{version}", msg_type="ADT^A08", version=version)))
+    assert ack["MSA"][1:3] == ["AR", f"V{version}"]
+    assert ack["MSH"][12] == version
+    assert ack["ERR"][1] == ""
+    assert ack["ERR"][2] == "MSH^1^12"
+    assert ack["ERR"][3].startswith("203^")
+    assert ack["ERR"][4] == "E"
+    assert version in ack["ERR"][8]
 
 
 def test_missing_control_id_is_rejected(broker):

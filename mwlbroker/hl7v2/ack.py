@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from hl7apy import SUPPORTED_LIBRARIES
-from hl7apy.core import Message
+from hl7apy.core import Message, Segment
 
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode
 from mwlbroker.hl7v2.header import MessageHeader
@@ -57,9 +57,7 @@ def build_ack(
         return header.sent(index) if header is not None else ""
 
     sender_version = received(12).split("^")[0]
-    version = sender_version if sender_version in SUPPORTED_LIBRARIES else _FALLBACK_VERSION
-    if version in ("2.1", "2.2"):
-        version = "2.3"  # the oldest layout with MSH-18; MSH-12 still echoes the sender's
+    version = _layout_version(sender_version)
     trigger = received(9).split("^")[1] if received(9).count("^") >= 1 else ""
     condition = HL7ErrorCode(error_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR)
     segment, sequence, field = _location(location)
@@ -104,14 +102,49 @@ def _template(version: str, trigger: str, code: str) -> str:
         ["ACK", trigger, "ACK"] if modern and trigger else ["ACK", trigger]
     ).rstrip("^")
     ack.msa.msa_1 = code
-    placeholders(ack.msa, 2, 3)
+    # MSA-3 Text Message was withdrawn in v2.7: from then on the text travels in ERR-8 only.
+    placeholders(ack.msa, *((2,) if _version(version) >= (2, 7) else (2, 3)))
     if code != AckCode.ACCEPT:
         err = ack.add_segment("ERR")
-        if version >= "2.5":
+        if _version(version) >= (2, 5):
             placeholders(err, 2, 8)
             err.err_3 = "QQERR3CODEQQ^QQERR3TEXTQQ^HL70357"
             err.err_4 = "E"
         else:
             # ERR-1 Error Code and Location: segment ^ sequence ^ field ^ code&text&table
             placeholders(err, 1)
-    return ack.to_er7()
+    er7: str = ack.to_er7()
+    if code != AckCode.ACCEPT and not _has_err_1(version):
+        # ERR-1 was withdrawn in v2.7, but a withdrawn field keeps its sequence number and is
+        # sent empty: ERR-2 Error Location stays the second field. hl7apy's v2.8 tables leave
+        # ERR-1 out altogether, so every field after it would slide one place left (the
+        # location read as ERR-1, the code as ERR-2, the required ERR-4 Severity empty).
+        er7 = er7.replace("\rERR|", "\rERR||", 1)
+    return er7
+
+
+def _version(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+@lru_cache(maxsize=64)
+def _layout_version(sender_version: str) -> str:
+    """The version whose ACK layout answers ``sender_version`` (MSH-12 still echoes the sender's).
+
+    The sender's own where hl7apy knows it; else the newest it knows that is not newer (2.7.1
+    is answered in the 2.7 layout); v2.1 and v2.2 in v2.3's, the oldest with MSH-18; anything
+    unreadable in 2.5.1's.
+    """
+    if sender_version in SUPPORTED_LIBRARIES and _version(sender_version) >= (2, 3):
+        return sender_version
+    wanted = _version(sender_version)
+    if not wanted or sender_version.count(".") + 1 != len(wanted) or wanted[0] != 2:
+        return _FALLBACK_VERSION
+    known = [v for v in SUPPORTED_LIBRARIES if (2, 3) <= _version(v) <= wanted]
+    return max(known, key=_version) if known else "2.3"
+
+
+@lru_cache(maxsize=32)
+def _has_err_1(version: str) -> bool:
+    """Whether hl7apy's tables for ``version`` still hold ERR-1's position."""
+    return "ERR_1" in Segment("ERR", version=version).structure_by_name
