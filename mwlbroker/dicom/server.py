@@ -69,7 +69,6 @@ class DicomServer:
         worklist: WorklistQueryService,
         progress: ProgressService,
         *,
-        owns_worklist: bool = False,
         metrics: Metrics | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -78,7 +77,6 @@ class DicomServer:
         self.worklist = worklist
         self.progress = progress
         self.metrics = metrics or Metrics()
-        self._owns_worklist = owns_worklist
         self._server: TunedAssociationServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -143,7 +141,7 @@ class DicomServer:
         )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, abort associations still open, and flush the query log."""
+        """Stop accepting and abort associations still open (the worklist's owner closes it)."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -151,8 +149,6 @@ class DicomServer:
                 association.abort()
             if self._thread is not None:
                 self._thread.join(timeout)
-        if self._owns_worklist:
-            self.worklist.close(timeout)
 
 
 def start_dicom_server(

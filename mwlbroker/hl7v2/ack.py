@@ -94,7 +94,7 @@ def _template(version: str, trigger: str, code: str) -> str:
     each shape once with placeholders and fills in the values per message.
     """
     # MSH-9.3 Message Structure exists from v2.3.1 on.
-    modern = version >= "2.3.1" and version not in {"2.1", "2.2"}
+    modern = _version(version) >= (2, 3, 1)
     ack = Message("ACK", version=version)
     header = ack.msh
     placeholders(header, 3, 4, 5, 6, 7, 10, 11, 12, 18)
