@@ -66,8 +66,15 @@ def show_message(args: argparse.Namespace, config: Config, db: Database) -> int:
     summary["segments"] = message_segments(message_text(found))
     if args.json:
         print_json(summary)
-    else:
-        print_record(summary)
+        return 0
+    record = dict(summary)
+    # One "warning" line each, where people read them: "OBR-16: RequestingPhysician ...".
+    record["warnings"] = len(summary["warnings"]) or None
+    for number, warning in enumerate(summary["warnings"], 1):
+        where = f"{warning['location']}: " if warning.get("location") else ""
+        record[f"warning {number}"] = f"{where}{warning['text']}"
+    record["segments"] = record.pop("segments")
+    print_record(record)
     return 0
 
 

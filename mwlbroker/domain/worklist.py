@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from mwlbroker.domain.messages import MessageWarning
+
 
 class _Clear:
     """The HL7 null carried into the domain: remove the stored value."""
@@ -150,6 +152,7 @@ class MappedOrder:
     order: Attributes = field(default_factory=dict)  # request level: physicians, visit, ...
     steps: list[MappedStep] = field(default_factory=list)
     profile: str = ""  # name of the mapping profile that produced it
+    warnings: list[MessageWarning] = field(default_factory=list)  # values cut to fit, say
 
 
 @dataclass
@@ -161,3 +164,4 @@ class MappedPatientEvent:
     prior_patient_id: str | None = None  # MRG-1.1
     prior_issuer: str = ""  # MRG-1.4
     profile: str = ""
+    warnings: list[MessageWarning] = field(default_factory=list)  # values cut to fit, say

@@ -154,7 +154,9 @@ class MappingSet:
                 f"{', '.join(p.name for p in self.profiles if p.enabled) or 'none'})"
             )
             if type_name is None:
-                raise MappingError(text, location="MSH-3")
+                raise MappingError(
+                    text, error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE, location="MSH-3"
+                )
             mapping = [
                 f"{p.name} for {p.sending_application} / {p.sending_facility}"
                 for p in self.profiles
@@ -162,7 +164,21 @@ class MappingSet:
             ]
             if mapping:
                 text += f"; {type_name} is mapped only for other senders: {', '.join(mapping)}"
-            raise NotMappedForSender(text, location="MSH-3")
+            # 201 when the sender's profiles map other triggers of the type, else 200.
+            code = type_name.partition("^")[0] + "^"
+            other_trigger = any(
+                name.startswith(code)
+                for p in self.profiles
+                if p.enabled and p.matches(sending_application, sending_facility)
+                for name in p.handled_types
+            )
+            raise NotMappedForSender(
+                text,
+                error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
+                if other_trigger
+                else HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-3",
+            )
         return min(candidates, key=lambda p: (-p.priority, -p.specificity, p.name))
 
     def handles(self, type_name: str) -> bool:
@@ -193,10 +209,16 @@ class MappingSet:
         header = Sender.of(message)
         profile, entry = self._entry(header)
         if not entry.is_order:
-            raise MappingError(f"{header.type_name} is not an order message", location="MSH-9")
+            raise MappingError(
+                f"{header.type_name} is not an order message",
+                error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-9",
+            )
         if not entry.is_schedule and message.count("ORC") == 0:
             raise MappingError(
-                f"{header.type_name} without an ORC segment: no order control", location="ORC"
+                f"{header.type_name} without an ORC segment: no order control",
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+                location="ORC",
             )
         layout = Layout(message)
         grouping = layout.groups(entry.repeat, entry.ends, entry.block)
@@ -208,6 +230,7 @@ class MappingSet:
             raise MappingError(
                 f"{header.type_name} without an {entry.repeat} segment: nothing to schedule "
                 f"(profile {profile.name} makes one worklist item per {entry.repeat})",
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
                 location=entry.repeat,
             )
         if not entry.is_schedule:
@@ -237,6 +260,7 @@ class MappingSet:
             order=order,
             steps=steps,
             profile=profile.name,
+            warnings=list(layout.warnings),
         )
 
     # -- patients --
@@ -245,25 +269,34 @@ class MappingSet:
         """An ADT message as the patient's new attributes (and the prior ID for A40 / A47)."""
         header = Sender.of(message)
         if header.message_type != "ADT":
-            raise MappingError(f"{header.type_name} is not an ADT message", location="MSH-9")
+            raise MappingError(
+                f"{header.type_name} is not an ADT message",
+                error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-9",
+            )
         profile, entry = self._entry(header)
         context = Context(Layout(message))
         patient = entry.patient.evaluate(context)
         _require_patient_id(profile, patient, header)
         event = MappedPatientEvent(
-            trigger=header.trigger_event, patient=MappedPatient(patient), profile=profile.name
+            trigger=header.trigger_event,
+            patient=MappedPatient(patient),
+            profile=profile.name,
+            warnings=context.layout.warnings,
         )
         if header.trigger_event in PRIOR_ID_TRIGGERS:
             if message.count("MRG") > 1:
                 raise MappingError(
                     f"{header.type_name} with {message.count('MRG')} MRG segments: the broker "
                     "takes one merge per message",
+                    error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
                     location="MRG",
                 )
             prior = _evaluate(entry.prior_patient_id, context)
             if not _text(prior):
                 raise MappingError(
                     f"{header.type_name} without a prior patient ID (MRG-1): nothing to merge",
+                    error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
                     location="MRG-1",
                 )
             event.prior_patient_id = prior
@@ -286,11 +319,12 @@ def _schedule_control(entry: MessageMapping, header: Sender, context: Context) -
 def _no_status(
     profile: Profile, entry: MessageMapping, header: Sender, control: str, order_status: str
 ) -> MappingError:
-    where = profile.status_where or profile.file
+    where = profile.status_where or Path(profile.file).name
     if not entry.is_schedule:
         return MappingError(
             f"no status for ORC-1 {control!r} with ORC-5 {order_status!r} in profile "
             f"{profile.name} (add it to status: in {where})",
+            error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
             location="ORC-1",
         )
     paths = entry.order_status.paths() if entry.order_status else []
@@ -306,6 +340,7 @@ def _no_status(
         f"no status for {header.type_name} (order control {control!r}, control: at "
         f"{entry.control_where.get(header.trigger_event, entry.where)}) with order status "
         f"{order_status!r}{read} in profile {profile.name} ({fix})",
+        error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
         location=re.sub(r"\[\d+\]", "", paths[0]).split(".")[0] if paths else "MSH-9",
     )
 
@@ -327,17 +362,23 @@ def _order_control(message: HL7Message) -> tuple[str, str]:
         raise MappingError(
             f"the ORC segments disagree on order control / status ({pairs}): "
             "send one order action per message",
+            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             location="ORC-1",
         )
     if len(placers) > 1:
         raise MappingError(
             f"the ORC segments name different placer orders ({', '.join(sorted(placers))}): "
             "send one order per message",
+            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             location="ORC-2",
         )
     control, status = next(iter(seen))
     if not control:
-        raise MappingError("ORC-1 order control is empty", location="ORC-1")
+        raise MappingError(
+            "ORC-1 order control is empty",
+            error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            location="ORC-1",
+        )
     return control, status
 
 
@@ -347,6 +388,7 @@ def _require_patient_id(profile: Profile, patient: Attributes, header: Sender) -
         raise MappingError(
             f"{header.type_name} without a Patient ID (profile {profile.name} maps PatientID "
             f"from {_source(profile, header)}; missing: PatientID: reject at {policy.where})",
+            error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
             location="PID-3",
         )
 
@@ -371,13 +413,19 @@ def _fill_identifiers(
     sender = f"{header.application}^{header.facility}"
     accessions = [_text(step.procedure.get("AccessionNumber")) for step in steps]
 
-    def problem(keyword: str, number: int, text: str) -> MappingError:
+    def problem(
+        keyword: str,
+        number: int,
+        text: str,
+        code: HL7ErrorCode = HL7ErrorCode.REQUIRED_FIELD_MISSING,
+    ) -> MappingError:
         policy = profile.policy(keyword)
         where = "" if policy.where == "default" else f" at {policy.where}"
         item = f"item {number} ({repeat}[{number}])" if len(steps) > 1 else "the order"
         return MappingError(
             f"{keyword} is missing for {item}: {text} (profile {profile.name}, "
             f"missing: {keyword}: {policy.action}{where})",
+            error_code=code,
             location=repeat,
         )
 
@@ -412,7 +460,10 @@ def _fill_identifiers(
                 value = f"{order}-{number}"
                 if len(value) > _SH_MAX:
                     raise problem(
-                        "AccessionNumber", number, f"{value!r} is longer than 16 characters"
+                        "AccessionNumber",
+                        number,
+                        f"{value!r} is longer than 16 characters",
+                        HL7ErrorCode.DATA_TYPE_ERROR,
                     )
             step.procedure["AccessionNumber"] = accessions[number - 1] = value
 
@@ -435,7 +486,12 @@ def _fill_identifiers(
                 if keyword == "ScheduledProcedureStepID" and len(same) > 1:
                     value = f"{accession}-{same.index(number) + 1}"
                 if len(value) > _SH_MAX:
-                    raise problem(keyword, number, f"{value!r} is longer than 16 characters")
+                    raise problem(
+                        keyword,
+                        number,
+                        f"{value!r} is longer than 16 characters",
+                        HL7ErrorCode.DATA_TYPE_ERROR,
+                    )
                 attributes[keyword] = value
             elif action == "generate":
                 # Steps of one requested procedure share its ID; each step has its own.

@@ -175,6 +175,11 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
             lines += _order_lines(mapped, data)
         else:
             lines += _patient_lines(mapped, data)
+        if mapped.warnings:
+            # What the intake would keep in the message's record and send in the AA.
+            for warning in mapped.warnings:
+                lines.append(f"warning at {warning.location or '?'}: {warning.text}")
+            data["warnings"] = [warning.as_json() for warning in mapped.warnings]
     except MessageError as error:
         lines.append(f"{error.ack_code}: {error.text}")
         data.update(_error_data(error))

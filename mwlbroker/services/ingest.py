@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
-from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus, MessageWarning
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
@@ -45,8 +45,17 @@ class Applier(Protocol):
     def apply(self, session: Session, prepared: Any, row: MessageRow) -> None:
         """Write what ``prepare`` gave inside the ingest transaction (its own savepoint)."""
 
+    def warnings(self, prepared: Any) -> Sequence[MessageWarning]:
+        """What the mapping changed in the message to take it (values cut to fit their VR)."""
+
 
 ATTEMPTS = 3
+
+# Faults of the broker itself: the record keeps the detail (an exception's words may hold SQL,
+# file names or data), the sender reads only this much.
+_INTERNAL = "internal error while applying the message"
+_UNREADABLE = "message cannot be read"
+_FAULTS = (_INTERNAL, _UNREADABLE)
 
 
 class _Conflict(Exception):
@@ -68,10 +77,20 @@ class IngestResult:
     type_name: str = ""
     elapsed_ms: float = 0.0
     codec: str = "latin-1"
+    warnings: tuple[MessageWarning, ...] = ()  # of an accepted message: ERR severity W
 
     @property
     def control_id(self) -> str:
         return self.header.control_id if self.header is not None else ""
+
+    @property
+    def ack_text(self) -> str | None:
+        """The error as the sender reads it: an internal fault's detail (an exception, a
+        driver's words) stays in the log and the message's record."""
+        if self.error and self.error.startswith(_FAULTS):
+            kept = f" (kept as message {self.message_id})" if self.message_id else ""
+            return f"{self.error.split(':', 1)[0]}{kept}: the details are in the broker's log"
+        return self.error
 
 
 @dataclass
@@ -135,7 +154,7 @@ class IngestService:
                 # the sender hears why instead of seeing its connection dropped.
                 log.exception("reading a message from %s failed", peer)
                 error = MessageRejected(
-                    f"message cannot be read: {error}",
+                    f"{_UNREADABLE}: {error}",
                     error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 )
             unread = read_header(raw)
@@ -164,8 +183,12 @@ class IngestService:
         """The message's applier and what it prepared from the message, or None (the row marked
         rejected or failed) when the mapping cannot take it: one rule for intake and reprocess."""
         applier = self.routes[header.type_name]
+        row.warnings = None
         try:
-            return applier, applier.prepare(message)
+            prepared = applier.prepare(message)
+            warnings = applier.warnings(prepared)
+            row.warnings = [warning.as_json() for warning in warnings] or None
+            return applier, prepared
         except MessageError as error:
             _mark_error(row, error, now)
         except Exception as error:
@@ -251,9 +274,10 @@ class IngestService:
 
     def _read(self, raw: bytes, truncated: bool) -> tuple[HL7Message, MessageHeader]:
         if truncated:
+            # 100: what is kept lacks the segments after the cut.
             raise MessageRejected(
                 f"message larger than the maximum accepted size; first {len(raw)} bytes kept",
-                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             )
         message = parse_message(raw, self.default_codec)
         header = message.header()
@@ -512,6 +536,7 @@ def _new_row(raw: bytes, peer: str, truncated: bool, now: datetime) -> MessageRo
         error=None,
         error_code=None,
         error_location=None,
+        warnings=None,
     )
 
 
@@ -576,7 +601,7 @@ def _mark_error(row: MessageRow, error: MessageError, now: datetime) -> None:
 
 
 def _internal(error: Exception) -> MessageError:
-    return MessageError(f"internal error while applying the message: {error}")
+    return MessageError(f"{_INTERNAL}: {error}")
 
 
 def _result(
@@ -595,6 +620,9 @@ def _result(
         if row.trigger_event
         else row.message_type,
         codec=codec,
+        warnings=tuple(MessageWarning.from_json(item) for item in row.warnings or ())
+        if row.status == MessageStatus.PROCESSED
+        else (),
     )
 
 
@@ -613,7 +641,8 @@ def _log_result(result: IngestResult, event: str = "message") -> None:
         result.ack_code,
         result.duplicate,
         result.elapsed_ms,
-        f" error={result.error!r}" if result.error else "",
+        (f" error={result.error!r}" if result.error else "")
+        + (f" warnings={len(result.warnings)}" if result.warnings else ""),
         extra={
             "event": event,
             "message_id": result.message_id,

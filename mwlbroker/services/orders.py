@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mwlbroker.domain.errors import MessageError
-from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.messages import HL7ErrorCode, MessageWarning
 from mwlbroker.domain.transitions import HELD_ONLY, NOT_STARTED, StepTransition, step_transition
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
 from mwlbroker.hl7v2 import registry
@@ -58,6 +58,10 @@ class OrderService:
     def prepare(self, message: HL7Message) -> tuple[HL7Message, MappedOrder]:
         """Map the order, before (and outside) the transaction that applies it."""
         return message, self.mappings.map_order(message)
+
+    def warnings(self, prepared: tuple[HL7Message, MappedOrder]) -> list[MessageWarning]:
+        """What the mapping changed in the order to take it (values cut to fit their VR)."""
+        return prepared[1].warnings
 
     def apply(
         self, session: Session, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
@@ -256,7 +260,8 @@ class OrderService:
                     f"order {_name(mapped)} belongs to patient {patient.patient_id}, but the "
                     f"message names {mapped.patient.patient_id}; merge the patients (A40) or "
                     "cancel and re-order",
-                    error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                    # 205: the order number is already taken by another patient's order.
+                    error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
                     location="PID-3",
                 )
         return patient
