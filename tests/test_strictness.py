@@ -18,11 +18,16 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
+from mwlbroker.domain.accounts import Role
+from mwlbroker.domain.messages import AckCode, MessageWarning
+from mwlbroker.hl7v2.ack import build_ack
+from mwlbroker.hl7v2.header import read_header
 from mwlbroker.mapping.value_fit import truncate
 from tests.support.hl7_messages import hl7
 from tests.support.mllp_peers import Peer
 from tests.support.processes import cli_env, run_cli
 from tests.support.samples import SAMPLES
+from tests.support.web_client import login
 
 LONG_PHYSICIAN = SAMPLES / "30_omi_o23_long_physician_v251.hl7"
 # OBR-16 of the sample as xcn_to_pn makes it a PN: 68 characters in one component group.
@@ -259,6 +264,44 @@ def test_a_date_that_is_not_a_date_is_still_refused(broker):
     assert field(err, 3).startswith("102^")
 
 
+def test_the_warnings_are_on_the_web_page_and_in_the_api(broker):
+    broker.accounts.add_user("admin", "correct horse battery", Role.ADMIN)
+    client = broker.build_web_app().test_client()
+    login(client, "admin", "correct horse battery")
+    with Peer(broker.hl7.port) as peer:
+        assert msa(peer.send(wire(LONG_PHYSICIAN)))[1] == "AA"
+    message_id = latest_id(broker, "1001130")
+    detail = client.get(f"/api/messages/{message_id}").get_json()
+    assert detail["status"] == "processed"
+    assert [w["location"] for w in detail["warnings"]] == ["OBR-16", "PV1-8"]
+    assert {w["code"] for w in detail["warnings"]} == {102}
+    page = client.get(f"/messages/{message_id}").get_data(as_text=True)
+    assert "Warnings" in page and "OBR-16: RequestingPhysician (PN) from OBR-16" in page
+
+
+def test_a_message_refused_as_too_long_is_accepted_with_a_warning_after_the_profile_changes(
+    broker_factory, tmp_path, database_url
+):
+    folder = site_folder(tmp_path, STRICT_SITE)
+    broker = broker_factory(mappings__dir=str(folder))
+    with Peer(broker.hl7.port) as peer:
+        assert msa(peer.send(omi("RP1", physician="^" + REQUESTING)))[1] == "AE"
+    message_id = latest_id(broker, "RP1")
+    # The site decides that a cut physician's name is fine after all, and reprocesses.
+    site = folder / "site.yaml"
+    site.write_text(site.read_text().replace("too_long: reject", "too_long: truncate"))
+    env = cli_env(database_url, MWLBROKER_MAPPINGS_DIR=str(folder))
+    done = run_cli("messages", "reprocess", message_id, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "processed (AA)" in done.stdout
+    assert "warning at OBR-16: RequestingPhysician (PN)" in done.stdout
+    record = json.loads(show(database_url, message_id, as_json=True))
+    assert record["status"] == "processed" and record["error"] is None
+    assert [w["location"] for w in record["warnings"]] == ["OBR-16"]
+    [item] = find(broker.dicom.port, "ACC-L1")
+    assert str(item.RequestingPhysician) == "RequestingPhysicianFN^RequestingPhysicianGN"
+
+
 # -- no server paths, and codes that say what happened -------------------------------------------
 
 
@@ -356,6 +399,22 @@ def test_a_second_mrg_in_a_merge_is_100(broker):
     assert msa(ack)[1] == "AE"
     [err] = errs(ack)
     assert field(err, 2) == "MRG^1" and field(err, 3).startswith("100^"), err
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.6", "2.7", "2.8"])
+def test_a_warning_err_has_the_layout_of_the_versions_err(version):
+    # v2.7+ senders (where hl7.accepted_versions takes them): ERR-1 stays an empty first field.
+    header = read_header(
+        f"MSH|^~\\&|RIS|HOSP|MWL|RAD|20261127||OMI^O23^OMI_O23|W1|P|{version}".encode()
+    )
+    warning = MessageWarning("RequestingPhysician cut, see /opt/mwl/mappings/x.yaml:3", "OBR-16")
+    ack = build_ack(header, AckCode.ACCEPT, warnings=[warning])
+    [err] = errs(ack)
+    assert field(err, 1) == ""
+    assert (field(err, 2), field(err, 4)) == ("OBR^1^16", "W")
+    assert field(err, 3) == "102^Data type error^HL70357"
+    assert field(err, 8) == "RequestingPhysician cut, see x.yaml:3"
+    assert len(msa(ack)) == (3 if version >= "2.7" else 4)  # MSA-3 withdrawn in v2.7
 
 
 # -- truncation respects the VR ------------------------------------------------------------------

@@ -92,4 +92,6 @@ def reprocess(args: argparse.Namespace, config: Config, db: Database) -> int:
         f"message {args.id}: {result.status} ({result.ack_code})"
         + (f" - {result.error}" if result.error else "")
     )
+    for warning in result.warnings:
+        print(f"  warning at {warning.location or '?'}: {warning.text}")
     return 0 if result.ack_code == "AA" else 1
