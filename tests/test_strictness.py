@@ -22,7 +22,7 @@ from mwlbroker.domain.accounts import Role
 from mwlbroker.domain.messages import AckCode, MessageWarning
 from mwlbroker.hl7v2.ack import build_ack
 from mwlbroker.hl7v2.header import read_header
-from mwlbroker.mapping.value_fit import truncate
+from mwlbroker.mapping.value_fit import STRICT_KEYWORDS, truncate
 from tests.support.hl7_messages import hl7
 from tests.support.mllp_peers import Peer
 from tests.support.processes import cli_env, run_cli
@@ -251,7 +251,7 @@ def test_an_over_long_accession_number_stays_strict(broker):
     [err] = errs(ack)
     assert field(err, 2) == "IPC^1^1"
     assert field(err, 3).startswith("102^")
-    assert "AccessionNumber identifies the exam and is never truncated" in field(err, 8)
+    assert "AccessionNumber is a key the worklist is matched on: never truncated" in field(err, 8)
     assert find(broker.dicom.port, "ACC-0123456789*") == []
 
 
@@ -436,3 +436,10 @@ def test_truncation_never_splits_a_character_from_its_accents_or_an_escape():
     assert truncate("LO", escaped) == "a" * 62
     assert truncate("SH", "ABCDEFGHIJKLMNOPQRST") == "ABCDEFGHIJKLMNOP"
     assert truncate("LT", "x" * 10300) == "x" * 10240
+
+
+def test_the_mapping_reference_lists_every_key_that_is_never_cut():
+    reference = (SAMPLES.parent / "mappings" / "README.md").read_text(encoding="utf-8")
+    section = reference.split("## `too_long:`", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\b[A-Z][A-Za-z]+\b", section))
+    assert sorted(STRICT_KEYWORDS - listed) == []

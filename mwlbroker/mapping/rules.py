@@ -636,7 +636,7 @@ class AttributeRule:
                 return cut
         hint = ""
         if too_long and not allowed and self.vr in value_fit.MAX_LENGTH:
-            hint = f"; {self.keyword} identifies the exam and is never truncated"
+            hint = f"; {self.keyword} is a key the worklist is matched on: never truncated"
         elif too_long and allowed:
             at = f" at {self.too_long.where}" if self.too_long.where else ""
             hint = (
