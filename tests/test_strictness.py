@@ -209,6 +209,33 @@ def test_dcm4chee_shaped_omi_with_a_68_character_physician_is_accepted_with_warn
     assert re.search(r"warning 1 +OBR-16: RequestingPhysician \(PN\)", text), text
 
 
+def test_an_epic_shaped_orm_with_a_long_ordering_provider_is_accepted_with_a_warning(broker):
+    # Epic fills OBR-16 with the NPI, degree and assigning authority, and repeats it per ID type.
+    provider = (
+        "1639485720^VANDERHOEVEN-MONTGOMERY-WHITFIELD^ALEXANDRA-KATHERINE^ELIZABETH^JR^DR^MD^^"
+        "NPI&2.16.840.1.113883.4.6&ISO^L^^^NPI~E4521^VANDERHOEVEN-MONTGOMERY-WHITFIELD^"
+        "ALEXANDRA-KATHERINE^^^^^^EPIC^^^^PROVID"
+    )
+    message = hl7(
+        "MSH|^~\\&|EPIC|EPICADT|MWLBROKER|RADIOLOGY|20261201093155||ORM^O01|EP1001|P|2.3",
+        "PID|1||E8837261^^^EPI^MR~123-45-6789^^^SSA^SS||SMITH^JOHN^^^^^L||19700101|M",
+        "PV1|1|O|RAD^^^CHI^^^^^||||1639485720^WELBY^MARCUS^^^^^^NPI^L^^^NPI|||||||||||8812731",
+        "ORC|NW|EP1001^EPC|||SC||^^^20261208151000^^R||20261201093155|CLERK^CLERK^A|||"
+        "RAD^^^CHI^^^^^",
+        f"OBR|1|EP1001^EPC||IMG123^CT CHEST WO CONTRAST^EAP^^CT CHEST||||||||||||{provider}||"
+        "EPACC1001|EPRP1001|EPSPS1001||||CT",
+    )
+    with Peer(broker.hl7.port) as peer:
+        ack = peer.send(message)
+    assert msa(ack)[1] == "AA", ack
+    assert errs(ack) == []  # v2.3: the warning is in MSA-3
+    assert "RequestingPhysician (PN) from OBR-16" in msa(ack)[3]
+    [item] = find(broker.dicom.port, "EPACC1001")
+    assert str(item.RequestingPhysician) == (
+        "VANDERHOEVEN-MONTGOMERY-WHITFIELD^ALEXANDRA-KATHERINE^ELIZABETH"
+    )
+
+
 @pytest.mark.parametrize("version", ["2.3.1", "2.4"])
 def test_before_v2_5_the_warning_is_in_msa_3_and_no_err_is_sent(broker, version):
     # ERR-1 (v2.3.1, v2.4) has no severity: an ERR in an AA would read as an error.
@@ -329,6 +356,27 @@ def test_no_ack_text_shows_a_path_of_the_server(broker_factory, tmp_path, databa
     assert "site.yaml:" in answers["too long, rejected"].decode()
     assert "ihe-swf.yaml:" in answers["no status pair"].decode()
     assert "site.yaml:" in answers["not in a table"].decode()
+
+
+def test_an_internal_fault_keeps_its_detail_out_of_the_ack(broker, monkeypatch):
+    # Stands for a fault nobody foresaw, whose words hold a file and SQL.
+    def broken(raw: bytes, truncated: bool):
+        raise RuntimeError("boom in /srv/mwl/lib/reader.py: SELECT * FROM patient")
+
+    monkeypatch.setattr(broker.ingest, "_read", broken)
+    with Peer(broker.hl7.port) as peer:
+        ack = peer.send(omi("FAULT2"))
+    text = ack.decode("latin-1")
+    assert msa(ack)[1] == "AR"
+    assert "boom" not in text and "SELECT" not in text and "/srv" not in text
+    [err] = errs(ack)
+    assert field(err, 3).startswith("207^")  # a real internal fault
+    assert "the details are in the broker's log" in field(err, 8)
+    from mwlbroker.store import messages
+
+    with broker.db.reading() as session:
+        [row] = messages.latest(session, control_id="FAULT2")
+    assert "boom in /srv/mwl/lib/reader.py" in row.error  # the record keeps it
 
 
 @pytest.mark.parametrize(
