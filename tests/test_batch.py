@@ -12,6 +12,7 @@ from mwlbroker.store.tables import MessageRow
 from tests.support.dicom_peers import Modality
 from tests.support.hl7_messages import ack_fields, hl7, orm
 from tests.support.mllp_peers import Peer
+from tests.support.processes import cli_env, run_cli
 from tests.support.samples import SAMPLES, listed
 
 BATCHES = SAMPLES / "batches"
@@ -271,3 +272,24 @@ def test_batches_and_single_messages_share_a_connection(broker):
     assert [a["MSA"][1:3] for a in acks] == [["AA", "MIX2"]]
     assert after["MSA"][1:3] == ["AA", "MIX3"]
     assert len(stored(broker, status="processed")) == 3
+
+
+def test_send_prints_each_ack_of_a_batch_and_exits_1_when_one_is_not_aa(
+    broker, database_url, tmp_path
+):
+    env = cli_env(database_url)
+    sample = BATCHES / "bhs_adt_and_orders.hl7"
+    sent = run_cli("send", "-q", "--port", str(broker.hl7.port), str(sample), env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout.splitlines() == [
+        f"{sample} (1/3 of the batch): AA GE0000123",
+        f"{sample} (2/3 of the batch): AA GE0000124",
+        f"{sample} (3/3 of the batch): AA SMS20261201-0007",
+    ]
+    bad = tmp_path / "bad-batch.hl7"
+    bad.write_bytes(lines("BHS|^~\\&|RIS", orm("SENT1"), orm("SENT2", msg_type="ORM^O99"), "BTS|2"))
+    sent = run_cli("send", "-q", "--port", str(broker.hl7.port), str(bad), env=env)
+    assert sent.returncode == 1, sent.stdout + sent.stderr
+    out = sent.stdout.splitlines()
+    assert out[0] == f"{bad} (1/2 of the batch): AA SENT1"
+    assert out[1].startswith(f"{bad} (2/2 of the batch): AR SENT2 - message type 'ORM")
