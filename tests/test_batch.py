@@ -293,3 +293,18 @@ def test_send_prints_each_ack_of_a_batch_and_exits_1_when_one_is_not_aa(
     out = sent.stdout.splitlines()
     assert out[0] == f"{bad} (1/2 of the batch): AA SENT1"
     assert out[1].startswith(f"{bad} (2/2 of the batch): AR SENT2 - message type 'ORM")
+
+
+def test_split_keeps_each_message_byte_for_byte_whatever_the_line_ends() -> None:
+    from mwlbroker.hl7v2.batch import split_batch
+
+    for end in (b"\r", b"\n", b"\r\n"):
+        first, second = (orm(c).replace(b"\r", end) for c in ("SPLIT1", "SPLIT2"))
+        header = b"BHS|^~\\&|RIS|HOSPITAL|||20261201100000||||B1" + end
+        content = b"\xef\xbb\xbf" + header + first + end + second + b"BTS|2" + end
+        found = split_batch(content)
+        [batch] = found.batches
+        assert [p.raw for p in batch.parts] == [first + end, second], end
+        assert [p.line for p in batch.parts] == [2, 7]  # a blank line after the first
+        assert batch.header is not None and batch.header.sent(11) == "B1"
+        assert found.all_problems == []
