@@ -189,19 +189,20 @@ def build_batch_ack(
 
     ``acks[i]`` are the acknowledgment messages for ``received.batches[i]``'s parts, in order.
     The batch's problems (a count that disagrees) go in BTS-2 Batch Comment, the file's in
-    FTS-2 File Trailer Comment. FHS/FTS wrap it all when the batch came with an FHS.
+    FTS-2 File Trailer Comment. FHS/FTS wrap it all when the batch came with an FHS (or an FTS).
     """
     now = datetime.now().strftime("%Y%m%d%H%M%S")
     ours = (escape(application), escape(facility))
     lines: list[bytes] = []
-    if received.header is not None:
+    in_file = received.header is not None or received.trailer is not None
+    if in_file:
         lines.append(_answering_header(FILE_HEADER, received.header, ours, now))
     batches = received.batches
     for batch, batch_acks in zip(batches, acks, strict=True):
         lines.append(_answering_header(BATCH_HEADER, batch.header, ours, now))
         lines.extend(ack if ack.endswith(b"\r") else ack + b"\r" for ack in batch_acks)
         lines.append(_trailer(BATCH_TRAILER, len(batch_acks), batch.problems))
-    if received.header is not None or received.trailer is not None:
+    if in_file:
         lines.append(_trailer(FILE_TRAILER, len(batches), received.problems))
     return b"".join(lines)
 
