@@ -14,9 +14,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mwlbroker.mapping.engine import load_mappings
 from mwlbroker.mapping.loader import MappingLoadError
+from mwlbroker.store.tables import MessageRow
 from tests.support.hl7_messages import ack_fields
 from tests.support.hl7_segments import msh, segment, wire
 from tests.support.mllp_peers import Peer
@@ -129,6 +131,26 @@ def test_a_start_with_a_time_zone_offset_keeps_the_senders_clock(broker):
     early = items["ACCZ2"].ScheduledProcedureStepSequence[0]
     assert early.ScheduledProcedureStepStartTime == "081530.25"  # seconds and fraction kept
     assert early.ScheduledProcedureStepEndTime == "090000"
+
+
+def test_a_start_that_is_no_date_is_answered_ae_naming_tq1_7(broker):
+    bad = orm("B1", orc("PLB1"), tq1("20261232081500"), obr("PLB1", "ACCB1"))
+    with Peer(broker.hl7.port) as peer:
+        ack = ack_fields(peer.send(bad))
+        assert ack["MSA"][1:3] == ["AE", "B1"]
+        assert ack["ERR"][2] == "TQ1^1^7"  # ERR-2 Error Location (v2.5)
+        assert (
+            "ScheduledProcedureStepStartDate: '20261232081500' is not a valid date"
+            in (ack["ERR"][8])
+        )
+        assert "(from TQ1-7 / ORC-7.4 / OBR-27.4, rule at " in ack["ERR"][8]
+        # Nothing of it was applied, and the next message is taken.
+        good = orm("B2", orc("PLB2"), tq1("20261231081500"), obr("PLB2", "ACCB2"))
+        assert ack_fields(peer.send(good))["MSA"][1] == "AA"
+    with broker.db.reading() as session:
+        statuses = dict(session.execute(select(MessageRow.control_id, MessageRow.status)).all())
+    assert statuses == {"B1": "failed", "B2": "processed"}
+    assert accessions_on(broker.dicom.port, "20261201-20261231") == ["ACCB2"]
 
 
 def test_a_repeated_tq1_is_read_at_its_first_occurrence(broker):
