@@ -7,6 +7,8 @@ to v2.6, OMI^O23 and OMG^O19 after; MSH-9 without a message structure in v2.3, w
 v2.3.1 on. The modality's C-FIND by scheduled date must then find the item with the sender's
 start, end and priority. An ADT^A08 of the same version must be applied to the same item,
 and a version the broker does not know is refused (AR 203) with the list it accepts.
+Orders in the shapes of a few senders in the field (ORC-7 still used in v2.5, an offset in the
+TQ start, OBR-27 alone, TQ1 and ORC-7 both filled) are read the same way.
 """
 
 from __future__ import annotations
@@ -227,3 +229,61 @@ def test_a_site_can_narrow_the_accepted_versions(broker_factory):
         "HL7 version '2.6' in MSH-12 is not accepted (accepted: 2.3.1, 2.5.1)",
     )
     assert taken["MSA"][1] == "AA"
+
+
+# Orders as some senders write them in the field (their interface specifications' shapes):
+# (version, ORC-7, OBR-27, TQ1, PID-2, PID-5) -> start date, time and priority.
+FIELD_SHAPES = {
+    # A German RIS (Medavis style) still on ORC-7 in v2.5: quantity 1, interval "once".
+    "medavis-v25-orc7": ("2.5", "1^once^^20261214082200^20261214084500^R", "", "", "", ""),
+    # A Dutch order portal (ZorgDomein style), v2.4: offset in the TQ start, FN family name.
+    "zorgdomein-v24-offset": (
+        "2.4", "^^^20261214180000+0200^^S", "", "", "", "van Dijk&van&Dijk^Anna^^^^^L",
+    ),
+    # A v2.3 hospital system (Meditech style): OBR-27 alone, an external ID in PID-2 as well.
+    "meditech-v23-obr27": ("2.3", "", "^^^20261214090000^^A", "", "H00001234567", ""),
+    # Epic style v2.5.1: TQ1 and ORC-7 both filled with the same start, TQ1-9 a CWE.
+    "epic-v251-both": (
+        "2.5.1", "^^^20261214101500^^R", "", "20261214101500^^S^Stat^HL70485", "", "",
+    ),
+}  # fmt: skip
+FIELD_EXPECTED = {
+    "medavis-v25-orc7": ("082200", "084500", "ROUTINE", "ORIGINAL^NAME"),
+    "zorgdomein-v24-offset": ("180000", "", "STAT", "van Dijk^Anna"),
+    "meditech-v23-obr27": ("090000", "", "HIGH", "ORIGINAL^NAME"),
+    "epic-v251-both": ("101500", "", "STAT", "ORIGINAL^NAME"),
+}
+
+
+@pytest.mark.parametrize("name", list(FIELD_SHAPES))
+def test_orders_as_senders_in_the_field_write_them(broker, name):
+    version, orc_7, obr_27, timing, pid_2, pid_5 = FIELD_SHAPES[name]
+    key = "".join(c for c in name if c.isalnum())[:12].upper()
+    order = segment(
+        "ORC", {1: "NW", 2: f"PL{key}", 3: f"FL{key}", 5: "SC", 7: orc_7, 9: "20261206080000"}
+    )
+    segments = [
+        msh(f"F{key}", "ORM^O01" if version == "2.3" else "ORM^O01^ORM_O01", version),
+        segment(
+            "PID",
+            {1: "1", 2: pid_2, 3: f"P{key}^^^HOSPITAL^MR", 5: pid_5 or "ORIGINAL^NAME", 8: "F"},
+        ),
+        order,
+    ]
+    if timing:
+        start, _, priority = timing.partition("^^")
+        segments.append(segment("TQ1", {1: "1", 7: start, 9: priority}))
+    obr = {1: "1", 2: f"PL{key}", 4: "XR0501^CHEST PA/LAT^L", 24: "DX", 27: obr_27}
+    obr |= {18: f"A{key}", 19: f"R{key}", 20: f"S{key}"}
+    segments.append(segment("OBR", obr))
+    with Peer(broker.hl7.port) as peer:
+        ack = ack_fields(peer.send(wire(*segments)))
+    assert ack["MSA"][1:3] == ["AA", f"F{key}"], ack
+    [item] = worklist_on(broker.dicom.port, "20261214")
+    step = item.ScheduledProcedureStepSequence[0]
+    start_time, end_time, priority, patient_name = FIELD_EXPECTED[name]
+    assert step.ScheduledProcedureStepStartTime == start_time
+    assert (step.get("ScheduledProcedureStepEndTime") or "") == end_time
+    assert item.RequestedProcedurePriority == priority
+    assert item.PatientID == f"P{key}"  # PID-3, whatever PID-2 holds
+    assert str(item.PatientName) == patient_name
