@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
+from mwlbroker.hl7v2.fieldnames import field_names
 from mwlbroker.store.tables import MessageRow
 from tests.support.hl7_messages import ack_fields
 from tests.support.hl7_segments import msh, segment, wire
@@ -287,3 +288,11 @@ def test_orders_as_senders_in_the_field_write_them(broker, name):
     assert item.RequestedProcedurePriority == priority
     assert item.PatientID == f"P{key}"  # PID-3, whatever PID-2 holds
     assert str(item.PatientName) == patient_name
+
+
+def test_stored_messages_name_their_fields_in_the_senders_version():
+    """The message pages name each field; a v2.7.1 or v2.8.x message by its own tables."""
+    assert field_names("PID", "2.8.2")[40] == "Patient Telecommunication Information"
+    assert field_names("PID", "2.7.1")[40] == "Patient Telecommunication Information"  # by 2.7
+    assert 40 not in field_names("PID", "2.5.1")  # PID-40 came in v2.7
+    assert field_names("TQ1", "2.6")[7] == field_names("TQ1", "2.9")[7] == "Start Date Time"
