@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
+from mwlbroker.mapping.engine import MappingLoadError, load_mappings
 from mwlbroker.mapping.worklist_item import item_from_json
 from mwlbroker.store import messages, worklist
 from tests.support.hl7_messages import ack_fields, hl7
@@ -505,3 +506,39 @@ def test_use_survivor_puts_the_order_on_the_survivor_without_its_demographics(
     )
     assert {str(i.CurrentPatientLocation) for i in find(broker, patient="KEEP")} == {"ICU 3"}
     assert {str(i.PatientName) for i in find(broker, patient="KEEP")} == {"HARRIS^ANNA^M"}
+
+
+# -- the profile language ---------------------------------------------------------------------------
+
+
+def check(folder: Path) -> list[str]:
+    """``mwlbroker mappings check`` of a folder: each error as FILE:LINE: what is wrong."""
+    try:
+        load_mappings(folder)
+    except MappingLoadError as failed:
+        return [str(error) for error in failed.errors]
+    return []
+
+
+def test_a_bad_merged_patient_policy_and_identity_in_visit_are_named_with_their_line(
+    tmp_path: Path,
+):
+    (tmp_path / "site.yaml").write_text(
+        "profile: site\n"
+        "extends: ihe-swf\n"
+        "merged_patient: apply\n"
+        "messages:\n"
+        "  ADT:\n"
+        "    visit:\n"
+        "      PatientID: PV1-19.1\n"
+    )
+    errors = check(tmp_path)
+    assert any(
+        "site.yaml:3:" in e and "'apply' is not a policy (choose refuse | use_survivor)" in e
+        for e in errors
+    ), errors
+    assert any("site.yaml:6:" in e and "belongs in patient:" in e for e in errors), errors
+    (tmp_path / "site.yaml").write_text(
+        "profile: site\nextends: ihe-swf\nmerged_patient: use_survivor\n"
+    )
+    assert check(tmp_path) == []
