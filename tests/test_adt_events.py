@@ -211,8 +211,14 @@ def test_a_transfer_moves_the_open_item_and_its_cancellation_moves_it_back(broke
         events = [
             e for e in worklist.events_for_order(session, step.order_id) if e.event == "visit"
         ]
+        audits = list(worklist.audit_for(session, "order", step.order_id))
     assert [e.detail.split(":")[0] for e in events] == ["ADT^A02", "ADT^A12"]
     assert "4E 402 B -> ICU 12 A" in events[0].detail
+    # Audited with what it was before, by the message that changed it.
+    assert [a.action for a in audits] == ["visit", "visit"]
+    assert audits[0].before["CurrentPatientLocation"] == "4E 402 B"
+    assert audits[0].after["CurrentPatientLocation"] == "ICU 12 A"
+    assert audits[0].message_id == events[0].message_id is not None
 
 
 def test_discharge_and_its_cancellation_in_cerner_shape(broker):
@@ -422,7 +428,8 @@ def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker):
 def test_a_link_without_its_second_pid_is_answered_ae(broker):
     [ack] = send(broker, epic_adt("LX", "A24", "PID|1||L1^^^EPI^MR||HARRIS^ANNA"))
     assert ack["MSA"][1] == "AE"
-    assert "second PID" in ack["ERR"][8] or "two" in ack["ERR"][8], ack
+    assert "with 1 PID segment(s): a link names two patients" in ack["ERR"][8], ack
+    assert ack["ERR"][2].startswith("PID"), ack
 
 
 # -- what the broker does not take ------------------------------------------------------------------
