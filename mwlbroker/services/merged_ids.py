@@ -19,6 +19,7 @@ from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatient
 from mwlbroker.services.worklist import Context, resolve_patient, upsert_patient
+from mwlbroker.store import messages
 from mwlbroker.store import reconciliation as rec
 from mwlbroker.store import worklist as store
 from mwlbroker.store.worklist import PatientRow
@@ -34,7 +35,7 @@ class MergedAway:
     patient_id: str
     survivor: PatientRow
     when: str  # "2026-12-06 14:30 UTC", or "" when no merge record says
-    by: str  # "message 12", "staff (alice)" ...
+    by: str  # "message 12 (MSH-10 RIS0000009)", or the staff member who merged
 
     def reason(self, what: str) -> str:
         when = f" on {self.when}" if self.when else ""
@@ -58,7 +59,11 @@ def merged_away(ctx: Context, patient_id: str, issuer: str) -> MergedAway | None
         # Written in UTC; SQLite gives it back naive, PostgreSQL in the session's time zone.
         at = row.at if row.at.tzinfo is None else row.at.astimezone(UTC)
         when = f"{at:%Y-%m-%d %H:%M} UTC"
-        by = f"message {row.message_id}" if row.message_id is not None else row.actor
+        by = row.actor  # staff: who merged
+        if row.message_id is not None:
+            merged_by = messages.get(ctx.session, row.message_id)  # None once purged
+            control = f" (MSH-10 {merged_by.control_id})" if merged_by is not None else ""
+            by = f"message {row.message_id}{control}"
     return MergedAway(patient_id, survivor, when, by)
 
 
