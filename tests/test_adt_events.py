@@ -70,7 +70,7 @@ def epic_adt(control_id: str, trigger: str, *segments: str, structure: str = "")
 
 
 def cerner_adt(control_id: str, trigger: str, *segments: str) -> bytes:
-    """A Cerner-shaped ADT (v2.3): EVN-1 repeated, Q-style control IDs, FIN in PV1-19."""
+    """A Cerner-shaped ADT (v2.3): MSH-3 HNAM, Q-style control IDs, no MSH-9.3 structure."""
     return hl7(
         msh("HNAM", "COCH", f"ADT^{trigger}", f"Q{control_id}T1", "2.3"),
         f"EVN|{trigger}|{STAMP}",
