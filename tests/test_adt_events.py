@@ -20,8 +20,10 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from mwlbroker.mapping.engine import MappingLoadError, load_mappings
 from mwlbroker.mapping.worklist_item import item_from_json
 from mwlbroker.store import messages, worklist
+from tests.support.dicom_peers import findscu
 from tests.support.hl7_messages import ack_fields, hl7
 from tests.support.mllp_peers import Peer
+from tests.support.prerequisites import require_tools
 from tests.support.workflow import perform
 
 STAMP = "20261206101500"
@@ -385,7 +387,7 @@ def test_an_account_merge_changes_no_patient_id(broker):
 # -- links ------------------------------------------------------------------------------------------
 
 
-def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker):
+def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker, tmp_path: Path):
     accepted(
         broker,
         epic_order("O11", "L1", "ACC1101", pv1=epic_pv1("O", "RAD", "V11")),
@@ -410,6 +412,18 @@ def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker):
         )
     accepted(broker, link)  # the same link again changes nothing
     assert len(only(broker, "ACC1101").OtherPatientIDsSequence) == 1
+    # DCMTK's findscu, an independent client, reads the same.
+    require_tools("findscu")
+    found = findscu(
+        broker.dicom.port,
+        "AccessionNumber=ACC1101",
+        "OtherPatientIDsSequence[0].PatientID",
+        "OtherPatientIDsSequence[0].IssuerOfPatientID",
+        tmp_path=tmp_path,
+    )
+    assert found.status == "Success", found.output
+    [response] = found.responses
+    assert [str(i.PatientID) for i in response.OtherPatientIDsSequence] == ["L2"]
 
     accepted(
         broker,
