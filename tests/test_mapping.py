@@ -253,7 +253,9 @@ def test_supported_types(bundled):
         "ORM^O01",
         "OMI^O23",
         "OMG^O19",
-        *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
+        *(f"ADT^{t}" for t in ("A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08")),
+        *(f"ADT^{t}" for t in ("A11", "A12", "A13", "A18", "A24", "A31", "A34", "A35")),
+        *(f"ADT^{t}" for t in ("A36", "A37", "A39", "A40", "A47")),
         *(f"SIU^{t}" for t in ("S12", "S13", "S14", "S15")),  # siu-example, sender SCHEDULER
     }
 

@@ -356,11 +356,14 @@ class JoinRule(Rule):
 
     def evaluate(self, context: Context) -> Value:
         parts = []
+        cleared = False
         for rule in self.rules:
             value = rule.evaluate(context)
             if isinstance(value, str) and value:
                 parts.append(value)
-        return self.separator.join(parts) or None
+            cleared = cleared or value is CLEAR
+        # Only the HL7 null "" and nothing else (PV1-3 ""): the sender clears the value.
+        return self.separator.join(parts) or (CLEAR if cleared else None)
 
     def paths(self) -> list[str]:
         return [path for rule in self.rules for path in rule.paths()]
