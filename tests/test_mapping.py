@@ -159,6 +159,8 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
         "PatientName": "DOE^JOHN^Q^MR",  # XPN prefix MR goes to PN component 4
         "PatientBirthDate": "19650412",
         "PatientSex": "M",
+        "IssuerOfPatientIDQualifiersSequence": [{"IdentifierTypeCode": "MR"}],  # PID-3.5
+        "MedicalAlerts": "Suspected pulmonary embolism",  # OBR-13
     }
     assert order.order["ReferringPhysicianName"] == "SMITH^ROBERT^A^DR"  # PV1-8
     assert order.order["RequestingPhysician"] == "JONES^MARY^^DR"  # OBR-16
@@ -182,6 +184,7 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
         "Modality": "CT",
         "ScheduledProcedureStepStartDate": "20261127",
         "ScheduledProcedureStepStartTime": "143000",
+        "ScheduledProcedureStepDescription": "CT CHEST WITH CONTRAST",  # OBR-4.2 (no OBR-4.5)
     }
 
 

@@ -109,7 +109,7 @@ class Context:
     For the whole message (no group), the first occurrence is read.
     """
 
-    __slots__ = ("_occurrences", "end", "grouping", "layout", "message", "start")
+    __slots__ = ("_occurrences", "end", "grouping", "layout", "message", "repetitions", "start")
 
     def __init__(
         self, layout: Layout, start: int = 0, end: int = 0, grouping: Grouping | None = None
@@ -120,6 +120,40 @@ class Context:
         self.end = end
         self.grouping = grouping
         self._occurrences: dict[str, int] = {}
+        # (segment, field) -> the repetition an ``each: {repetition: ...}`` rule is reading
+        self.repetitions: dict[tuple[str, int], int] = {}
+
+    def at(
+        self, segment: str, occurrence: int, repetition: tuple[int, int] | None = None
+    ) -> Context:
+        """The same item, reading ``segment`` at ``occurrence`` (and one field's repetition)."""
+        other = Context(self.layout, self.start, self.end, self.grouping)
+        other._occurrences = {**self._occurrences, segment: occurrence}
+        other.repetitions = self.repetitions
+        if repetition is not None:
+            field, number = repetition
+            other.repetitions = {**self.repetitions, (segment, field): number}
+        return other
+
+    def visible(self, segment: str) -> list[int]:
+        """Every occurrence of ``segment`` this item may read: its own group's, then shared ones.
+
+        For the whole message (no group) that is every occurrence, in message order.
+        """
+        names, ordinals = self.layout.names, self.layout.ordinals
+        if self.grouping is None:
+            return [ordinals[i] for i, name in enumerate(names) if name == segment]
+        own = [ordinals[i] for i in range(self.start, self.end) if names[i] == segment]
+        scopes = self.grouping.scopes
+        block = self.grouping.blocks[self.start] if self.start < len(names) else 0
+        shared = [
+            ordinals[i]
+            for i, name in enumerate(names)
+            if name == segment
+            and not self.start <= i < self.end
+            and (scopes[i] == SHARED or (block and scopes[i] == block))
+        ]
+        return own + shared
 
     def occurrence(self, segment: str) -> int:
         """Which occurrence of ``segment`` this item reads (0: none it may read)."""
@@ -228,7 +262,16 @@ class RepetitionChoice:
 class FieldRule(Rule):
     """``PID-3.1``: one value, or with ``parts`` the components of the repetition."""
 
-    __slots__ = ("_paths", "absolute", "choice", "parts", "path", "text")
+    __slots__ = (
+        "_paths",
+        "absolute",
+        "choice",
+        "fixed_repetition",
+        "parts",
+        "path",
+        "subparts",
+        "text",
+    )
 
     def __init__(
         self, where: str, text: str, path: FieldPath, choice: RepetitionChoice | None = None
@@ -237,8 +280,10 @@ class FieldRule(Rule):
         self.text = text
         self.path = path
         self.absolute = "[" in text  # OBR[2]-18 names its occurrence; OBR-18 follows the item
+        self.fixed_repetition = "(" in text  # PID-3(2) names its repetition; PID-3 may follow
         self.choice = choice
-        self.parts = False
+        self.parts = False  # the components of the repetition, for transforms that read many
+        self.subparts = False  # ... the subcomponents of the named component instead
         self._paths: dict[tuple[int, int], FieldPath] = {}
 
     @property
@@ -259,14 +304,21 @@ class FieldRule(Rule):
         )
         if not occurrence:
             return None
-        path = self._path(occurrence, self.path.repetition)
+        repetition = self.path.repetition
+        if context.repetitions and not self.fixed_repetition:
+            repetition = context.repetitions.get((self.path.segment, self.path.field), repetition)
+        path = self._path(occurrence, repetition)
         if self.choice is not None:
-            repetition = self.choice.choose(context.message, path)
-            if repetition is None:
+            chosen = self.choice.choose(context.message, path)
+            if chosen is None:
                 return None
-            path = self._path(occurrence, repetition)
+            path = self._path(occurrence, chosen)
         if self.parts:
-            parts = context.message.components(path)
+            parts = (
+                context.message.subcomponents(path)
+                if self.subparts
+                else context.message.components(path)
+            )
             if parts is None:
                 return None
             return CLEAR if parts == [HL7_NULL] else tuple(parts)
@@ -499,6 +551,77 @@ class ItemsRule(Rule):
         return [path for item in self.items for attribute in item for path in attribute.paths()]
 
 
+class SelectRule(Rule):
+    """``find:`` / ``each:``: read a rule in the occurrences of a segment (or the repetitions of
+    a field) that a condition picks: ``find`` gives the first that has a value, ``each`` all
+    of them (text values joined by a backslash, DICOM's value separator; sequence items one
+    after the other).
+
+    ``segment: OBX`` looks at every OBX the item may read, its own group's first; so
+    ``{find: {segment: OBX, where: {field: OBX-3.1, equals: 3141-9}, read: OBX-5}}`` is the
+    body weight wherever the sender put it. ``repetition: PID-3`` (with ``from: 2``) looks at
+    the repetitions of that field; rules inside read that repetition unless they name one.
+    """
+
+    __slots__ = ("condition", "every", "field", "first", "inner", "segment")
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        every: bool,
+        segment: str,
+        field: int | None,
+        first: int,
+        condition: Condition | None,
+        inner: Rule,
+    ) -> None:
+        super().__init__(where, inner.kind)
+        self.every = every
+        self.segment = segment
+        self.field = field  # None: occurrences of the segment; else repetitions of this field
+        self.first = first  # from: the first repetition (or occurrence, counting visible ones)
+        self.condition = condition
+        self.inner = inner
+
+    def _contexts(self, context: Context) -> list[Context]:
+        if self.field is None:
+            found = context.visible(self.segment)[self.first - 1 :]
+            return [context.at(self.segment, occurrence) for occurrence in found]
+        occurrence = context.occurrence(self.segment)
+        if not occurrence:
+            return []
+        count = context.message.repetition_count(
+            FieldPath(self.segment, self.field, occurrence=occurrence)
+        )
+        return [
+            context.at(self.segment, occurrence, (self.field, repetition))
+            for repetition in range(self.first, count + 1)
+        ]
+
+    def evaluate(self, context: Context) -> Value:
+        values: list[Any] = []
+        for candidate in self._contexts(context):
+            if self.condition is not None and not self.condition.holds(candidate):
+                continue
+            value = self.inner.evaluate(candidate)
+            if not _has_value(value):
+                continue
+            if not self.every:
+                return value
+            if isinstance(value, list):
+                values.extend(value)
+            elif isinstance(value, str):
+                values.append(value)
+        if not values:
+            return None
+        return values if self.kind == "sequence" else "\\".join(values)
+
+    def paths(self) -> list[str]:
+        found = self.condition.paths() if self.condition is not None else []
+        return found + self.inner.paths()
+
+
 class TransformRule(Rule):
     """A rule whose value goes through ``transform:`` functions, in order (never CLEAR)."""
 
@@ -568,6 +691,8 @@ class EndRule(Rule):
 
 
 _TEXT_VRS = frozenset({"LT", "ST", "UT"})  # may hold a backslash; every other string VR splits
+# PS3.5 6.2: binary integers; a rule gives them as decimal text, checked against their range.
+_INTEGER_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1)}
 
 
 class AttributeRule:
@@ -599,6 +724,13 @@ class AttributeRule:
         problem = None
         if "\\" in value and not self.multiple and self.vr not in _TEXT_VRS:
             problem = "contains a backslash, which DICOM reads as a value separator"
+        elif self.vr in _INTEGER_RANGES:
+            low, high = _INTEGER_RANGES[self.vr]
+            parts = value.split("\\")
+            if not all(
+                re.fullmatch(r"[+-]?\d+", part) and low <= int(part) <= high for part in parts
+            ):
+                problem = f"is not a whole number from {low} to {high}"
         elif " or " not in self.vr:
             try:
                 validate_value(self.vr, value, pydicom_config.RAISE)
