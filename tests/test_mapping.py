@@ -684,6 +684,58 @@ def test_sex_priority_and_text():
     assert strip_spaces(" a ") == "a" and strip_spaces(" ") is None
 
 
+@pytest.mark.parametrize(
+    ("value", "kg"),
+    [
+        ("80 kg", "80"),
+        ("154.3 [lb_av]", "69.99"),
+        ("130 LBS", "58.97"),
+        ("3500 g", "3.5"),
+        ("62,5 kg", "62.5"),
+        ("112 oz", "3.18"),
+    ],
+)
+def test_weight_in_any_unit_becomes_kg(value, kg):
+    assert t.weight_kg(value) == kg
+
+
+@pytest.mark.parametrize(
+    ("value", "m"),
+    [("1.8 m", "1.8"), ("168 cm", "1.68"), ("65 [in_i]", "1.651"), ("6 ft", "1.829")],
+)
+def test_height_in_any_unit_becomes_metres(value, m):
+    assert t.height_m(value) == m
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("80", "has no units"),
+        ("14 st", "unit 'st' is not known"),
+        ("heavy kg", "not a number"),
+        ("-3 kg", "out of range"),
+    ],
+)
+def test_a_weight_that_cannot_be_converted_is_an_error(value, problem):
+    with pytest.raises(t.TransformError, match=problem):
+        t.weight_kg(value)
+
+
+def test_pregnancy_codes_become_dicom_values():
+    codes = ("B6", "LA15173-0", "la26683-5", "LA4489-6", "102874004", "N", "0004", "A0", "X")
+    assert [t.pregnancy_status(code) for code in codes] == [
+        "3",
+        "3",
+        "1",
+        "4",
+        "2",
+        "1",
+        "4",
+        None,
+        None,
+    ]
+
+
 def build(name: str, tables: dict | None = None, **arguments):
     spec = t.TRANSFORMS[name]
     setup = t.TransformSetup("p", {k: t.Table(k, v) for k, v in (tables or {}).items()})
@@ -804,6 +856,42 @@ def test_yaml_syntax_error_has_its_line(tmp_path):
             "        when: {field: PID-8}\n        then: {value: M}\n",
             6,
             "needs exactly one test",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientWeight:\n"
+            "        find: {where: {field: OBX-3.1, equals: WT}, read: OBX-5}\n",
+            6,
+            "needs read: and one of segment: or repetition:",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      Allergies:\n"
+            "        each: {segment: AL1-3, read: AL1-3.2}\n",
+            6,
+            "'AL1-3' is not a segment name",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      OtherPatientIDsSequence:\n"
+            "        each: {repetition: PID-3(2), read: {items: [{PatientID: PID-3.1}]}}\n",
+            6,
+            "repetition: names a field, such as PID-3",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      Allergies:\n"
+            "        each: {segment: AL1, from: 0, read: AL1-3}\n",
+            6,
+            "from: is a position counting from 1",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientName: "
+            "{field: PID-5, transform: cnn_to_pn}\n",
+            5,
+            "write PID-5.N, not PID-5",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientWeight: "
+            "{field: OBX-5, transform: wieght_kg}\n",
+            5,
+            "did you mean weight_kg",
         ),
     ],
 )
