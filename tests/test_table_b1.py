@@ -336,3 +336,15 @@ def test_an_adt_update_with_a_new_weight_reaches_the_worklist_item(broker):
     assert float(item.PatientWeight) == pytest.approx(71.5)
     assert float(item.PatientSize) == pytest.approx(1.651)  # not in the A08: kept
     assert list(item.Allergies) == ["IODINATED CONTRAST MEDIA", "PENICILLIN G", "LATEX"]
+
+
+def test_the_numeric_attributes_can_be_matching_keys(broker):
+    send(broker, wire(ORM_SAMPLE), wire(OMI_SAMPLE))
+    query = Dataset()
+    query.PatientID = ""
+    query.PregnancyStatus = 3  # US: single value matching on the stored number
+    assert [ds.PatientID for ds in find(broker, query)] == ["PID789012"]
+    query = Dataset()
+    query.PatientID = ""
+    query.PatientWeight = "92"  # DS
+    assert [ds.PatientID for ds in find(broker, query)] == ["PID890123"]
