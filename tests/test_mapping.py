@@ -188,6 +188,14 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
     }
 
 
+def test_an_obx_weight_without_a_value_is_passed_over(bundled):
+    empty = "OBX|1|NM|29463-7^Body weight^LN|||kg|||||F"
+    order = bundled.map_order(message(PID, ORC, obr(), empty, "OBX|2|NM|^BODY WEIGHT||70|kg"))
+    assert order.patient.attributes["PatientWeight"] == "70"
+    order = bundled.map_order(message(PID, ORC, obr(), empty))
+    assert "PatientWeight" not in order.patient.attributes
+
+
 def test_change_and_cancel_of_the_same_order(bundled):
     change = bundled.map_order(sample("03_orm_o01_xo_v231.hl7"))
     assert change.order_control == "XO" and change.step_status is StepStatus.SCHEDULED

@@ -46,16 +46,18 @@ class Grouping(NamedTuple):
 class Layout:
     """Where each segment sits in one message, computed once per message."""
 
-    __slots__ = ("message", "names", "ordinals")
+    __slots__ = ("message", "names", "ordinals", "positions")
 
     def __init__(self, message: HL7Message) -> None:
         self.message = message
         self.names = message.segment_names
         seen: dict[str, int] = {}
         self.ordinals: list[int] = []  # occurrence number of the segment at each index
-        for name in self.names:
+        self.positions: dict[str, list[int]] = {}  # the indexes of each segment, in order
+        for index, name in enumerate(self.names):
             seen[name] = seen.get(name, 0) + 1
             self.ordinals.append(seen[name])
+            self.positions.setdefault(name, []).append(index)
 
     def groups(
         self, repeat: str, ends: frozenset[str] = GROUP_BOUNDARIES, block: str = ""
@@ -140,17 +142,19 @@ class Context:
 
         For the whole message (no group) that is every occurrence, in message order.
         """
-        names, ordinals = self.layout.names, self.layout.ordinals
+        found = self.layout.positions.get(segment)
+        if not found:
+            return []
+        ordinals = self.layout.ordinals
         if self.grouping is None:
-            return [ordinals[i] for i, name in enumerate(names) if name == segment]
-        own = [ordinals[i] for i in range(self.start, self.end) if names[i] == segment]
+            return [ordinals[i] for i in found]
+        own = [ordinals[i] for i in found if self.start <= i < self.end]
         scopes = self.grouping.scopes
-        block = self.grouping.blocks[self.start] if self.start < len(names) else 0
+        block = self.grouping.blocks[self.start] if self.start < len(scopes) else 0
         shared = [
             ordinals[i]
-            for i, name in enumerate(names)
-            if name == segment
-            and not self.start <= i < self.end
+            for i in found
+            if not self.start <= i < self.end
             and (scopes[i] == SHARED or (block and scopes[i] == block))
         ]
         return own + shared
@@ -698,7 +702,7 @@ _INTEGER_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 
 class AttributeRule:
     """``Keyword: rule`` with the attribute's VR: evaluates and checks the value fits DICOM."""
 
-    __slots__ = ("keyword", "multiple", "rule", "vr", "where")
+    __slots__ = ("_fits", "keyword", "multiple", "rule", "vr", "where")
 
     def __init__(self, keyword: str, vr: str, vm: str, rule: Rule, where: str) -> None:
         self.keyword = keyword
@@ -706,6 +710,7 @@ class AttributeRule:
         self.multiple = vm != "1"
         self.rule = rule
         self.where = where
+        self._fits = ""  # the last value that passed the check (fixed values, codes repeat)
 
     def evaluate(self, context: Context) -> Value:
         try:
@@ -715,8 +720,9 @@ class AttributeRule:
                 f"{self.keyword}: {error} (from {self._source()}, rule at {self.where})",
                 location=self._location(),
             ) from None
-        if isinstance(value, str):
+        if isinstance(value, str) and value != self._fits:
             self.check(value)
+            self._fits = value
         return value
 
     def check(self, value: str) -> None:
