@@ -701,6 +701,8 @@ def test_sex_priority_and_text():
         ("3500 g", "3.5"),
         ("62,5 kg", "62.5"),
         ("112 oz", "3.18"),
+        ("80kg", "80"),  # units written into OBX-5
+        ("80 kg kg", "80"),  # ... and OBX-6 too
     ],
 )
 def test_weight_in_any_unit_becomes_kg(value, kg):

@@ -394,13 +394,18 @@ _LENGTH_UNITS = {
 }
 
 
+# A number and what follows it: "154.3 [lb_av]", "80kg", "62,5 kg" (a decimal comma).
+_MEASUREMENT = re.compile(r"\s*([+-]?\d+(?:[.,]\d+)?)\s*(.*)", re.DOTALL)
+
+
 def _measure(value: str, units: Mapping[str, float], what: str, target: str, places: int) -> str:
-    number, _, unit = value.strip().partition(" ")
-    unit = unit.strip().upper()
-    try:
-        amount = float(number.replace(",", "."))
-    except ValueError:
-        raise TransformError(f"{what} {number!r} is not a number") from None
+    match = _MEASUREMENT.fullmatch(value)
+    if match is None:
+        raise TransformError(f"{what} {value.split(' ')[0]!r} is not a number")
+    number = match[1]
+    amount = float(number.replace(",", "."))
+    # OBX-5 "80 kg" with OBX-6 "kg" as well: the same unit twice is that unit.
+    unit = " ".join(dict.fromkeys(match[2].upper().split()))
     if not unit:
         raise TransformError(
             f"{what} {number!r} has no units (OBX-6): give {target} or another unit "
