@@ -1092,6 +1092,15 @@ def test_indexed_reads_give_the_same_answers_as_get():
                         assert each.value(path) == each.get(path), path
 
 
+def test_subcomponents_of_a_component():
+    parsed = message("OBR|1|||||||||||||||||||||||||||||||||T123&LEE&SUSAN&K^20261204~&\\T\\x|")
+    assert parsed.subcomponents("OBR-34.1") == ["T123", "LEE", "SUSAN", "K"]
+    assert parsed.subcomponents("OBR-34(2).1") == ["", "&x"]  # escapes decoded after the split
+    assert parsed.subcomponents("OBR-34.2") == ["20261204"]
+    assert parsed.subcomponents("OBR-34.3") is None
+    assert parsed.subcomponents("OBR-35.1") is None
+
+
 def test_components_of_a_repetition():
     parsed = message('PID|1||A1^^^ONE~B2^^^TWO||DOE&VAN^JOHN^\\S\\x^^MR|""|X')
     assert parsed.components("PID-3(2)") == ["B2", "", "", "TWO"]
