@@ -382,3 +382,24 @@ def test_serve_refuses_a_postgresql_schema_at_another_revision(
     assert advice in served.stderr
     assert revision in served.stderr
     assert served.stderr.count("\n") == 1
+
+
+def test_send_prints_the_reason_unescaped_and_from_err_8_for_v2_8(
+    broker: Broker, database_url: str, tmp_path: Path
+) -> None:
+    # v2.3.1: the reason is in MSA-3, where "^" travels as \S\; v2.8: MSA-3 is withdrawn and
+    # the reason travels in ERR-8. Either way the user reads it as the broker wrote it.
+    old = tmp_path / "unknown_trigger_v231.hl7"
+    old.write_bytes(orm("O99", msg_type="ORM^O99"))
+    new = tmp_path / "change_unknown_v28.hl7"
+    new.write_bytes(orm("XO28", version="2.8", control="XO", order="NOSUCH28"))
+    env = cli_env(database_url)
+
+    sent = send(broker, old, new, env=env)
+
+    assert sent.returncode == 1
+    lines = {line.split(":")[0]: line for line in sent.stdout.splitlines() if line[:1] != " "}
+    assert lines[str(old)].startswith(f"{old}: AR O99 - ")
+    assert "ORM^O99" in lines[str(old)]  # not ORM\S\O99
+    assert lines[str(new)].startswith(f"{new}: A")
+    assert " - " in lines[str(new)], lines[str(new)]  # a reason, not an empty line
