@@ -348,3 +348,18 @@ def test_the_numeric_attributes_can_be_matching_keys(broker):
     query.PatientID = ""
     query.PatientWeight = "92"  # DS
     assert [ds.PatientID for ds in find(broker, query)] == ["PID890123"]
+
+
+def test_omg_sample_without_zds_returns_an_empty_referenced_study_sequence(broker):
+    [ack] = send(broker, wire(SAMPLES / "34_omg_o19_table_b1_v251.hl7"))
+    assert ack["MSA"][1:3] == ["AA", "RIS0000034"]
+    query = table_b1_query(AccessionNumber="ACC20261207034")
+    query.StudyInstanceUID = ""
+    [item] = find(broker, query)
+    assert item.StudyInstanceUID.startswith("2.25.")  # generated: the order has no ZDS
+    assert "ReferencedStudySequence" in item and len(item.ReferencedStudySequence) == 0
+    assert item.PregnancyStatus == 2  # OBX 11449-6, SNOMED CT 102874004 possible pregnancy
+    assert float(item.PatientWeight) == pytest.approx(58.97)  # ^BODY WEIGHT 130 lbs
+    assert float(item.PatientSize) == pytest.approx(1.63)  # ^BODY HEIGHT 163 cm
+    step = item.ScheduledProcedureStepSequence[0]
+    assert str(step.ScheduledPerformingPhysicianName) == "Asante^Kwame"
