@@ -148,7 +148,7 @@ def test_orm_v231_attributes_come_back_to_a_modality(broker):
         ("E4455667", "EPIC", "TEXT"),
     ]
     assert others[0].IssuerOfPatientIDQualifiersSequence[0].IdentifierTypeCode == "SS"
-    assert item.PatientID == "PID789012"  # the first repetition stays the Patient ID
+    assert item.PatientID == "PID320032"  # the first repetition stays the Patient ID
 
     step = item.ScheduledProcedureStepSequence[0]
     assert step.ScheduledProcedureStepDescription == "OB second trimester survey"  # OBR-4.5
@@ -201,16 +201,16 @@ def test_sequence_keys_return_the_sub_keys_asked_for_and_match_inside_items(brok
     query.PatientID = ""
     query.OtherPatientIDsSequence = [other]
     found = {ds.PatientID: ds for ds in find(broker, query)}
-    assert sorted(found) == ["PID789012", "PID890123"]
-    assert [o.PatientID for o in found["PID789012"].OtherPatientIDsSequence] == [
+    assert sorted(found) == ["PID320032", "PID330033"]
+    assert [o.PatientID for o in found["PID320032"].OtherPatientIDsSequence] == [
         "998877665",
         "E4455667",
     ]
-    assert "IssuerOfPatientID" not in found["PID789012"].OtherPatientIDsSequence[0]
+    assert "IssuerOfPatientID" not in found["PID320032"].OtherPatientIDsSequence[0]
     # PS3.4 C.2.2.2.6: a value inside the item matches some item of the stored sequence.
     other.PatientID = "7755331"
     query.OtherPatientIDsSequence = [other]
-    assert [ds.PatientID for ds in find(broker, query)] == ["PID890123"]
+    assert [ds.PatientID for ds in find(broker, query)] == ["PID330033"]
     other.PatientID = "NOBODY"
     query.OtherPatientIDsSequence = [other]
     assert find(broker, query) == []
@@ -326,7 +326,7 @@ def test_an_adt_update_with_a_new_weight_reaches_the_worklist_item(broker):
     update = hl7(
         MSH.format(type="ADT^A08", id="A08WEIGHT", version="2.3.1"),
         "EVN|A08|20261206101500",
-        "PID|1||PID789012^^^HOSPITAL&1.2.840.113619.6.197&ISO^MR||OKONKWO^ADAEZE^N^^MS||19880317|F",
+        "PID|1||PID320032^^^HOSPITAL&1.2.840.113619.6.197&ISO^MR||OKONKWO^ADAEZE^N^^MS||19880317|F",
         "PV1|1|O",
         "OBX|1|NM|29463-7^Body weight^LN||71.5|kg|||||F",
     )
@@ -343,11 +343,11 @@ def test_the_numeric_attributes_can_be_matching_keys(broker):
     query = Dataset()
     query.PatientID = ""
     query.PregnancyStatus = 3  # US: single value matching on the stored number
-    assert [ds.PatientID for ds in find(broker, query)] == ["PID789012"]
+    assert [ds.PatientID for ds in find(broker, query)] == ["PID320032"]
     query = Dataset()
     query.PatientID = ""
     query.PatientWeight = "92"  # DS
-    assert [ds.PatientID for ds in find(broker, query)] == ["PID890123"]
+    assert [ds.PatientID for ds in find(broker, query)] == ["PID330033"]
 
 
 def test_omg_sample_without_zds_returns_an_empty_referenced_study_sequence(broker):

@@ -199,16 +199,18 @@ class MappingSet:
                 f"{header.type_name} without an ORC segment: no order control", location="ORC"
             )
         layout = Layout(message)
-        grouping = layout.groups(entry.repeat, entry.ends, entry.block)
+        repeat = entry.repeat_in(layout.names)  # repeat: [IPC, OBR]: IPC, else OBR
+        grouping = layout.groups(repeat, entry.ends, entry.block)
         control = order_status = ""
         if entry.is_schedule:
             control, order_status = _schedule_control(entry, header, Context(layout))
         # An SIU cancellation (or any control but NW / XO) may name the appointment only.
         if not grouping.groups and not (entry.is_schedule and control not in ("NW", "XO")):
             raise MappingError(
-                f"{header.type_name} without an {entry.repeat} segment: nothing to schedule "
-                f"(profile {profile.name} makes one worklist item per {entry.repeat})",
-                location=entry.repeat,
+                f"{header.type_name} without an {repeat} segment: nothing to schedule "
+                f"(profile {profile.name} makes one worklist item per "
+                f"{entry.describe_repeat})",
+                location=repeat,
             )
         if not entry.is_schedule:
             control, order_status = _order_control(message)
@@ -226,7 +228,7 @@ class MappingSet:
             for context in contexts
         ]
         _require_patient_id(profile, patient, header)
-        _fill_identifiers(profile, header, entry.repeat, placer, filler, steps)
+        _fill_identifiers(profile, header, repeat, placer, filler, steps)
         return MappedOrder(
             order_control=control,
             order_status=order_status,
