@@ -7,16 +7,21 @@ all, and an AE names the group that failed, with ERR pointing at its ORC.
 
 from __future__ import annotations
 
+import json
+import re
+
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 from sqlalchemy import select
 
+from mwlbroker.domain.accounts import Role
 from mwlbroker.store.tables import MessageRow, OrderRow, StepRow
 from tests.support.dicom_peers import Modality, findscu
 from tests.support.hl7_messages import ack_fields, hl7
 from tests.support.mllp_peers import Peer
 from tests.support.processes import cli_env, run_cli
 from tests.support.samples import SAMPLES
+from tests.support.web_client import login
 
 SAMPLE = SAMPLES / "13_orm_o01_two_orders_v231.hl7"
 
@@ -245,7 +250,7 @@ def test_omi_with_two_orc_tq1_obr_ipc_groups(broker, tmp_path):
     }
 
 
-def test_a_new_order_and_a_cancel_in_one_message(broker):
+def test_a_new_order_and_a_cancel_in_one_message(broker, database_url):
     with Peer(broker.hl7.port) as peer:
         first = cerner_orm("CER001", ("NW", "SC", "5001", "ACC5001", "20261204100000"))
         assert ack_fields(peer.send(first))["MSA"][1] == "AA"
@@ -264,6 +269,23 @@ def test_a_new_order_and_a_cancel_in_one_message(broker):
         "5001": ("CA", created[0], ["CANCELED"]),
         "5002": ("NW", created[1], ["SCHEDULED"]),
     }
+
+    # What the message did, as `messages show` and the message page tell it: two orders.
+    env = cli_env(database_url)
+    shown = run_cli("messages", "show", str(created[1]), "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [
+        (o["placer_order_number"], o["order_control"], o["created"])
+        for o in json.loads(shown.stdout)["orders"]
+    ] == [("5001", "CA", False), ("5002", "NW", True)]
+    text = run_cli("messages", "show", str(created[1]), env=env).stdout
+    [line] = [line for line in text.splitlines() if line.startswith("orders ")]
+    assert "(5001, last changed, CA)" in line and "(5002, created)" in line
+    broker.accounts.add_user("alice", "correct horse battery", Role.VIEWER)
+    client = broker.build_web_app().test_client()
+    login(client, "alice", "correct horse battery")
+    page = client.get(f"/messages/{created[1]}").get_data(as_text=True)
+    assert re.search(r'<a href="/orders/\d+">order \d+</a> \(5002, created\)', page), page
 
 
 def test_a_failing_second_order_applies_nothing_until_reprocessed(broker, database_url):
