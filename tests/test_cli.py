@@ -85,8 +85,8 @@ def write_toml(tmp_path: Path, content: str) -> Path:
 
 def test_send_prints_aa_for_each_sample_file(broker: Broker, database_url: str) -> None:
     # 11: an SIU^S12 appointment from the scheduler; 12: an OMG^O19 general order;
-    # 13: an ORM^O01 with two orders
-    assert len(SAMPLE_FILES) == 13
+    # 13, 14: an ORM^O01 and an OMI^O23 with two orders each
+    assert len(SAMPLE_FILES) == 14
     sent = send(broker, *SAMPLE_FILES, env=cli_env(database_url))
 
     assert sent.returncode == 0, sent.stdout + sent.stderr
