@@ -337,3 +337,36 @@ def test_a_resent_message_of_two_orders_is_applied_once(broker):
     row = stored(broker, "RIS0000013")
     assert row.duplicate_count == 1
     assert [steps for _, _, steps in orders(broker).values()] == [["SCHEDULED"], ["SCHEDULED"]]
+
+
+def omg(control_id: str, second_control: str = "NW", second_status: str = "SC") -> bytes:
+    """An OMG^O19 v2.5.1 in the IHE SWF.b general-order shape: two ORC/TQ1/OBR groups."""
+    return hl7(
+        f"MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261203090000||OMG^O19^OMG_O19|{control_id}"
+        "|P|2.5.1",
+        "PID|1||PID3001^^^HOSPITAL^MR||OKAFOR^CHIDI||19800101|M",
+        "ORC|NW|PLG1^RIS|FLG1^RIS||SC||||20261203090000",
+        "TQ1|1||||||20261205080000||R^Routine^HL70485",
+        "OBR|1|PLG1^RIS|FLG1^RIS|US01^US abdomen^L||||||||||||||ACCG1|RPG1|SPSG1||||US",
+        f"ORC|{second_control}|PLG2^RIS|FLG2^RIS||{second_status}||||20261203090000",
+        "TQ1|1||||||20261205090000||S^Stat^HL70485",
+        "OBR|2|PLG2^RIS|FLG2^RIS|US02^US neck^L||||||||||||||ACCG2|RPG2|SPSG2||||US",
+    )
+
+
+def test_omg_with_two_orders_and_an_error_in_the_second_in_v251_err(broker):
+    with Peer(broker.hl7.port) as peer:
+        bad = ack_fields(peer.send(omg("OMG01", "XX", "YY")))
+        assert bad["MSA"][1] == "AE", bad
+        # v2.5.1: ERR-2 is the location (the second ORC, ORC-1), ERR-8 the text.
+        assert bad["ERR"][2] == "ORC^2^1"
+        assert bad["ERR"][8].startswith(
+            "order 2 (ORC[2], placer PLG2): no status for ORC-1 'XX' with ORC-5 'YY'"
+        )
+        assert accessions(broker) == []
+        good = ack_fields(peer.send(omg("OMG02")))
+    assert good["MSA"][1] == "AA", good
+    first, second = worklist(broker)
+    assert (first.AccessionNumber, first.RequestedProcedurePriority) == ("ACCG1", "ROUTINE")
+    assert (second.AccessionNumber, second.RequestedProcedurePriority) == ("ACCG2", "STAT")
+    assert second.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "090000"
