@@ -516,6 +516,14 @@ def test_orc_groups_of_different_placer_orders_are_orders_of_their_own(bundled):
         bundled.map_orders(message(PID, ORC, obr("A1"), "ORC|NW|PL2|FL2||SC"))
     cancel_only = bundled.map_orders(message(PID, ORC, obr("A1"), "ORC|CA|PL2|FL2||CA"))
     assert [(o.placer_order_number, len(o.steps)) for o in cancel_only] == [("PL1", 1), ("PL2", 0)]
+    # Items are numbered within their order; the text names the OBR's place in the message.
+    second = [other, obr("A2", sps="S2"), obr("", sps="S3")]
+    with pytest.raises(MappingError) as raised:
+        bundled.map_orders(message(PID, ORC, obr("A1"), *second))
+    assert str(raised.value).startswith(
+        "order 2 (ORC[2], placer PL2): AccessionNumber is missing for item 2 (OBR[3])"
+    )
+    assert raised.value.location == "ORC[2]"
 
 
 # -- status, structure and identifier policies ------------------------------------------------------
