@@ -3,10 +3,11 @@
 :func:`load_mappings` reads and compiles a folder of profiles once; the resulting
 :class:`MappingSet` picks the profile for a sender and maps messages:
 :meth:`MappingSet.map_orders` for ORM^O01 / OMI^O23 / OMG^O19 (one order per placer order
-of the message) and SIU^S12..S15 (scheduling, where a profile maps it) and :meth:`MappingSet.map_patient_event` for ADT. Both raise
-:class:`MappingError` (answered AE, reprocessable once the mapping or the message is fixed)
-with a text that names the field and the mapping line involved; a message type that no
-profile maps for its sender raises :class:`NotMappedForSender` (answered AR).
+of the message) and SIU^S12..S15 (scheduling, where a profile maps it), and
+:meth:`MappingSet.map_patient_event` for ADT. Both raise :class:`MappingError` (answered AE,
+reprocessable once the mapping or the message is fixed) with a text that names the field and
+the mapping line involved; a message type that no profile maps for its sender raises
+:class:`NotMappedForSender` (answered AR).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ ORC-1 decides what happens (NW creates; XO changes; CA/OC cancel; DC discontinue
 status; HD/RL hold and release) and the mapping's status table turns ORC-1 + ORC-5 into the
 step status. Anything surprising (a change for an unknown order, a second NW, a final order
 asked to change) raises a :class:`MessageError`: the message stays stored, answered AE with the
-reason, and can be reprocessed once the cause is dealt with.
+reason, and can be reprocessed once the cause is dealt with. A message may carry several
+orders (one per placer order); each gets its own ORC-1, and all of them share the message's
+transaction, so one failing order leaves the others unapplied too.
 """
 
 from __future__ import annotations
