@@ -370,3 +370,16 @@ def test_omg_with_two_orders_and_an_error_in_the_second_in_v251_err(broker):
     assert (first.AccessionNumber, first.RequestedProcedurePriority) == ("ACCG1", "ROUTINE")
     assert (second.AccessionNumber, second.RequestedProcedurePriority) == ("ACCG2", "STAT")
     assert second.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "090000"
+
+
+def test_mappings_test_shows_every_order(tmp_path):
+    env = cli_env(f"sqlite:///{tmp_path / 'never.db'}")
+    shown = run_cli("mappings", "test", str(SAMPLE), "--json", env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    data = json.loads(shown.stdout)
+    assert [
+        (o["order"], o["orc"], o["placer_order_number"], len(o["items"])) for o in data["orders"]
+    ] == [(1, 1, "550120331", 1), (2, 2, "550120332", 1)]
+    text = run_cli("mappings", "test", str(SAMPLE), env=env).stdout
+    assert "== order 2 (ORC[2], placer 550120332)" in text
+    assert not (tmp_path / "never.db").exists()
