@@ -412,6 +412,8 @@ def _orders_of(layout: Layout, grouping: Grouping, entry: MessageMapping) -> lis
     previous: tuple[str, str] | None = None
     for owner, (start, end) in enumerate(zip(orc_at, [*orc_at[1:], len(names)], strict=True)):
         orc_context = Context(layout, start, end, grouping)
+        if len(orc_at) == 1:  # the common case: one ORC, one order, nothing to tell apart
+            return [_OrderItems([layout.ordinals[start]], items[owner], orc_context)]
         reads = items[owner][0].context if items[owner] else orc_context
         placer = _text(_evaluate(entry.placer, reads))
         filler = _text(_evaluate(entry.filler, reads))
