@@ -158,7 +158,7 @@ def test_two_orders_of_one_orm_are_both_found_with_their_own_attributes(broker):
 
     head, chest = worklist(broker)
     assert (head.AccessionNumber, chest.AccessionNumber) == ("ACC20261202011", "ACC20261202012")
-    assert head.PatientID == chest.PatientID == "PID789012"
+    assert head.PatientID == chest.PatientID == "PID135792"
     # Each item has its own order's ORC-2 / ORC-3, ORC-7 start and priority, OBR-24 modality.
     assert head.PlacerOrderNumberImagingServiceRequest == "550120331"
     assert chest.PlacerOrderNumberImagingServiceRequest == "550120332"

@@ -213,16 +213,18 @@ class MappingSet:
                 f"{header.type_name} without an ORC segment: no order control", location="ORC"
             )
         layout = Layout(message)
-        grouping = layout.groups(entry.repeat, entry.ends, entry.block)
+        repeat = entry.repeat_in(layout.names)  # repeat: [IPC, OBR]: IPC, else OBR
+        grouping = layout.groups(repeat, entry.ends, entry.block)
         control = order_status = ""
         if entry.is_schedule:
             control, order_status = _schedule_control(entry, header, Context(layout))
         # An SIU cancellation (or any control but NW / XO) may name the appointment only.
         if not grouping.groups and not (entry.is_schedule and control not in ("NW", "XO")):
             raise MappingError(
-                f"{header.type_name} without an {entry.repeat} segment: nothing to schedule "
-                f"(profile {profile.name} makes one worklist item per {entry.repeat})",
-                location=entry.repeat,
+                f"{header.type_name} without an {repeat} segment: nothing to schedule "
+                f"(profile {profile.name} makes one worklist item per "
+                f"{entry.describe_repeat})",
+                location=repeat,
             )
         patient = entry.patient.evaluate(Context(layout))
         _require_patient_id(profile, patient, header)
@@ -247,14 +249,14 @@ class MappingSet:
                     control, order_status = _order_control(message, part.orcs)
                     if not part.items and control in ("NW", "XO"):
                         raise MappingError(
-                            f"ORC-1 {control} without an {entry.repeat} segment: nothing to "
+                            f"ORC-1 {control} without an {repeat} segment: nothing to "
                             f"schedule (profile {profile.name} makes one worklist item per "
-                            f"{entry.repeat})",
-                            location=entry.repeat,
+                            f"{entry.describe_repeat})",
+                            location=repeat,
                         )
                 orders.append(
                     self._map_one(
-                        profile, entry, header, patient, part, control, order_status, group
+                        profile, entry, header, repeat, patient, part, control, order_status, group
                     )
                 )
             except MappingError as error:
@@ -268,6 +270,7 @@ class MappingSet:
         profile: Profile,
         entry: MessageMapping,
         header: Sender,
+        repeat: str,
         patient: Attributes,
         part: _OrderItems,
         control: str,
@@ -287,7 +290,7 @@ class MappingSet:
             for item in part.items
         ]
         occurrences = [item.occurrence for item in part.items]
-        _fill_identifiers(profile, header, entry.repeat, placer, filler, steps, occurrences)
+        _fill_identifiers(profile, header, repeat, placer, filler, steps, occurrences)
         return MappedOrder(
             order_control=control,
             order_status=order_status,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mwlbroker.domain.worklist import StepStatus
@@ -76,6 +76,7 @@ class MessageMapping:
     key: str
     where: str  # FILE:LINE of the message type's key
     repeat: str = ""  # orders: the segment that makes one item (OBR, IPC, AIS)
+    repeat_else: tuple[str, ...] = ()  # ... when the message has none: the next one it has
     ends: frozenset[str] = GROUP_BOUNDARIES  # segments that end an item's group
     block: str = ""  # SIU: RGS, the segment that starts a block of resources
     patient: Section = field(default_factory=Section)
@@ -89,6 +90,23 @@ class MessageMapping:
     control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
     control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
     order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
+
+    def repeat_in(self, names: Sequence[str]) -> str:
+        """The segment that makes the items of a message with these segments.
+
+        ``repeat: [IPC, OBR]``: one item per IPC; a message without any IPC (an OMI from a
+        sender that leaves the IPC out), one per OBR. The first one present wins; when none
+        is, the first named (the message then has nothing to schedule).
+        """
+        for segment in (self.repeat, *self.repeat_else):
+            if segment in names:
+                return segment
+        return self.repeat
+
+    @property
+    def describe_repeat(self) -> str:
+        """``IPC`` or ``IPC, else OBR``: what makes the items, for reports."""
+        return ", else ".join((self.repeat, *self.repeat_else))
 
     @property
     def is_order(self) -> bool:

@@ -34,7 +34,7 @@ from mwlbroker.mapping.profile import (
 )
 from mwlbroker.mapping.rule_compiler import RuleCompiler
 from mwlbroker.mapping.rules import FieldRule, FirstRule, Rule, Section
-from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar
+from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar, Sequence
 from mwlbroker.mapping.transforms import Table, TransformSetup
 
 TOP_KEYS = (
@@ -298,14 +298,9 @@ class ProfileCompiler(Checker):
     def compile_order_message(self, mapping: MessageMapping, node: Mapping, repeat: str) -> None:
         schedule = mapping.is_schedule
         self.check_keys(node, SIU_KEYS if schedule else ORDER_KEYS, f"messages: {mapping.key}")
-        repeat_node = node.get("repeat")
-        if repeat_node is not None:
-            value = self.text(repeat_node, "repeat")
-            if value is not None and not _SEGMENT.fullmatch(value):
-                self.error(repeat_node, f"repeat: {value!r} is not a segment ID such as OBR")
-            elif value:
-                repeat = value
-        mapping.repeat = repeat
+        repeats = self.compile_repeat(node.get("repeat"), schedule)
+        mapping.repeat = repeats[0] if repeats else repeat
+        mapping.repeat_else = tuple(repeats[1:])
         seen: dict[str, str] = {}
         for level in ORDER_SECTIONS:
             setattr(mapping, level, self.compile_section(node, level, seen))
@@ -316,6 +311,28 @@ class ProfileCompiler(Checker):
         )
         mapping.placer = self.text_rule(node, "placer_order_number", placer)
         mapping.filler = self.text_rule(node, "filler_order_number", filler)
+
+    def compile_repeat(self, node: Node | None, schedule: bool) -> list[str]:
+        """``repeat: OBR``, or ``repeat: [IPC, OBR]``: the first of these the message has."""
+        if node is None:
+            return []
+        items = node.items if isinstance(node, Sequence) else [node]
+        if not items or (schedule and len(items) > 1):
+            what = "a segment ID" if schedule else "a segment ID or a list of them"
+            self.error(node, f"repeat: must be {what} such as OBR")
+            return []
+        repeats: list[str] = []
+        for item in items:
+            value = self.text(item, "repeat")
+            if not value:
+                continue
+            if not _SEGMENT.fullmatch(value):
+                self.error(item, f"repeat: {value!r} is not a segment ID such as OBR")
+            elif value in repeats:
+                self.error(item, f"repeat: {value} is named twice")
+            else:
+                repeats.append(value)
+        return repeats if len(repeats) == len(items) else []
 
     def compile_schedule(
         self, mapping: MessageMapping, node: Mapping, where: tuple[str, int]

@@ -104,7 +104,7 @@ def _describe_profile(profile: Profile) -> list[str]:
                 f"SIU {triggers} (one item per {entry.repeat}; order control {controls})"
             )
         elif entry.is_order:
-            handled.append(f"{key} (one item per {entry.repeat})")
+            handled.append(f"{key} (one item per {entry.describe_repeat})")
         elif key == "ADT":
             handled.append("ADT " + " ".join(name.split("^")[1] for name in entry.handles))
         else:

@@ -41,6 +41,7 @@ class Grouping(NamedTuple):
     scopes: list[int]
     blocks: list[int]
     spans: dict[int, tuple[int, int]]
+    ends: frozenset[str] = GROUP_BOUNDARIES  # the segments that also end a run of shared ones
 
 
 class Layout:
@@ -94,7 +95,7 @@ class Layout:
                 end += 1
             groups.append((start, end))
             scopes[start:end] = [IN_GROUP] * (end - start)
-        return Grouping(groups, scopes, blocks, spans)
+        return Grouping(groups, scopes, blocks, spans, ends | {repeat})
 
 
 class Context:
@@ -103,7 +104,8 @@ class Context:
     For an item, a segment of its own group is read first; then, when the item lies in a
     block (SIU: an RGS with its AIS, AIG, AIL, AIP), the block's shared segments after the
     item, then before it; else the nearest shared segment before the group (ORC, TQ1, OBR for
-    IPC items, PV1, PID); else the first shared one after it. A segment inside another item's
+    IPC items, PV1, PID), at the first occurrence of a run of them (repeated TQ1); else the
+    first shared one after it. A segment inside another item's
     group (its ZDS, NTE) or another block (its AIG) is never read: so with ORC/OBR/ZDS/OBR/ZDS
     each OBR gets its own ZDS, and an OBR without a ZDS gets none.
     For the whole message (no group), the first occurrence is read.
@@ -148,11 +150,30 @@ class Context:
                     return ordinals[index]
         for index in range(self.start - 1, -1, -1):
             if names[index] == segment and scopes[index] == SHARED:
-                return ordinals[index]
+                return ordinals[self._first_of_run(index)]
         for index in range(self.end, len(names)):
             if names[index] == segment and scopes[index] == SHARED:
                 return ordinals[index]
         return 0
+
+    def _first_of_run(self, found: int) -> int:
+        """The first segment like the one at ``found`` in its run of shared segments.
+
+        A repeated shared segment (two TQ1 after one ORC: HL7 lets timing repeat) is read at
+        its first occurrence, as a message without groups is; the run ends at a group or a
+        segment that starts one (ORC, OBR), so another order's TQ1 is never taken.
+        """
+        names, grouping = self.layout.names, self.grouping
+        assert grouping is not None
+        segment, first = names[found], found
+        if segment in grouping.ends:
+            return found
+        for index in range(found - 1, -1, -1):
+            if grouping.scopes[index] != SHARED or names[index] in grouping.ends:
+                break
+            if names[index] == segment:
+                first = index
+        return first
 
 
 Value = Any  # str | list[dict] | CLEAR | tuple[str, ...] (components, inside a chain only)

@@ -228,14 +228,25 @@ def sex(value: str) -> str | None:
     return _SEX.get(value.strip().upper())
 
 
-# HL7 table 0027 (ORC-7.6 / OBR-27.6) and 0485 (TQ1-9) -> (0040,1003) Requested Procedure
-# Priority, whose defined terms are STAT, HIGH, ROUTINE, MEDIUM, LOW.
-_PRIORITY = {"S": "STAT", "A": "HIGH", "R": "ROUTINE", "P": "LOW", "T": "MEDIUM"}
+# HL7 table 0027 (ORC-7.6 / OBR-27.6, up to v2.6) and 0485 (TQ1-9, a CWE from v2.5 on) ->
+# (0040,1003) Requested Procedure Priority, whose defined terms are STAT, HIGH, ROUTINE,
+# MEDIUM, LOW. C (callback: the result is phoned back) says nothing about when the exam is
+# done, so it is routine; PRN (as needed) and P (preoperative, ahead of a planned operation)
+# are low.
+_PRIORITY = {
+    "S": "STAT",
+    "A": "HIGH",
+    "R": "ROUTINE",
+    "C": "ROUTINE",
+    "P": "LOW",
+    "PRN": "LOW",
+    "T": "MEDIUM",
+}
 _DICOM_PRIORITIES = frozenset({"STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW"})
 
 
 def priority(value: str) -> str | None:
-    """HL7 priority (S, A, R, P, T, TS30...) -> DICOM STAT / HIGH / ROUTINE / LOW / MEDIUM."""
+    """HL7 priority (S, A, R, C, P, T, TS30, PRN...) -> DICOM STAT / HIGH / ROUTINE / LOW / MEDIUM."""
     code = value.strip().upper()
     if code in _DICOM_PRIORITIES:
         return code

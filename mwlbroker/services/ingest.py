@@ -20,6 +20,7 @@ from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
+from mwlbroker.hl7v2.versions import ACCEPTED_VERSIONS, describe_versions
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.services.worklist import Context, audit
 from mwlbroker.store import messages
@@ -92,7 +93,7 @@ class IngestService:
     """Stores and applies inbound HL7 messages."""
 
     db: Database
-    accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+    accepted_versions: tuple[str, ...] = ACCEPTED_VERSIONS
     default_codec: str = "latin-1"
     # The registry's applier names ("orders", "patients") -> what applies their messages.
     appliers: Mapping[str, Applier] = field(default_factory=dict)
@@ -305,7 +306,7 @@ class IngestService:
         if header.version not in self.accepted_versions:
             raise MessageRejected(
                 f"HL7 version {header.version or '(empty)'!r} in MSH-12 is not accepted "
-                f"(accepted: {', '.join(self.accepted_versions)})",
+                f"(accepted: {describe_versions(self.accepted_versions)})",
                 error_code=HL7ErrorCode.UNSUPPORTED_VERSION_ID,
                 location="MSH-12",
             )
