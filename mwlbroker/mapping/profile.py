@@ -39,6 +39,17 @@ ADT_TRIGGERS = _ADT.trigger_codes
 PRIOR_ID_TRIGGERS = registry.PRIOR_ID_TRIGGERS
 """ADT triggers whose mapping reads the prior patient from MRG (merge, change identifier)."""
 
+VISIT_TRIGGERS = registry.VISIT_TRIGGERS
+"""ADT triggers whose mapping reads the visit (PV1) onto the patient's open worklist items."""
+
+LINK_TRIGGERS = registry.LINK_TRIGGERS
+"""ADT triggers whose mapping reads the linked patient from the second PID (A24, A37)."""
+
+MERGED_PATIENT_POLICIES = ("refuse", "use_survivor")
+"""What ``merged_patient:`` may say of an order or update naming a merged-away Patient ID:
+refuse it (AE naming the survivor), or apply it to the survivor without its demographics."""
+DEFAULT_MERGED_PATIENT = "refuse"
+
 SIU_TRIGGERS = _SIU.trigger_codes
 """SIU trigger events a profile may map: new, rescheduled, modified, cancelled appointment."""
 
@@ -87,6 +98,9 @@ class MessageMapping:
     filler: Rule | None = None  # ORC-3.1, else OBR-3.1
     prior_patient_id: Rule | None = None  # MRG-1.1
     prior_issuer: Rule | None = None  # MRG-1.4
+    visit: Section = field(default_factory=Section)  # ADT: PV1 onto the open items' orders
+    linked_patient_id: Rule | None = None  # A24 / A37: the second PID's PID-3.1
+    linked_issuer: Rule | None = None  # ... PID-3.4
     control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
     control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
     order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
@@ -164,6 +178,7 @@ class Profile:
     status_where: str = ""  # FILE:LINE of status:, for error messages
     tables: Mapping[str, Table] = field(default_factory=dict)
     messages: Mapping[str, MessageMapping] = field(default_factory=dict)
+    merged_patient: Policy = field(default_factory=lambda: Policy(DEFAULT_MERGED_PATIENT))
 
     def __post_init__(self) -> None:
         self._application = _glob(self.sending_application)

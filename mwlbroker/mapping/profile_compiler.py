@@ -21,6 +21,7 @@ from mwlbroker.mapping.diagnostics import Checker, Report
 from mwlbroker.mapping.diagnostics import suggest as _suggest
 from mwlbroker.mapping.profile import (
     DEFAULT_SIU_CONTROL,
+    MERGED_PATIENT_POLICIES,
     MISSING_POLICIES,
     ORDER_CONTROLS,
     ORDER_MESSAGES,
@@ -49,13 +50,15 @@ TOP_KEYS = (
     "status",
     "tables",
     "messages",
+    "merged_patient",
 )
 MATCH_KEYS = ("sending_application", "sending_facility")
 ORDER_SECTIONS = ("patient", "order", "procedure", "step")
 ORDER_KEYS = ("repeat", *ORDER_SECTIONS, "placer_order_number", "filler_order_number")
 SIU_KEYS = ("control", "order_status", *ORDER_KEYS)
-ADT_KEYS = ("patient", "merge")
+ADT_KEYS = ("patient", "visit", "merge", "link")
 MERGE_KEYS = ("prior_patient_id", "prior_issuer")
+LINK_KEYS = ("linked_patient_id", "linked_issuer")
 # Identifiers the broker and the missing: policies expect at the requested procedure level.
 PROCEDURE_ONLY = ("AccessionNumber", "RequestedProcedureID", "StudyInstanceUID")
 
@@ -71,6 +74,8 @@ DEFAULT_SIU_PLACER = ("ORC-2.1", "SCH-1.1")  # an ORC's order number, else SCH-1
 DEFAULT_SIU_FILLER = ("ORC-3.1", "SCH-2.1")  # ... else SCH-2 Filler Appointment ID
 DEFAULT_PRIOR_ID = "MRG-1.1"  # MRG-1 Prior Patient Identifier List, ID
 DEFAULT_PRIOR_ISSUER = "MRG-1.4"  # ... assigning authority
+DEFAULT_LINKED_ID = "PID[2]-3.1"  # A24 / A37: the second PID is the linked patient's
+DEFAULT_LINKED_ISSUER = "PID[2]-3.4"
 
 
 class ProfileCompiler(Checker):
@@ -102,6 +107,7 @@ class ProfileCompiler(Checker):
         self.compile_match(profile)
         self.compile_uid_root(profile)
         self.compile_missing(profile)
+        self.compile_merged_patient(profile)
         self.compile_status(profile)
         profile.tables = self.compile_tables()
         self.rules.setup = TransformSetup(profile=self.name, tables=profile.tables)
@@ -189,6 +195,21 @@ class ProfileCompiler(Checker):
                 continue
             policies[keyword] = Policy(action, f"{where[0]}:{where[1]}")
         profile.missing = policies
+
+    def compile_merged_patient(self, profile: Profile) -> None:
+        """``merged_patient:``: what an order or update naming a merged-away Patient ID gets."""
+        node = self.root.get("merged_patient")
+        action = self.text(node, "merged_patient")
+        if node is None or action is None:
+            return
+        if action not in MERGED_PATIENT_POLICIES:
+            self.error(
+                node,
+                f"merged_patient: {action!r} is not a policy "
+                f"(choose {' | '.join(MERGED_PATIENT_POLICIES)})",
+            )
+            return
+        profile.merged_patient = Policy(action, f"{node.file}:{node.line}")
 
     def compile_status(self, profile: Profile) -> None:
         status = self.mapping(self.root.get("status"), "status")
@@ -409,6 +430,18 @@ class ProfileCompiler(Checker):
             self.check_keys(merge, MERGE_KEYS, "merge")
         mapping.prior_patient_id = self.optional_rule(merge, "prior_patient_id", DEFAULT_PRIOR_ID)
         mapping.prior_issuer = self.optional_rule(merge, "prior_issuer", DEFAULT_PRIOR_ISSUER)
+        mapping.visit = self.compile_section(node, "visit", {})
+        for keyword in ("PatientID", "IssuerOfPatientID"):
+            if any(attribute.keyword == keyword for attribute in mapping.visit.attributes):
+                self.error(
+                    self.key_at(node, "visit"),
+                    f"visit: maps {keyword}; the patient's identity belongs in patient:",
+                )
+        link = self.mapping(node.get("link"), "link")
+        if link is not None:
+            self.check_keys(link, LINK_KEYS, "link")
+        mapping.linked_patient_id = self.optional_rule(link, "linked_patient_id", DEFAULT_LINKED_ID)
+        mapping.linked_issuer = self.optional_rule(link, "linked_issuer", DEFAULT_LINKED_ISSUER)
 
     def optional_rule(self, node: Mapping | None, key: str, default: Any) -> Rule | None:
         if node is not None and key in node.entries:

@@ -313,7 +313,8 @@ class IngestService:
         if header.type_name not in self.routes:
             known_type = any(key.startswith(header.message_type + "^") for key in self.routes)
             raise MessageRejected(
-                f"message type {header.type_name!r} in MSH-9 is not handled by this broker",
+                f"message type {header.type_name!r} in MSH-9 is not handled by this broker"
+                + _taken(self.routes, header.message_type),
                 error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
                 if known_type
                 else HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
@@ -496,6 +497,12 @@ class IngestService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _taken(routes: Mapping[str, Applier], code: str) -> str:
+    """ "; it takes ADT^A01 A02 ..." for a type with other triggers taken, else ""."""
+    triggers = sorted(key.partition("^")[2] for key in routes if key.startswith(code + "^"))
+    return f"; it takes {code}^{' '.join(triggers)}" if triggers else ""
 
 
 def build_routes(
