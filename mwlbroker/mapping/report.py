@@ -171,8 +171,8 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
         lines.append(f"profile {profile.name} ({Path(profile.file).name})")
         data["profile"] = profile.name
         mapped = mappings.map(message)
-        if isinstance(mapped, MappedOrder):
-            lines += _order_lines(mapped, data)
+        if isinstance(mapped, list):
+            lines += _orders_lines(mapped, data)
         else:
             lines += _patient_lines(mapped, data)
     except MessageError as error:
@@ -184,6 +184,21 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
 
 def _error_data(error: MessageError) -> dict[str, Any]:
     return {"ack_code": str(error.ack_code), "error": error.text, "location": error.location}
+
+
+def _orders_lines(orders: list[MappedOrder], data: dict[str, Any]) -> list[str]:
+    """The message's one order as before; several orders each under a heading, in ``orders``."""
+    if len(orders) == 1:
+        return _order_lines(orders[0], data)
+    lines = [f"{len(orders)} orders (one per placer order, applied together or not at all)"]
+    data["orders"] = []
+    for order in orders:
+        assert order.group is not None  # an order of several knows its place
+        lines.append(f"== {order.group.name}")
+        order_data: dict[str, Any] = {"order": order.group.number, "orc": order.group.orc}
+        lines += _order_lines(order, order_data)
+        data["orders"].append(order_data)
+    return lines
 
 
 def _order_lines(order: MappedOrder, data: dict[str, Any]) -> list[str]:
