@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mwlbroker.domain.worklist import CLEAR, MappedOrder, MappedStep, StepStatus
+from mwlbroker.domain.worklist import CLEAR, MappedStep, StepStatus
 from mwlbroker.hl7v2.reader import parse_message
 from mwlbroker.mapping.engine import load_mappings
 from mwlbroker.mapping.worklist_item import (
@@ -21,9 +21,10 @@ assert ORDERS, "no sample order message (all are ADT): the checks below would pr
 
 @pytest.mark.parametrize("path", ORDERS, ids=lambda p: p.name)
 def test_every_sample_item_is_the_same_both_ways(path):
-    mapped = load_mappings().map(parse_message(path.read_bytes()))
-    assert isinstance(mapped, MappedOrder)
-    for step in mapped.steps:
+    orders = load_mappings().map_orders(parse_message(path.read_bytes()))
+    steps = [(mapped, step) for mapped in orders for step in mapped.steps]
+    assert steps, f"{path.name} maps to no worklist item"
+    for mapped, step in steps:
         slow = build_worklist_item(
             mapped.patient.attributes, mapped.order, step, mapped.step_status
         )

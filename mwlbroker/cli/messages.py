@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mwlbroker.cli.arguments import Action, Commands, add_group, add_record_actions
-from mwlbroker.cli.database import read_one, with_database
+from mwlbroker.cli.database import read, read_one, with_database
 from mwlbroker.cli.output import CommandFailed, Row, Table, print_json, print_record
 from mwlbroker.cli.records import print_latest
 
@@ -22,7 +22,9 @@ def register(commands: Commands) -> None:
         actions,
         listing=Action("newest messages first", list_messages),
         statuses=("processed", "failed", "rejected"),
-        showing=Action("one message: header, status, error, segments", show_message),
+        showing=Action(
+            "one message: header, status, error, the orders it made, segments", show_message
+        ),
         retrying=Action("apply a failed or rejected message again", reprocess, name="reprocess"),
     )
     listed.add_argument("--control-id", help="only messages with this MSH-10")
@@ -58,11 +60,19 @@ def list_messages(args: argparse.Namespace, config: Config, db: Database) -> int
 @with_database
 def show_message(args: argparse.Namespace, config: Config, db: Database) -> int:
     """One message: what the store knows of it, and its segments as received."""
-    from mwlbroker.services.views import message_segments, message_summary, message_text
+    from mwlbroker.services.views import (
+        describe_orders,
+        message_orders,
+        message_segments,
+        message_summary,
+        message_text,
+    )
     from mwlbroker.store import messages
 
     found = read_one(db, messages.get, args.id, "message")
     summary = message_summary(found)
+    orders = read(db, lambda session: message_orders(session, found.id))
+    summary["orders"] = orders if args.json else describe_orders(orders)
     summary["segments"] = message_segments(message_text(found))
     if args.json:
         print_json(summary)

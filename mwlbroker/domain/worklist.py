@@ -9,9 +9,11 @@ and the stored value must be removed.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import MessageWarning
 
 
@@ -139,6 +141,47 @@ class MappedStep:
         return self._text(self.procedure, "StudyInstanceUID")
 
 
+# Segments of the patient and the visit, before the orders: a location there stays as it is.
+_PATIENT_LEVEL = frozenset(
+    {"MSH", "SFT", "EVN", "PID", "PD1", "NK1", "PV1", "PV2", "IN1", "IN2", "GT1", "AL1", "MRG"}
+)
+
+
+@dataclass(frozen=True)
+class OrderGroup:
+    """Where an order sits in a message that carries several (ORC groups of different orders)."""
+
+    number: int  # 1, 2, ... in message order
+    orc: int  # occurrence of the order's first ORC segment
+    placer: str | None = None  # ORC-2 (else OBR-2)
+    filler: str | None = None  # ORC-3 (else OBR-3)
+
+    @property
+    def name(self) -> str:
+        """``order 2 (ORC[3], placer PL2)``: how errors and reports name the order."""
+        number = f"placer {self.placer}" if self.placer else None
+        number = number or (f"filler {self.filler}" if self.filler else None)
+        return f"order {self.number} (ORC[{self.orc}]{', ' + number if number else ''})"
+
+    def locate(self, error: MessageError) -> MessageError:
+        """``error`` as the sender should hear it: naming this order, ERR-2 at its ORC.
+
+        A location on the patient or the visit (PID-3) stays; one on the ORC gets this
+        order's occurrence (ORC-1 -> ORC[3]-1); one inside the order's segments (OBR, IPC,
+        ZDS...) points at the order's ORC, since the text names the item.
+        """
+        location = error.location or ""
+        match = re.match(r"^([A-Z][A-Z0-9]{2})(\[\d+\])?(-.*)?$", location)
+        if match and not match[2] and match[1] not in _PATIENT_LEVEL:
+            field = (match[3] or "") if match[1] == "ORC" else ""
+            location = f"ORC[{self.orc}]{field}"
+        elif not match:
+            location = f"ORC[{self.orc}]"
+        return type(error)(
+            f"{self.name}: {error.text}", error_code=error.error_code, location=location
+        )
+
+
 @dataclass
 class MappedOrder:
     """What an ORM^O01 / OMI^O23 (or SIU) message says about an order."""
@@ -153,6 +196,7 @@ class MappedOrder:
     steps: list[MappedStep] = field(default_factory=list)
     profile: str = ""  # name of the mapping profile that produced it
     merged_patient: str = "refuse"  # the profile's policy for a merged-away Patient ID
+    group: OrderGroup | None = None  # None: the message's only order
     warnings: list[MessageWarning] = field(default_factory=list)  # values cut to fit, say
 
 

@@ -2,15 +2,17 @@
 
 :func:`load_mappings` reads and compiles a folder of profiles once; the resulting
 :class:`MappingSet` picks the profile for a sender and maps messages:
-:meth:`MappingSet.map_order` for ORM^O01 / OMI^O23 and SIU^S12..S15 (scheduling, where a
-profile maps it) and :meth:`MappingSet.map_patient_event` for ADT. Both raise
-:class:`MappingError` (answered AE, reprocessable once the mapping or the message is fixed)
-with a text that names the field and the mapping line involved; a message type that no
-profile maps for its sender raises :class:`NotMappedForSender` (answered AR).
+:meth:`MappingSet.map_orders` for ORM^O01 / OMI^O23 / OMG^O19 (one order per placer order
+of the message) and SIU^S12..S15 (scheduling, where a profile maps it), and
+:meth:`MappingSet.map_patient_event` for ADT. Both raise :class:`MappingError` (answered AE,
+reprocessable once the mapping or the message is fixed) with a text that names the field and
+the mapping line involved; a message type that no profile maps for its sender raises
+:class:`NotMappedForSender` (answered AR).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import uuid
@@ -26,6 +28,7 @@ from mwlbroker.domain.worklist import (
     MappedPatient,
     MappedPatientEvent,
     MappedStep,
+    OrderGroup,
     Value,
 )
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
@@ -37,7 +40,7 @@ from mwlbroker.mapping.profile import (
     MessageMapping,
     Profile,
 )
-from mwlbroker.mapping.rules import Context, Layout, Rule
+from mwlbroker.mapping.rules import Context, Grouping, Layout, Rule
 from mwlbroker.mapping.source import MappingFileError
 
 __all__ = [
@@ -190,11 +193,11 @@ class MappingSet:
     def handles(self, type_name: str) -> bool:
         return type_name in self.supported_types
 
-    def map(self, message: HL7Message) -> MappedOrder | MappedPatientEvent:
-        """Map an order or an ADT message, whichever it is."""
+    def map(self, message: HL7Message) -> list[MappedOrder] | MappedPatientEvent:
+        """Map an ADT message, or every order of an order message, whichever it is."""
         if Sender.of(message).message_type == "ADT":
             return self.map_patient_event(message)
-        return self.map_order(message)
+        return self.map_orders(message)
 
     def _entry(self, header: Sender) -> tuple[Profile, MessageMapping]:
         type_name = header.type_name
@@ -206,11 +209,22 @@ class MappingSet:
     # -- orders --
 
     def map_order(self, message: HL7Message) -> MappedOrder:
-        """An ORM^O01 / OMI^O23 / SIU as an order with one :class:`MappedStep` per repeat segment.
+        """The message's one order (see :meth:`map_orders`); a MappingError if it has several."""
+        orders = self.map_orders(message)
+        if len(orders) > 1:
+            names = ", ".join(order.group.name for order in orders if order.group)
+            raise MappingError(f"the message carries {len(orders)} orders: {names}")
+        return orders[0]
 
-        For an order message ORC-1 and ORC-5 give the order control and status; for SIU the
-        trigger gives the control (the profile's ``control:`` table) and ``order_status:`` the
-        status. Either way the profile's ``status:`` table makes the step status of the pair.
+    def map_orders(self, message: HL7Message) -> list[MappedOrder]:
+        """Every order of an ORM^O01 / OMI^O23 / OMG^O19 (one per placer order), or the SIU's one.
+
+        Each order has one :class:`MappedStep` per repeat segment of its ORC groups. ORC-1 and
+        ORC-5 of its ORC segments give an order's control and status; for SIU the trigger gives
+        the control (the profile's ``control:`` table) and ``order_status:`` the status. Either
+        way the profile's ``status:`` table makes the step status of the pair. ORC groups that
+        name the same placer order (or none) are one order; when a message carries several
+        orders, each one's errors name it (``order 2 (ORC[2], placer X): ...``).
         """
         header = Sender.of(message)
         profile, entry = self._entry(header)
@@ -241,35 +255,85 @@ class MappingSet:
                 error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
                 location=repeat,
             )
-        if not entry.is_schedule:
-            control, order_status = _order_control(message)
+        patient = entry.patient.evaluate(Context(layout))
+        _require_patient_id(profile, patient, header)
+        if entry.is_schedule:
+            items = [
+                _Item(number, Context(layout, start, end, grouping))
+                for number, (start, end) in enumerate(grouping.groups, 1)
+            ]
+            found = [_OrderItems([], items, Context(layout))]
+        else:
+            found = _orders_of(layout, grouping, entry)
+        several = len(found) > 1
+        orders = []
+        for number, part in enumerate(found, 1):
+            group = None
+            if several:
+                placer = _text(_evaluate(entry.placer, part.first))
+                filler = _text(_evaluate(entry.filler, part.first))
+                group = OrderGroup(number, part.orcs[0], placer, filler)
+            try:
+                if not entry.is_schedule:
+                    control, order_status = _order_control(message, part.orcs)
+                    if not part.items and control in ("NW", "XO"):
+                        raise MappingError(
+                            f"ORC-1 {control} without an {repeat} segment: nothing to "
+                            f"schedule (profile {profile.name} makes one worklist item per "
+                            f"{entry.describe_repeat})",
+                            location=repeat,
+                        )
+                orders.append(
+                    self._map_one(
+                        profile, entry, header, repeat, patient, part, control, order_status, group
+                    )
+                )
+            except MappingError as error:
+                if group is None:
+                    raise
+                raise group.locate(error) from error
+        for order in orders:
+            order.warnings = layout.warnings  # the message's: values cut to fit, whichever order
+        return orders
+
+    def _map_one(
+        self,
+        profile: Profile,
+        entry: MessageMapping,
+        header: Sender,
+        repeat: str,
+        patient: Attributes,
+        part: _OrderItems,
+        control: str,
+        order_status: str,
+        group: OrderGroup | None,
+    ) -> MappedOrder:
+        """One order of the message, from its items (with the order's control and status)."""
         step_status = profile.status_for(control, order_status)
         if step_status is None:
             raise _no_status(profile, entry, header, control, order_status)
-        contexts = [Context(layout, start, end, grouping) for start, end in grouping.groups]
-        first = contexts[0] if contexts else Context(layout)
-        patient = entry.patient.evaluate(Context(layout))
+        first = part.first
         order = entry.order.evaluate(first)
         placer = _text(_evaluate(entry.placer, first))
         filler = _text(_evaluate(entry.filler, first))
         steps = [
-            MappedStep(entry.procedure.evaluate(context), entry.step.evaluate(context))
-            for context in contexts
+            MappedStep(entry.procedure.evaluate(item.context), entry.step.evaluate(item.context))
+            for item in part.items
         ]
-        _require_patient_id(profile, patient, header)
-        _fill_identifiers(profile, header, repeat, placer, filler, steps)
+        occurrences = [item.occurrence for item in part.items]
+        _fill_identifiers(profile, header, repeat, placer, filler, steps, occurrences)
         return MappedOrder(
             order_control=control,
             order_status=order_status,
             step_status=step_status,
             placer_order_number=placer,
             filler_order_number=filler,
-            patient=MappedPatient(patient),
+            patient=MappedPatient(dict(patient)),
             order=order,
             steps=steps,
             profile=profile.name,
             merged_patient=profile.merged_patient.action,
-            warnings=list(layout.warnings),
+            group=group,
         )
 
     # -- patients --
@@ -385,32 +449,75 @@ def _no_status(
     )
 
 
-def _order_control(message: HL7Message) -> tuple[str, str]:
-    """ORC-1 and ORC-5 (upper case, "" when empty); every ORC of the message must agree."""
+@dataclass
+class _Item:
+    """One worklist item of an order: the repeat segment's occurrence, and what it reads."""
+
+    occurrence: int  # OBR[n] / IPC[n] / AIS[n] that starts the item's group
+    context: Context
+
+
+@dataclass
+class _OrderItems:
+    """The ORC groups of one order (one placer order) and their items, in message order."""
+
+    orcs: list[int]  # occurrences of its ORC segments
+    items: list[_Item]
+    orc_context: Context  # reads its first ORC group: for an order without items
+
+    @property
+    def first(self) -> Context:
+        """What the order level (placer, filler, physicians) is read through."""
+        return self.items[0].context if self.items else self.orc_context
+
+
+def _orders_of(layout: Layout, grouping: Grouping, entry: MessageMapping) -> list[_OrderItems]:
+    """The orders of an order message: each ORC starts an ORC group; groups of one order join.
+
+    An item belongs to the ORC group it lies in (the last ORC before it). A group's order is
+    its placer number, else its filler number (the profile's rules, read in the group); a
+    group that names neither continues the order before it, so a sender that repeats ORC
+    without its numbers, or names one order in ORC[1] only, still sends one order.
+    """
+    names = layout.names
+    orc_at = [index for index, name in enumerate(names) if name == "ORC"]
+    items: list[list[_Item]] = [[] for _ in orc_at]
+    for start, end in grouping.groups:
+        owner = max(bisect.bisect_right(orc_at, start) - 1, 0)  # items before any ORC: ORC[1]
+        items[owner].append(_Item(layout.ordinals[start], Context(layout, start, end, grouping)))
+    orders: dict[tuple[str, str], _OrderItems] = {}
+    previous: tuple[str, str] | None = None
+    for owner, (start, end) in enumerate(zip(orc_at, [*orc_at[1:], len(names)], strict=True)):
+        orc_context = Context(layout, start, end, grouping)
+        if len(orc_at) == 1:  # the common case: one ORC, one order, nothing to tell apart
+            return [_OrderItems([layout.ordinals[start]], items[owner], orc_context)]
+        reads = items[owner][0].context if items[owner] else orc_context
+        placer = _text(_evaluate(entry.placer, reads))
+        filler = _text(_evaluate(entry.filler, reads))
+        own = ("placer", placer) if placer else ("filler", filler) if filler else None
+        key = own or previous or ("unnumbered", "")
+        previous = key
+        order = orders.setdefault(key, _OrderItems([], [], orc_context))
+        order.orcs.append(layout.ordinals[start])
+        order.items += items[owner]
+    return list(orders.values())
+
+
+def _order_control(message: HL7Message, occurrences: list[int]) -> tuple[str, str]:
+    """ORC-1 and ORC-5 (upper case, "" when empty); the ORC segments of one order must agree."""
     seen: dict[tuple[str, str], int] = {}
-    placers = set()
-    for occurrence in range(1, message.count("ORC") + 1):
+    for occurrence in occurrences:
         control = message.value(FieldPath("ORC", 1, occurrence=occurrence)) or ""
         status = message.value(FieldPath("ORC", 5, occurrence=occurrence)) or ""
         key = (control.strip().upper(), "" if status == HL7_NULL else status.strip().upper())
         seen.setdefault(key, occurrence)
-        placer = message.value(FieldPath("ORC", 2, occurrence=occurrence))
-        if placer and placer != HL7_NULL:
-            placers.add(placer)
     if len(seen) > 1:
         pairs = ", ".join(f"{c}/{s}" for c, s in seen)
         raise MappingError(
-            f"the ORC segments disagree on order control / status ({pairs}): "
-            "send one order action per message",
+            f"the ORC segments of one order disagree on order control / status ({pairs}): "
+            "send one order action per order",
             error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
-            location="ORC-1",
-        )
-    if len(placers) > 1:
-        raise MappingError(
-            f"the ORC segments name different placer orders ({', '.join(sorted(placers))}): "
-            "send one order per message",
-            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
-            location="ORC-2",
+            location=f"ORC[{list(seen.values())[1]}]-1",
         )
     control, status = next(iter(seen))
     if not control:
@@ -448,8 +555,13 @@ def _fill_identifiers(
     placer: str | None,
     filler: str | None,
     steps: list[MappedStep],
+    occurrences: list[int],
 ) -> None:
-    """Apply the profile's ``missing:`` policies to each step's identifiers."""
+    """Apply the profile's ``missing:`` policies to each step's identifiers.
+
+    Steps are numbered from 1 within their order (the number derives generated identifiers);
+    ``occurrences`` are their repeat segments' places in the message, for the error text.
+    """
     sender = f"{header.application}^{header.facility}"
     accessions = [_text(step.procedure.get("AccessionNumber")) for step in steps]
 
@@ -461,7 +573,11 @@ def _fill_identifiers(
     ) -> MappingError:
         policy = profile.policy(keyword)
         where = "" if policy.where == "default" else f" at {policy.where}"
-        item = f"item {number} ({repeat}[{number}])" if len(steps) > 1 else "the order"
+        item = (
+            f"item {number} ({repeat}[{occurrences[number - 1]}])"
+            if len(steps) > 1
+            else "the order"
+        )
         return MappingError(
             f"{keyword} is missing for {item}: {text} (profile {profile.name}, "
             f"missing: {keyword}: {policy.action}{where})",

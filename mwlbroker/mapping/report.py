@@ -171,15 +171,17 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
         lines.append(f"profile {profile.name} ({Path(profile.file).name})")
         data["profile"] = profile.name
         mapped = mappings.map(message)
-        if isinstance(mapped, MappedOrder):
-            lines += _order_lines(mapped, data)
+        if isinstance(mapped, list):
+            lines += _orders_lines(mapped, data)
+            warnings = mapped[0].warnings if mapped else []  # each order holds the message's
         else:
             lines += _patient_lines(mapped, data)
-        if mapped.warnings:
+            warnings = mapped.warnings
+        if warnings:
             # What the intake would keep in the message's record and send in the AA.
-            for warning in mapped.warnings:
+            for warning in warnings:
                 lines.append(f"warning at {warning.location or '?'}: {warning.text}")
-            data["warnings"] = [warning.as_json() for warning in mapped.warnings]
+            data["warnings"] = [warning.as_json() for warning in warnings]
     except MessageError as error:
         lines.append(f"{error.ack_code}: {error.text}")
         data.update(_error_data(error))
@@ -189,6 +191,21 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
 
 def _error_data(error: MessageError) -> dict[str, Any]:
     return {"ack_code": str(error.ack_code), "error": error.text, "location": error.location}
+
+
+def _orders_lines(orders: list[MappedOrder], data: dict[str, Any]) -> list[str]:
+    """The message's one order as before; several orders each under a heading, in ``orders``."""
+    if len(orders) == 1:
+        return _order_lines(orders[0], data)
+    lines = [f"{len(orders)} orders (one per placer order, applied together or not at all)"]
+    data["orders"] = []
+    for order in orders:
+        assert order.group is not None  # an order of several knows its place
+        lines.append(f"== {order.group.name}")
+        order_data: dict[str, Any] = {"order": order.group.number, "orc": order.group.orc}
+        lines += _order_lines(order, order_data)
+        data["orders"].append(order_data)
+    return lines
 
 
 def _order_lines(order: MappedOrder, data: dict[str, Any]) -> list[str]:

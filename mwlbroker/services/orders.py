@@ -4,7 +4,9 @@ ORC-1 decides what happens (NW creates; XO changes; CA/OC cancel; DC discontinue
 status; HD/RL hold and release) and the mapping's status table turns ORC-1 + ORC-5 into the
 step status. Anything surprising (a change for an unknown order, a second NW, a final order
 asked to change) raises a :class:`MessageError`: the message stays stored, answered AE with the
-reason, and can be reprocessed once the cause is dealt with.
+reason, and can be reprocessed once the cause is dealt with. A message may carry several
+orders (one per placer order); each gets its own ORC-1, and all of them share the message's
+transaction, so one failing order leaves the others unapplied too.
 """
 
 from __future__ import annotations
@@ -55,21 +57,37 @@ class OrderService:
             for listener in self.steps_listeners:
                 listener(ctx, steps)
 
-    def prepare(self, message: HL7Message) -> tuple[HL7Message, MappedOrder]:
-        """Map the order, before (and outside) the transaction that applies it."""
-        return message, self.mappings.map_order(message)
+    def prepare(self, message: HL7Message) -> tuple[HL7Message, list[MappedOrder]]:
+        """Map the message's orders, before (and outside) the transaction that applies them."""
+        return message, self.mappings.map_orders(message)
 
-    def warnings(self, prepared: tuple[HL7Message, MappedOrder]) -> list[MessageWarning]:
-        """What the mapping changed in the order to take it (values cut to fit their VR)."""
-        return prepared[1].warnings
+    def warnings(self, prepared: tuple[HL7Message, list[MappedOrder]]) -> list[MessageWarning]:
+        """What the mapping changed in the message to take it (values cut to fit their VR)."""
+        orders = prepared[1]
+        return orders[0].warnings if orders else []  # every order holds the message's list
 
     def apply(
-        self, session: Session, prepared: tuple[HL7Message, MappedOrder], row: MessageRow
+        self, session: Session, prepared: tuple[HL7Message, list[MappedOrder]], row: MessageRow
     ) -> None:
-        """Apply a mapped order inside the ingest transaction."""
-        message, mapped = prepared
+        """Apply every mapped order of a message inside the ingest transaction.
+
+        The orders share the message's savepoint: when one fails, the error names it and none
+        of them is applied, so a reprocess applies the message whole.
+        """
+        message, orders = prepared
         sender = "/".join(p for p in (row.sending_application, row.sending_facility) if p)
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
+        for mapped in orders:
+            try:
+                self._apply_order(ctx, message, mapped)
+            except MessageError as error:
+                if mapped.group is None:
+                    raise
+                raise mapped.group.locate(error) from error
+
+    def _apply_order(self, ctx: Context, message: HL7Message, mapped: MappedOrder) -> None:
+        """Apply one order of the message: create, change or move its steps, by ORC-1."""
+        session = ctx.session
         order = store.find_order(
             session,
             placer=mapped.placer_order_number,

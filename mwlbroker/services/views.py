@@ -98,6 +98,30 @@ def message_detail(row: MessageRow) -> dict[str, Any]:
     return summary
 
 
+def message_orders(session: Session, message_id: int) -> list[dict[str, Any]]:
+    """The orders a message created or last changed, each with what the message did to it."""
+    return [
+        {
+            "id": order.id,
+            "placer_order_number": order.placer_order_number,
+            "filler_order_number": order.filler_order_number,
+            "order_control": order.order_control,
+            "created": order.created_message_id == message_id,
+        }
+        for order in worklist.orders_of_message(session, message_id)
+    ]
+
+
+def describe_orders(orders: list[dict[str, Any]]) -> str:
+    """``12 (placer 550120331, created), 13 (placer 550120332, CA)`` for one line of text."""
+    parts = []
+    for order in orders:
+        number = order["placer_order_number"] or order["filler_order_number"] or "no number"
+        did = "created" if order["created"] else f"last changed, {order['order_control']}"
+        parts.append(f"{order['id']} ({number}, {did})")
+    return ", ".join(parts)
+
+
 def outbound_summary(row: OutboundRow) -> dict[str, Any]:
     """A status message for a destination, without its bytes."""
     return {

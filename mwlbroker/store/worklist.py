@@ -26,6 +26,7 @@ __all__ = [
     "get_order",
     "get_patient",
     "orders_created_by",
+    "orders_of_message",
     "orders_of_patient",
     "patients_with_id",
     "search_steps",
@@ -80,6 +81,21 @@ def orders_created_by(session: Session, message_ids: Iterable[int]) -> dict[int,
     for order in session.scalars(query):
         found.setdefault(order.created_message_id or 0, []).append(order)
     return found
+
+
+def orders_of_message(session: Session, message_id: int) -> Sequence[OrderRow]:
+    """The orders a message created or was the last to change (one message may carry several)."""
+    query = (
+        select(OrderRow)
+        .where(
+            or_(
+                OrderRow.created_message_id == message_id,
+                OrderRow.updated_message_id == message_id,
+            )
+        )
+        .order_by(OrderRow.id)
+    )
+    return session.scalars(query).all()
 
 
 def get_order(session: Session, pk: int) -> OrderRow | None:

@@ -43,6 +43,7 @@ def message_and_copies(message_id: int) -> tuple[dict[str, Any], list[dict[str, 
         if row is None:
             return None
         detail = views.message_detail(row)
+        detail["orders"] = views.message_orders(session, message_id)
         copies = [views.message_summary(r) for r in browse.resubmissions_of(session, message_id)]
         return detail, copies
 
