@@ -45,6 +45,9 @@ SIU_TRIGGERS = _SIU.trigger_codes
 DEFAULT_SIU_CONTROL = {trigger.code: trigger.order_control for trigger in _SIU.triggers}
 """The order control each SIU trigger stands for, unless a profile's ``control:`` says otherwise."""
 
+ACKNOWLEDGMENTS = ("ack", "application")
+"""What an order message type's ``acknowledgment:`` may say (original mode)."""
+
 ORDER_CONTROLS = ("NW", "XO", "CA", "OC", "DC", "SC", "HD", "RL")
 """The order controls (ORC-1) the order lifecycle acts on."""
 
@@ -89,6 +92,9 @@ class MessageMapping:
     control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
     control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
     order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
+    # Original mode: "ack" answers with an ACK, "application" with the order response
+    # (ORR^O02, ORI^O24, ORG^O20: the registry's application_ack of the type).
+    acknowledgment: str = "ack"
 
     @property
     def is_order(self) -> bool:
@@ -146,6 +152,8 @@ class Profile:
     status_where: str = ""  # FILE:LINE of status:, for error messages
     tables: Mapping[str, Table] = field(default_factory=dict)
     messages: Mapping[str, MessageMapping] = field(default_factory=dict)
+    # Enhanced mode: the [[outbound.destinations]] name application acknowledgments go to.
+    acknowledgment_destination: str = ""
 
     def __post_init__(self) -> None:
         self._application = _glob(self.sending_application)

@@ -10,8 +10,9 @@ import ssl
 import threading
 import time
 
-from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
+from mwlbroker.hl7v2.application_ack import accept_condition
 from mwlbroker.hl7v2.header import read_header
 from mwlbroker.mllp.framing import Frame, FrameDecoder, frame
 from mwlbroker.services.ingest import IngestResult, IngestService
@@ -196,19 +197,24 @@ class MLLPListener:
             header = read_header(received.payload)
             outcome = "not stored"
             kind = header.type_name if header is not None and header.type_name else "unknown"
+            # Enhanced mode: a commit error (CE), where MSH-15 wants to hear of errors.
+            accept = accept_condition(header)
             ack = build_ack(
                 header,
-                AckCode.REJECT,
+                AckCode.REJECT if accept is None else CommitCode.ERROR,
                 text=f"message not stored, database unavailable; resend later ({error})",
                 error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 application=self.application,
                 facility=self.facility,
             )
+            if accept is not None and not accept.wants(False):
+                ack = b""
         except Exception:
             log.exception("message from %s could not be handled", peer)
             return False
         try:
-            connection.sendall(frame(ack))
+            if ack:  # empty: enhanced mode, and MSH-15 wants no commit ACK for this outcome
+                connection.sendall(frame(ack))
         except OSError as error:
             log.warning("ACK to %s not delivered: %s", peer, error)
             return False
@@ -217,6 +223,10 @@ class MLLPListener:
         return True
 
     def _ack(self, result: IngestResult) -> bytes:
+        if result.silent:
+            return b""
+        if result.reply is not None:
+            return result.reply
         return build_ack(
             result.header,
             result.ack_code,
