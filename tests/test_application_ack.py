@@ -10,6 +10,8 @@ v2.3.1, an IHE OMI in v2.5.1, an Epic-style OMG with MSH-15/16 set, a Cerner-sty
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
@@ -24,6 +26,7 @@ from mwlbroker.store.tables import MessageRow
 from tests.support.hl7_messages import ack_fields, hl7
 from tests.support.mllp_peers import Peer
 from tests.support.polling import stays_true, wait_until
+from tests.support.processes import cli_env, run_cli
 from tests.support.workflow import destination, queue
 
 PROFILE = """\
@@ -290,7 +293,9 @@ def test_adt_application_ack_is_an_ack(site, ris):
     assert fields["MSA"][1:3] == ["AA", "ADT1"]
 
 
-def test_no_destination_for_the_sender_is_said_on_the_record(broker_factory, acks_folder, caplog):
+def test_no_destination_for_the_sender_is_said_on_the_record(
+    database_url, broker_factory, acks_folder, caplog
+):
     (acks_folder / "ris.yaml").write_text(PROFILE.replace("acknowledgment_destination: RIS\n", ""))
     broker = broker_factory(mappings__dir=str(acks_folder))
     with Peer(broker.hl7.port) as peer:
@@ -301,6 +306,12 @@ def test_no_destination_for_the_sender_is_said_on_the_record(broker_factory, ack
     assert note.startswith("not sent: no destination for application acknowledgments to RIS")
     assert "profile ris-acknowledgments names no acknowledgment_destination" in note
     assert "application acknowledgment (MSH-16 AL)" in caplog.text
+    # What an operator reads: messages show.
+    shown = run_cli(
+        "messages", "show", str(record(broker, "NODEST1").id), "--json", env=cli_env(database_url)
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["application_ack"] == note
 
 
 def test_a_profile_naming_an_unknown_destination_stops_start_up(database_url, acks_folder):
