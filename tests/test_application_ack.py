@@ -15,7 +15,7 @@ import json
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from mwlbroker.domain.messages import AckCode, CommitCode
 from mwlbroker.hl7v2.ack import build_ack
@@ -27,6 +27,7 @@ from tests.support.hl7_messages import ack_fields, hl7
 from tests.support.mllp_peers import Peer
 from tests.support.polling import stays_true, wait_until
 from tests.support.processes import cli_env, run_cli
+from tests.support.samples import SAMPLES
 from tests.support.workflow import destination, queue
 
 PROFILE = """\
@@ -175,6 +176,32 @@ def test_omg_answered_with_org_o20(site):
     assert strict(reply).name == "ORG_O20"
 
 
+def test_an_order_of_two_procedures_gets_an_order_group_for_each(site):
+    """ORC OBR ZDS OBR ZDS (one order, two requested procedures): ORC+OBR twice in the ORR."""
+    sample = SAMPLES / "09_orm_o01_multi_obr_v231.hl7"
+    with Peer(site.hl7.port) as peer:
+        reply = peer.send(sample.read_bytes())
+
+    lines = reply.decode("latin-1").split("\r")
+    assert [line[:3] for line in lines] == ["MSH", "MSA", "PID", "ORC", "OBR", "ORC", "OBR"]
+    orcs = [line.split("|") for line in lines if line.startswith("ORC|")]
+    assert [orc[1:6] for orc in orcs] == [
+        ["OK", "PLC20261123001^RIS", "FIL20261123001^RIS", "", "SC"]
+    ] * 2
+    assert [line.split("|")[1] for line in lines if line.startswith("OBR|")] == ["1", "2"]
+    assert strict(reply).name == "ORR_O02"
+
+
+def test_a_resent_message_gets_its_commit_ack_again_and_one_application_ack(site, ris):
+    message = orm("DUP1", accept="AL", application="AL")
+    with Peer(site.hl7.port) as peer:
+        first, second = ack_fields(peer.send(message)), ack_fields(peer.send(message))
+    assert first["MSA"][1:3] == second["MSA"][1:3] == ["CA", "DUP1"]
+    assert ack_fields(ris.wait_for(1)[0])["MSA"][1:3] == ["AA", "DUP1"]
+    stays_true(lambda: len(ris.received) == 1, 0.5)
+    assert record(site, "DUP1").duplicate_count == 1
+
+
 def test_an_order_that_cannot_be_applied_gets_orr_with_ae_and_err(site):
     with Peer(site.hl7.port) as peer:
         reply = peer.send(orm("XO1", control="XO", order="NEVER-ORDERED"))
@@ -280,6 +307,42 @@ def test_a_message_never_accepted_gets_a_commit_reject(site, ris):
         == "not sent: the commit acknowledgment reported the rejection"
     )
     stays_true(lambda: not ris.received, 0.3)
+
+
+def test_database_unavailable_is_a_commit_error(site, ris):
+    """Nothing can be stored (the database refuses writes): CE where MSH-15 wants errors."""
+    refusing = {"writes": True}
+
+    @event.listens_for(site.db.engine, "connect")
+    def _read_only(dbapi_connection, _record) -> None:
+        if refusing["writes"]:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(
+                "PRAGMA query_only = ON"
+                if site.db.is_sqlite
+                else "SET default_transaction_read_only = on"
+            )
+            cursor.close()
+            dbapi_connection.commit()  # a SET rolled back with its transaction would not hold
+
+    site.db.engine.dispose()  # every new connection refuses writes
+    with Peer(site.hl7.port) as peer:
+        fields = ack_fields(peer.send(orm("DOWN1", accept="ER", application="AL")))
+        peer.send_raw(frame(orm("DOWN2", accept="SU", application="AL")))
+        after = ack_fields(peer.send(orm("DOWN3")))
+    assert fields["MSA"][1:3] == ["CE", "DOWN1"]
+    assert "database unavailable; resend later" in fields["MSA"][3]
+    # SU wants no commit ACK for an error: the next answer is DOWN3's (original mode: AR).
+    assert after["MSA"][1:3] == ["AR", "DOWN3"]
+
+    refusing["writes"] = False
+    site.db.engine.dispose()
+    with Peer(site.hl7.port) as peer:
+        # The resend is stored now; ER wants no commit ACK for a success: UP1's is the next.
+        peer.send_raw(frame(orm("DOWN1", accept="ER", application="AL")))
+        assert ack_fields(peer.send(orm("UP1")))["MSA"][1:3] == ["AA", "UP1"]
+    [application] = ris.wait_for(1)
+    assert ack_fields(application)["MSA"][1:3] == ["AA", "DOWN1"]
 
 
 def test_adt_application_ack_is_an_ack(site, ris):
