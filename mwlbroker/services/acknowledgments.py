@@ -93,6 +93,12 @@ class Acknowledgments:
         self.outbound = outbound
         self.application = application
         self.facility = facility
+        # Most sites ask for no order response: then original mode needs no profile look-up.
+        self._order_responses = any(
+            entry.acknowledgment == "application"
+            for profile in mappings.profiles
+            for entry in profile.messages.values()
+        )
 
     def plan(self, header: MessageHeader | None) -> AckPlan | None:
         """The plan for a message with ``header``; ``None`` for the plain original-mode ACK.
@@ -105,6 +111,8 @@ class Acknowledgments:
         try:
             conditions = ack_conditions(header)
         except MessageRejected:
+            return None
+        if conditions is None and not self._order_responses:
             return None
         entry = registry.message_type(header.message_type)
         response_type = entry.application_ack if entry is not None else ""
