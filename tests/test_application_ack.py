@@ -464,3 +464,18 @@ def test_commit_ack_layout_is_valid(version, code):
     parsed = strict(ack)
     assert parsed.msa.msa_1.value == code.value and parsed.msa.msa_2.value == "L2"
     assert ("\rERR|" in ack.decode()) == (code != CommitCode.ACCEPT)
+
+
+def test_a_bad_acknowledgment_value_is_a_mapping_error(tmp_path):
+    from mwlbroker.mapping.engine import MappingLoadError, load_mappings
+
+    (tmp_path / "ris.yaml").write_text(
+        PROFILE.replace("OMI^O23: {acknowledgment: application}", "OMI^O23: {acknowledgment: yes}")
+        + "  ADT: {acknowledgment: application}\n"
+    )
+    with pytest.raises(MappingLoadError) as raised:
+        load_mappings(tmp_path)
+    text = str(raised.value)
+    assert "ris.yaml:10: acknowledgment: 'yes' is not one of ack | application" in text
+    assert "(ack: an ACK; application: ORI^O24)" in text
+    assert "ris.yaml:12: unknown key 'acknowledgment' in messages: ADT" in text
