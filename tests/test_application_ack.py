@@ -400,6 +400,24 @@ def test_unsupported_msh15_msh16_values_are_rejected_clearly(site, accept, appli
     assert record(site, "BAD" + field).status == "rejected"
 
 
+def test_a_profile_can_answer_in_original_mode_whatever_msh15_says(
+    broker_factory, acks_folder, ris
+):
+    """``enhanced_mode: false``: a sender that sets MSH-15/16 without meaning it, as before."""
+    (acks_folder / "ris.yaml").write_text(PROFILE + "enhanced_mode: false\n")
+    broker = broker_factory(
+        mappings__dir=str(acks_folder), outbound__destinations=[destination(ris)]
+    )
+    with Peer(broker.hl7.port) as peer:
+        ordered = ack_fields(peer.send(orm("ORIG1", accept="AL", application="NE")))
+        odd = ack_fields(peer.send(orm("ORIG2", accept="XX", application="")))
+    assert ordered["MSH"][9] == "ORR^O02^ORR_O02"
+    assert ordered["MSA"][1:3] == ["AA", "ORIG1"]
+    assert odd["MSA"][1:3] == ["AA", "ORIG2"]
+    assert record(broker, "ORIG1").application_ack is None
+    stays_true(lambda: not ris.received, 0.3)
+
+
 # -- layouts per version, as hl7apy's schemas define them ------------------------------------------
 
 

@@ -154,6 +154,9 @@ class Profile:
     messages: Mapping[str, MessageMapping] = field(default_factory=dict)
     # Enhanced mode: the [[outbound.destinations]] name application acknowledgments go to.
     acknowledgment_destination: str = ""
+    # False: answer in original mode whatever MSH-15 / MSH-16 say (a sender that sets them
+    # without meaning it).
+    enhanced_mode: bool = True
 
     def __post_init__(self) -> None:
         self._application = _glob(self.sending_application)

@@ -51,6 +51,7 @@ TOP_KEYS = (
     "tables",
     "messages",
     "acknowledgment_destination",
+    "enhanced_mode",
 )
 MATCH_KEYS = ("sending_application", "sending_facility")
 ORDER_SECTIONS = ("patient", "order", "procedure", "step")
@@ -105,6 +106,9 @@ class ProfileCompiler(Checker):
         self.compile_uid_root(profile)
         self.compile_missing(profile)
         self.compile_status(profile)
+        enhanced_mode = self.plain("enhanced_mode", bool, "true or false")
+        if enhanced_mode is not None:
+            profile.enhanced_mode = enhanced_mode
         profile.acknowledgment_destination = (
             self.text(root.get("acknowledgment_destination"), "acknowledgment_destination") or ""
         ).strip()

@@ -12,7 +12,6 @@ import time
 
 from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.application_ack import accept_condition
 from mwlbroker.hl7v2.header import read_header
 from mwlbroker.mllp.framing import Frame, FrameDecoder, frame
 from mwlbroker.services.ingest import IngestResult, IngestService
@@ -198,7 +197,8 @@ class MLLPListener:
             outcome = "not stored"
             kind = header.type_name if header is not None and header.type_name else "unknown"
             # Enhanced mode: a commit error (CE), where MSH-15 wants to hear of errors.
-            accept = accept_condition(header)
+            acknowledgments = self.ingest.acknowledgments
+            accept = acknowledgments.accept_condition(header) if acknowledgments else None
             ack = build_ack(
                 header,
                 AckCode.REJECT if accept is None else CommitCode.ERROR,

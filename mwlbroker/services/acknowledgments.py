@@ -29,10 +29,15 @@ from mwlbroker.domain.messages import AckCode, AckCondition, CommitCode
 from mwlbroker.domain.worklist import MappedOrder, StepStatus
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.ack import build_ack
-from mwlbroker.hl7v2.application_ack import ack_conditions, build_order_response, commit_code
+from mwlbroker.hl7v2.application_ack import (
+    accept_condition,
+    ack_conditions,
+    build_order_response,
+    commit_code,
+)
 from mwlbroker.hl7v2.header import MessageHeader
 from mwlbroker.hl7v2.reader import HL7Message
-from mwlbroker.mapping.engine import MappingSet
+from mwlbroker.mapping.engine import MappingSet, Profile
 from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.worklist import Context
 from mwlbroker.store.db import Session
@@ -108,8 +113,12 @@ class Acknowledgments:
         """
         if header is None:
             return None
+        enhanced = _asks_for_enhanced_mode(header)
+        if not enhanced and not self._order_responses:
+            return None
+        profile = self._profile(header)
         try:
-            conditions = ack_conditions(header)
+            conditions = ack_conditions(header) if self._honours(header, profile) else None
         except MessageRejected:
             return None
         if conditions is None and not self._order_responses:
@@ -117,12 +126,6 @@ class Acknowledgments:
         entry = registry.message_type(header.message_type)
         response_type = entry.application_ack if entry is not None else ""
         sender = "/".join(p for p in (header.sending_application, header.sending_facility) if p)
-        try:
-            profile = self.mappings.profile_for(
-                header.sending_application, header.sending_facility, header.type_name
-            )
-        except MessageError:
-            profile = None  # no profile maps it for this sender: the intake rejects it
         mapping = profile.message_mapping(header.type_name) if profile is not None else None
         order_response = (
             bool(response_type) and mapping is not None and mapping.acknowledgment == "application"
@@ -137,6 +140,33 @@ class Acknowledgments:
             profile=profile.name if profile is not None else "",
             sender=sender or "(no MSH-3/MSH-4)",
         )
+
+    def check(self, header: MessageHeader) -> None:
+        """Raise :class:`MessageRejected` for an MSH-15 / MSH-16 outside table 0155, unless the
+        sender's profile answers it in original mode whatever it asks (``enhanced_mode: false``)."""
+        if _asks_for_enhanced_mode(header) and self._honours(header, self._profile(header)):
+            ack_conditions(header)
+
+    def accept_condition(self, header: MessageHeader | None) -> AckCondition | None:
+        """MSH-15 as the sender's profile lets it count; ``None``: answer in original mode."""
+        if header is None or not _asks_for_enhanced_mode(header):
+            return None
+        if not self._honours(header, self._profile(header)):
+            return None
+        return accept_condition(header)
+
+    def _profile(self, header: MessageHeader) -> Profile | None:
+        try:
+            return self.mappings.profile_for(
+                header.sending_application, header.sending_facility, header.type_name
+            )
+        except MessageError:
+            return None  # no profile maps it for this sender: the intake rejects it
+
+    @staticmethod
+    def _honours(header: MessageHeader, profile: Profile | None) -> bool:
+        """Whether MSH-15 / MSH-16 are honoured: unless the profile says enhanced_mode: false."""
+        return _asks_for_enhanced_mode(header) and (profile is None or profile.enhanced_mode)
 
     def reply(
         self,
@@ -263,6 +293,11 @@ class Acknowledgments:
         """After the commit: the outbound senders have an application acknowledgment to send."""
         if self.outbound is not None:
             self.outbound.wakeup.wake()
+
+
+def _asks_for_enhanced_mode(header: MessageHeader) -> bool:
+    """MSH-15 or MSH-16 is set (chapter 2.9.3); both empty is original mode."""
+    return bool(header.accept_ack_type or header.application_ack_type)
 
 
 def _order_outcome(prepared: Any) -> tuple[str, str | None]:

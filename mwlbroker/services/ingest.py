@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from mwlbroker.domain.errors import MessageError, MessageRejected
 from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
 from mwlbroker.hl7v2 import registry
-from mwlbroker.hl7v2.application_ack import ack_conditions
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
 from mwlbroker.services.acknowledgments import Acknowledgments, AckPlan
@@ -310,9 +309,10 @@ class IngestService:
                 error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
                 location="MSH-10",
             )
-        # MSH-15 / MSH-16 (enhanced mode) must be values of table 0155, or the sender cannot
-        # be told in the mode it asked for.
-        ack_conditions(header)
+        if self.acknowledgments is not None:
+            # MSH-15 / MSH-16 (enhanced mode) must be values of table 0155, or the sender
+            # cannot be told in the mode it asked for.
+            self.acknowledgments.check(header)
         if header.version not in self.accepted_versions:
             raise MessageRejected(
                 f"HL7 version {header.version or '(empty)'!r} in MSH-12 is not accepted "
