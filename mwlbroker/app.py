@@ -89,16 +89,20 @@ def build_ingest(
     mappings: MappingSet | None = None,
     reconciliation: ReconciliationService | None = None,
     outbound: OutboundService | None = None,
+    *,
+    acknowledgments: bool = True,
 ) -> IngestService:
     """The intake service with an applier for each message type the mappings handle.
 
     New steps are offered to reconciliation, which links the performed steps and studies
     that arrived before their order. Application acknowledgments (enhanced mode) go to
-    ``outbound``'s queue.
+    ``outbound``'s queue; ``acknowledgments=False`` (files loaded by an operator) answers every
+    message in original mode with a plain ACK and queues none.
     """
     mappings = mappings if mappings is not None else load_site_mappings(config)
     outbound = outbound or build_outbound(config, db)
-    check_acknowledgment_destinations(mappings, outbound)
+    if acknowledgments:
+        check_acknowledgment_destinations(mappings, outbound)
     orders = OrderService(mappings)
     reconciliation = reconciliation or build_reconciliation(config, db)
     orders.steps_listeners.append(reconciliation.rematch)
@@ -115,7 +119,9 @@ def build_ingest(
             outbound,
             application=config["hl7.application"],
             facility=config["hl7.facility"],
-        ),
+        )
+        if acknowledgments
+        else None,
     )
 
 

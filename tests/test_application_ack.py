@@ -400,6 +400,48 @@ def test_unsupported_msh15_msh16_values_are_rejected_clearly(site, accept, appli
     assert record(site, "BAD" + field).status == "rejected"
 
 
+def test_in_a_batch_each_message_is_answered_as_alone(site, ris):
+    """BHS ... BTS: a commit ACK for the enhanced-mode message, none where MSH-15 asks for none,
+    the order response for the original-mode one; the application ACKs reach the RIS."""
+    messages = [
+        orm("B1", accept="AL", application="AL"),
+        orm("B2", accept="NE", application="AL"),
+        orm("B3"),
+    ]
+    wire = b"BHS|^~\\&|RIS|RADIOLOGY|||20261206101500||||BATCH7\r" + b"".join(messages)
+    wire += b"BTS|3\r"
+    with Peer(site.hl7.port) as peer:
+        reply = peer.send(wire)
+
+    lines = reply.decode("latin-1").split("\r")
+    msa = [line.split("|")[1:3] for line in lines if line.startswith("MSA|")]
+    assert msa == [["CA", "B1"], ["AA", "B3"]]
+    assert [line.split("|")[8] for line in lines if line.startswith("MSH|")][1] == (
+        "ORR^O02^ORR_O02"
+    )
+    assert next(line for line in lines if line.startswith("BTS|")).split("|")[1] == "2"
+    received = {ack_fields(m)["MSA"][2] for m in ris.wait_for(2)}
+    assert received == {"B1", "B2"}
+
+
+def test_files_imported_by_an_operator_queue_no_application_ack(
+    database_url, broker_factory, acks_folder, ris, tmp_path
+):
+    broker = broker_factory(
+        mappings__dir=str(acks_folder), outbound__destinations=[destination(ris)]
+    )
+    backlog = tmp_path / "backlog.hl7"
+    backlog.write_bytes(orm("IMP1", accept="AL", application="AL"))
+    env = cli_env(database_url, MWLBROKER_MAPPINGS_DIR=str(acks_folder))
+
+    done = run_cli("import", str(backlog), env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert record(broker, "IMP1").status == "processed"
+    assert record(broker, "IMP1").application_ack is None
+    assert queue(broker) == []
+
+
 def test_a_profile_can_answer_in_original_mode_whatever_msh15_says(
     broker_factory, acks_folder, ris
 ):

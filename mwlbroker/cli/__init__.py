@@ -24,6 +24,7 @@ from mwlbroker.cli import (
     db,
     exams,
     forward,
+    importing,
     jobs,
     mappings,
     messages,
@@ -42,6 +43,7 @@ __all__ = ["build_parser", "main"]
 GROUPS = (
     serve,
     send,
+    importing,
     configuration,
     db,
     mappings,

@@ -51,12 +51,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 for index, message in enumerate(messages, 1):
                     label = name if len(messages) == 1 else f"{name} [{index}/{len(messages)}]"
                     reply = client.send(message)
-                    failures += reply.code != "AA"
-                    detail = reply.field("MSA", 3)
-                    print(
-                        f"{label}: {reply.code or '?'} {reply.field('MSA', 2)}"
-                        + (f" - {detail}" if detail else "")
-                    )
+                    acks = reply.acks  # a batch is answered with an ACK per message in it
+                    batch = acks != [reply]
+                    if batch and not acks:
+                        print(f"{label}: a batch with no messages")
+                    for number, ack in enumerate(acks, 1):
+                        failures += ack.code != "AA"
+                        detail = ack.field("MSA", 3)
+                        part = f" ({number}/{len(acks)} of the batch)" if batch else ""
+                        print(
+                            f"{label}{part}: {ack.code or '?'} {ack.field('MSA', 2)}"
+                            + (f" - {detail}" if detail else "")
+                        )
                     if not args.quiet:
                         for segment in reply.segments:
                             print(f"    {segment}")

@@ -31,6 +31,11 @@ def _next_control_id() -> str:
     return f"A{_prefix}{datetime.now():%H%M%S}{next(_counter) % 100000:05d}"[:20]
 
 
+def next_control_id() -> str:
+    """A new control ID for something the broker sends (an ACK's MSH-10, a response BHS-11)."""
+    return _next_control_id()
+
+
 def _location(text: str | None) -> tuple[str, str, str]:
     """("PID", "1", "3") from "PID-3"; empty parts when unknown."""
     match = re.match(r"^([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?(?:-(\d+))?", text or "")

@@ -12,8 +12,10 @@ import time
 
 from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
+from mwlbroker.hl7v2.batch import build_batch_ack, is_batch, split_batch
 from mwlbroker.hl7v2.header import read_header
 from mwlbroker.mllp.framing import Frame, FrameDecoder, frame
+from mwlbroker.services.batches import ingest_batch_file
 from mwlbroker.services.ingest import IngestResult, IngestService
 from mwlbroker.services.metrics import Metrics
 from mwlbroker.store.db import DatabaseUnavailable
@@ -183,6 +185,8 @@ class MLLPListener:
             connection.close()
 
     def _answer(self, connection: socket.socket, received: Frame, peer: str) -> bool:
+        if not received.truncated and is_batch(received.payload):
+            return self._answer_batch(connection, received, peer)
         started = time.perf_counter()
         try:
             result = self.ingest.ingest(received.payload, peer=peer, truncated=received.truncated)
@@ -219,6 +223,35 @@ class MLLPListener:
             log.warning("ACK to %s not delivered: %s", peer, error)
             return False
         self.metrics.hl7_messages.labels(kind, outcome).inc()
+        self.metrics.hl7_ack_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _answer_batch(self, connection: socket.socket, received: Frame, peer: str) -> bool:
+        """A frame holding an HL7 batch (FHS/BHS): each message taken in as if sent alone, and
+        one response batch with an ACK per message, sent once every one is committed."""
+        started = time.perf_counter()
+        found = split_batch(received.payload)
+        try:
+            results = ingest_batch_file(self.ingest, found, peer=peer)
+            ack = build_batch_ack(
+                found,
+                # A message whose sender wants no commit ACK for its outcome (MSH-15) has
+                # no entry in the response batch.
+                [[ack for ack in map(self._ack, batch) if ack] for batch in results],
+                application=self.application,
+                facility=self.facility,
+            )
+        except Exception:
+            log.exception("batch from %s could not be handled", peer)
+            return False
+        try:
+            connection.sendall(frame(ack))
+        except OSError as error:
+            log.warning("batch ACK to %s not delivered: %s", peer, error)
+            return False
+        for result in (result for batch in results for result in batch):
+            outcome = "duplicate" if result.duplicate else str(result.status or "not stored")
+            self.metrics.hl7_messages.labels(result.type_name or "unknown", outcome).inc()
         self.metrics.hl7_ack_seconds.observe(time.perf_counter() - started)
         return True
 

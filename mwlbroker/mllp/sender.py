@@ -46,6 +46,20 @@ class Reply:
         """MSA-1, e.g. AA."""
         return self.field("MSA", 1)
 
+    @property
+    def acks(self) -> list[Reply]:
+        """The ACKs in the reply: itself, or each ACK message of a response batch (FHS/BHS)."""
+        segments = self.segments
+        if not segments or segments[0][:3] not in ("FHS", "BHS"):
+            return [self]
+        found: list[list[str]] = []
+        for segment in segments:
+            if segment.startswith("MSH"):
+                found.append([segment])
+            elif found and segment[:3] not in ("BHS", "BTS", "FHS", "FTS"):
+                found[-1].append(segment)
+        return [Reply(("\r".join(ack) + "\r").encode("utf-8")) for ack in found]
+
 
 class MLLPClient:
     """One MLLP connection; messages are sent one at a time, each waiting for its ACK."""

@@ -76,6 +76,28 @@ class GroupCommit(Generic[ItemT, ResultT]):
             raise outcome
         return outcome  # type: ignore[return-value]
 
+    def submit_many(self, items: Sequence[ItemT]) -> list[ResultT | BaseException]:
+        """Run ``items`` in order and return each one's result (or exception) once all are
+        committed: a caller with many items (a received HL7 batch) queues them together, so
+        they fill whole batches instead of committing one by one."""
+        waiting = [_Waiting[ItemT, ResultT](item) for item in items]
+        if not waiting:
+            return []
+        with self._condition:
+            self._queue.extend(waiting)
+        last = waiting[-1]  # batches run in queue order: when the last is done, all are
+        while True:
+            with self._condition:
+                while self._leading and not last.done:
+                    self._condition.wait()
+                if last.done:
+                    break
+                self._leading = True
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+            self._lead(batch)
+        return [entry.outcome for entry in waiting]  # type: ignore[misc]
+
     def _lead(self, batch: list[_Waiting[ItemT, ResultT]]) -> None:
         try:
             outcomes: Sequence[ResultT | BaseException] = self._run_batch(

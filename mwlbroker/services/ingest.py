@@ -136,6 +136,44 @@ class IngestService:
         _log_result(result)
         return result
 
+    def ingest_many(self, raws: Sequence[bytes], *, peer: str = "") -> list[IngestResult]:
+        """Store and apply messages in order, each as if it had been sent alone; a result each.
+
+        Each message is read, mapped, checked for a resend and applied as :meth:`ingest` does,
+        with its own savepoint and its own outcome; they share commits the way messages of
+        concurrent connections do (up to ``max_batch`` a transaction, queued with theirs), so
+        thousands of messages cost a few hundred commits. Returns once all are committed. A
+        message of which nothing could be stored (the database unavailable) is answered AR, to
+        be sent again, as the listener answers it alone.
+        """
+        results: list[IngestResult] = []
+        for start in range(0, len(raws), self.max_batch):
+            chunk = raws[start : start + self.max_batch]
+            started = time.perf_counter()
+            intakes = [self._prepare(raw, peer, False) for raw in chunk]
+            outcomes = self.group.submit_many(intakes)
+            if self.acknowledgments is not None and any(
+                intake.plan is not None and intake.plan.enhanced for intake in intakes
+            ):
+                self.acknowledgments.wake()  # committed: application ACKs may be waiting
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            for raw, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, IngestResult):
+                    result = outcome
+                else:
+                    result = not_stored(raw, outcome)
+                    log.error("message from %s not stored: %s", peer, outcome)
+                result = _with_elapsed(result, elapsed_ms)
+                _log_result(result)
+                results.append(result)
+        return results
+
+    def check(self, raw: bytes) -> IngestResult:
+        """What the intake would answer ``raw`` from reading and mapping it alone, storing
+        nothing: a resend, and what applying it would run into, are not seen."""
+        intake = self._prepare(raw, "", False)
+        return _result(intake.row, intake.header, codec=intake.codec)
+
     def _prepare(self, raw: bytes, peer: str, truncated: bool) -> _Intake:
         now = datetime.now(UTC)
         row = _new_row(raw, peer, truncated, now)
@@ -524,6 +562,19 @@ def build_routes(
         if applier is not None and (mapped is None or type_name in mapped):
             table[type_name] = applier
     return table
+
+
+def not_stored(raw: bytes, error: BaseException) -> IngestResult:
+    """The answer to a message of which nothing was stored: AR, so that the sender resends it."""
+    reason = "database unavailable" if isinstance(error, DatabaseUnavailable) else "internal error"
+    header = read_header(raw)
+    return IngestResult(
+        ack_code=AckCode.REJECT,
+        header=header,
+        error=f"message not stored, {reason}; resend later ({error})",
+        error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+        type_name=header.type_name if header is not None else "",
+    )
 
 
 def _audit(
