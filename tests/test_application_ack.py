@@ -378,13 +378,21 @@ def test_no_destination_for_the_sender_is_said_on_the_record(
 
 
 def test_a_profile_naming_an_unknown_destination_stops_start_up(database_url, acks_folder):
-    from mwlbroker.app import Broker, StartupError
-    from tests.support.settings import make_config
-
-    broker = Broker(make_config(database_url, **{"mappings.dir": str(acks_folder)}))
-    with pytest.raises(StartupError, match="acknowledgment_destination 'RIS' is not an"):
-        broker.start()
-    broker.stop()
+    env = cli_env(
+        database_url,
+        MWLBROKER_MAPPINGS_DIR=str(acks_folder),
+        MWLBROKER_HL7_PORT="0",
+        MWLBROKER_DICOM_PORT="0",
+        MWLBROKER_WEB_PORT="0",
+    )
+    served = run_cli("serve", env=env)
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert (
+        "profile ris-acknowledgments" in served.stderr
+        and "acknowledgment_destination 'RIS' is not an [[outbound.destinations]] name "
+        "(configured: none)"
+        in served.stderr
+    ), served.stderr
 
 
 @pytest.mark.parametrize(
