@@ -22,7 +22,7 @@ from tests.support.samples import SAMPLES, sample_files
 # and an appointment booked by SIU).
 SAMPLE_FILES = sample_files()
 GARBAGE = bytes(b for b in range(256) if b not in (0x0B, 0x1C)) * 4  # no MLLP block characters
-ACCEPTING_26 = {"MWLBROKER_HL7_ACCEPTED_VERSIONS": "2.3.1,2.5.1,2.6"}
+ACCEPTING_29 = {"MWLBROKER_HL7_ACCEPTED_VERSIONS": "2.3.1,2.5.1,2.9"}
 
 
 def ack_lines(stdout: str) -> dict[str, str]:
@@ -84,8 +84,11 @@ def write_toml(tmp_path: Path, content: str) -> Path:
 
 
 def test_send_prints_aa_for_each_sample_file(broker: Broker, database_url: str) -> None:
-    # 11: an SIU^S12 appointment from the scheduler; 12: an OMG^O19 general order
-    assert len(SAMPLE_FILES) == 12
+    # 11: an SIU^S12 appointment from the scheduler; 12: an OMG^O19 general order; 15-20:
+    # v2.5 to v2.8 orders with TQ1, an OMI without IPC, a v2.8 ADT, a v2.6 SIU with TQ1;
+    # 23-26: ADT A06, A02, A12 (the visit moves on) and A24 (a link); 32, 33, 34: an ORM^O01,
+    # an OMI^O23 and an OMG^O19 carrying every IHE Table B-1 attribute
+    assert len(SAMPLE_FILES) == 25
     sent = send(broker, *SAMPLE_FILES, env=cli_env(database_url))
 
     assert sent.returncode == 0, sent.stdout + sent.stderr
@@ -172,11 +175,11 @@ def test_messages_list_shows_what_the_broker_stored(
 
 
 def test_messages_show_prints_the_segments_and_the_error(broker: Broker, database_url: str) -> None:
-    message = orm("V26SHOW", version="2.6", patient="PSHOW")
+    message = orm("V29SHOW", version="2.9", patient="PSHOW")
     with Peer(broker.hl7.port) as peer:
         assert ack_fields(peer.send(message))["MSA"][1] == "AR"
     env = cli_env(database_url)
-    [listed] = list_json(env, "--control-id", "V26SHOW")
+    [listed] = list_json(env, "--control-id", "V29SHOW")
     segments = message.decode("latin-1").rstrip("\r").split("\r")
 
     shown = run_cli("messages", "show", str(listed["id"]), env=env)
@@ -184,7 +187,7 @@ def test_messages_show_prints_the_segments_and_the_error(broker: Broker, databas
     assert "rejected" in shown.stdout
     error_lines = [line for line in shown.stdout.splitlines() if line.startswith("error ")]
     assert len(error_lines) == 1
-    assert "2.6" in error_lines[0]
+    assert "2.9" in error_lines[0]
     assert "MSH-12" in shown.stdout
     for segment in segments:
         assert segment in shown.stdout.splitlines()
@@ -193,7 +196,7 @@ def test_messages_show_prints_the_segments_and_the_error(broker: Broker, databas
     assert as_json["segments"] == segments
     assert as_json["status"] == "rejected"
     assert as_json["ack_code"] == "AR"
-    assert "2.6" in as_json["error"]
+    assert "2.9" in as_json["error"]
     assert as_json["error_location"] == "MSH-12"
 
 
@@ -209,17 +212,17 @@ def test_messages_reprocess_applies_a_rejected_message_once_the_cause_is_fixed(
     broker: Broker, database_url: str
 ) -> None:
     with Peer(broker.hl7.port) as peer:
-        ack = ack_fields(peer.send(orm("V26FIX", version="2.6", patient="PFIX")))
-    assert ack["MSA"][1] == "AR"  # 2.6 is not accepted by default
+        ack = ack_fields(peer.send(orm("V29FIX", version="2.9", patient="PFIX")))
+    assert ack["MSA"][1] == "AR"  # 2.9 is not accepted by default
     env = cli_env(database_url)
-    [listed] = list_json(env, "--control-id", "V26FIX")
+    [listed] = list_json(env, "--control-id", "V29FIX")
     message_id = str(listed["id"])
 
     unchanged = run_cli("messages", "reprocess", message_id, env=env)
     assert unchanged.returncode == 1, unchanged.stdout + unchanged.stderr
     assert show_json(env, listed["id"])["status"] == "rejected"
 
-    fixed = run_cli("messages", "reprocess", message_id, env=cli_env(database_url, **ACCEPTING_26))
+    fixed = run_cli("messages", "reprocess", message_id, env=cli_env(database_url, **ACCEPTING_29))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "processed" in fixed.stdout
     after = show_json(env, listed["id"])
@@ -227,9 +230,9 @@ def test_messages_reprocess_applies_a_rejected_message_once_the_cause_is_fixed(
     assert after["ack_code"] == "AA"
     assert after["error"] is None
     assert after["attempts"] == 3
-    assert len(list_json(env, "--control-id", "V26FIX")) == 1
+    assert len(list_json(env, "--control-id", "V29FIX")) == 1
 
-    again = run_cli("messages", "reprocess", message_id, env=cli_env(database_url, **ACCEPTING_26))
+    again = run_cli("messages", "reprocess", message_id, env=cli_env(database_url, **ACCEPTING_29))
     assert again.returncode == 1
     assert "already processed" in again.stderr
     assert show_json(env, listed["id"])["attempts"] == 3
@@ -245,15 +248,15 @@ def test_messages_reprocess_applies_a_resent_rejected_message_once(
     # The RIS got AR and sent the same message again: two stored copies, both rejected.
     with Peer(broker.hl7.port) as peer:
         for _ in range(2):
-            assert ack_fields(peer.send(orm("V26TWICE", version="2.6")))["MSA"][1] == "AR"
-    env = cli_env(database_url, **ACCEPTING_26)
-    copies = list_json(env, "--control-id", "V26TWICE")
+            assert ack_fields(peer.send(orm("V29TWICE", version="2.9")))["MSA"][1] == "AR"
+    env = cli_env(database_url, **ACCEPTING_29)
+    copies = list_json(env, "--control-id", "V29TWICE")
     assert len(copies) == 2
 
     for copy in copies:
         run_cli("messages", "reprocess", str(copy["id"]), env=env)
 
-    statuses = [m["status"] for m in list_json(env, "--control-id", "V26TWICE")]
+    statuses = [m["status"] for m in list_json(env, "--control-id", "V29TWICE")]
     assert statuses.count("processed") == 1, statuses
 
 
@@ -381,3 +384,24 @@ def test_serve_refuses_a_postgresql_schema_at_another_revision(
     assert advice in served.stderr
     assert revision in served.stderr
     assert served.stderr.count("\n") == 1
+
+
+def test_send_prints_the_reason_unescaped_and_from_err_8_for_v2_8(
+    broker: Broker, database_url: str, tmp_path: Path
+) -> None:
+    # v2.3.1: the reason is in MSA-3, where "^" travels as \S\; v2.8: MSA-3 is withdrawn and
+    # the reason travels in ERR-8. Either way the user reads it as the broker wrote it.
+    old = tmp_path / "unknown_trigger_v231.hl7"
+    old.write_bytes(orm("O99", msg_type="ORM^O99"))
+    new = tmp_path / "change_unknown_v28.hl7"
+    new.write_bytes(orm("XO28", version="2.8", control="XO", order="NOSUCH28"))
+    env = cli_env(database_url)
+
+    sent = send(broker, old, new, env=env)
+
+    assert sent.returncode == 1
+    lines = {line.split(":")[0]: line for line in sent.stdout.splitlines() if line[:1] != " "}
+    assert lines[str(old)].startswith(f"{old}: AR O99 - ")
+    assert "ORM^O99" in lines[str(old)]  # not ORM\S\O99
+    assert lines[str(new)].startswith(f"{new}: A")
+    assert " - " in lines[str(new)], lines[str(new)]  # a reason, not an empty line

@@ -314,9 +314,11 @@ def test_a40_moves_orders_to_the_surviving_patient(broker):
     [merge] = [a for a in audits(broker, survivor.id) if a.action == "merge"]
     assert merge.before["prior"]["patient_id"] == "DUP" and merge.before["orders"]
 
-    # An order still sent under the old ID lands on the survivor.
-    assert send(broker, order_message("M4", order="O3", patient="DUP"))[0][1] == "AA"
-    assert {s.patient_id for s in steps(broker)} == {"SURV"}
+    # An order still sent under the old ID is refused, naming the survivor (merged_patient:
+    # refuse, the default; use_survivor would put it on SURV, see test_adt_events.py).
+    [refused] = send(broker, order_message("M4", order="O3", patient="DUP"))
+    assert refused[1] == "AE" and "merged into SURV" in refused[3], refused
+    assert {s.patient_id for s in steps(broker)} == {"SURV"} and len(steps(broker)) == 2
 
 
 def test_a40_into_an_unknown_patient_is_answered_ae(broker):

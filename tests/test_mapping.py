@@ -159,6 +159,8 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
         "PatientName": "DOE^JOHN^Q^MR",  # XPN prefix MR goes to PN component 4
         "PatientBirthDate": "19650412",
         "PatientSex": "M",
+        "IssuerOfPatientIDQualifiersSequence": [{"IdentifierTypeCode": "MR"}],  # PID-3.5
+        "MedicalAlerts": "Suspected pulmonary embolism",  # OBR-13
     }
     assert order.order["ReferringPhysicianName"] == "SMITH^ROBERT^A^DR"  # PV1-8
     assert order.order["RequestingPhysician"] == "JONES^MARY^^DR"  # OBR-16
@@ -182,7 +184,16 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
         "Modality": "CT",
         "ScheduledProcedureStepStartDate": "20261127",
         "ScheduledProcedureStepStartTime": "143000",
+        "ScheduledProcedureStepDescription": "CT CHEST WITH CONTRAST",  # OBR-4.2 (no OBR-4.5)
     }
+
+
+def test_an_obx_weight_without_a_value_is_passed_over(bundled):
+    empty = "OBX|1|NM|29463-7^Body weight^LN|||kg|||||F"
+    order = bundled.map_order(message(PID, ORC, obr(), empty, "OBX|2|NM|^BODY WEIGHT||70|kg"))
+    assert order.patient.attributes["PatientWeight"] == "70"
+    order = bundled.map_order(message(PID, ORC, obr(), empty))
+    assert "PatientWeight" not in order.patient.attributes
 
 
 def test_change_and_cancel_of_the_same_order(bundled):
@@ -253,7 +264,9 @@ def test_supported_types(bundled):
         "ORM^O01",
         "OMI^O23",
         "OMG^O19",
-        *(f"ADT^{t}" for t in ("A01", "A04", "A05", "A08", "A31", "A40", "A47")),
+        *(f"ADT^{t}" for t in ("A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08")),
+        *(f"ADT^{t}" for t in ("A11", "A12", "A13", "A18", "A24", "A31", "A34", "A35")),
+        *(f"ADT^{t}" for t in ("A36", "A37", "A39", "A40", "A47")),
         *(f"SIU^{t}" for t in ("S12", "S13", "S14", "S15")),  # siu-example, sender SCHEDULER
     }
 
@@ -517,8 +530,9 @@ def test_message_without_orc_or_without_obr(bundled):
     assert raised.value.location == "ORC"
     with pytest.raises(MappingError, match="without an OBR segment"):
         bundled.map_order(message(PID, ORC))
-    with pytest.raises(MappingError, match="without an IPC segment"):
-        bundled.map_order(message(PID, ORC, obr(), type_name="OMI^O23"))
+    # An OMI without IPC falls back to its OBR (repeat: [IPC, OBR]); with neither, no item.
+    with pytest.raises(MappingError, match=r"without an IPC segment.*per IPC, else OBR"):
+        bundled.map_order(message(PID, ORC, type_name="OMI^O23"))
 
 
 def test_adt_merge_without_mrg(bundled):
@@ -681,6 +695,60 @@ def test_sex_priority_and_text():
     assert strip_spaces(" a ") == "a" and strip_spaces(" ") is None
 
 
+@pytest.mark.parametrize(
+    ("value", "kg"),
+    [
+        ("80 kg", "80"),
+        ("154.3 [lb_av]", "69.99"),
+        ("130 LBS", "58.97"),
+        ("3500 g", "3.5"),
+        ("62,5 kg", "62.5"),
+        ("112 oz", "3.18"),
+        ("80kg", "80"),  # units written into OBX-5
+        ("80 kg kg", "80"),  # ... and OBX-6 too
+    ],
+)
+def test_weight_in_any_unit_becomes_kg(value, kg):
+    assert t.weight_kg(value) == kg
+
+
+@pytest.mark.parametrize(
+    ("value", "m"),
+    [("1.8 m", "1.8"), ("168 cm", "1.68"), ("65 [in_i]", "1.651"), ("6 ft", "1.829")],
+)
+def test_height_in_any_unit_becomes_metres(value, m):
+    assert t.height_m(value) == m
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("80", "has no units"),
+        ("14 st", "unit 'st' is not known"),
+        ("heavy kg", "not a number"),
+        ("-3 kg", "out of range"),
+    ],
+)
+def test_a_weight_that_cannot_be_converted_is_an_error(value, problem):
+    with pytest.raises(t.TransformError, match=problem):
+        t.weight_kg(value)
+
+
+def test_pregnancy_codes_become_dicom_values():
+    codes = ("B6", "LA15173-0", "la26683-5", "LA4489-6", "102874004", "N", "0004", "A0", "X")
+    assert [t.pregnancy_status(code) for code in codes] == [
+        "3",
+        "3",
+        "1",
+        "4",
+        "2",
+        "1",
+        "4",
+        None,
+        None,
+    ]
+
+
 def build(name: str, tables: dict | None = None, **arguments):
     spec = t.TRANSFORMS[name]
     setup = t.TransformSetup("p", {k: t.Table(k, v) for k, v in (tables or {}).items()})
@@ -801,6 +869,42 @@ def test_yaml_syntax_error_has_its_line(tmp_path):
             "        when: {field: PID-8}\n        then: {value: M}\n",
             6,
             "needs exactly one test",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientWeight:\n"
+            "        find: {where: {field: OBX-3.1, equals: WT}, read: OBX-5}\n",
+            6,
+            "needs read: and one of segment: or repetition:",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      Allergies:\n"
+            "        each: {segment: AL1-3, read: AL1-3.2}\n",
+            6,
+            "'AL1-3' is not a segment name",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      OtherPatientIDsSequence:\n"
+            "        each: {repetition: PID-3(2), read: {items: [{PatientID: PID-3.1}]}}\n",
+            6,
+            "repetition: names a field, such as PID-3",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      Allergies:\n"
+            "        each: {segment: AL1, from: 0, read: AL1-3}\n",
+            6,
+            "from: is a position counting from 1",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientName: "
+            "{field: PID-5, transform: cnn_to_pn}\n",
+            5,
+            "write PID-5.N, not PID-5",
+        ),
+        (
+            "profile: x\nmessages:\n  ADT:\n    patient:\n      PatientWeight: "
+            "{field: OBX-5, transform: wieght_kg}\n",
+            5,
+            "did you mean weight_kg",
         ),
     ],
 )
@@ -989,6 +1093,15 @@ def test_indexed_reads_give_the_same_answers_as_get():
                     for repetition, component, sub in ((1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 4, 2)):
                         path = FieldPath(segment, number, repetition, component, sub, occurrence)
                         assert each.value(path) == each.get(path), path
+
+
+def test_subcomponents_of_a_component():
+    parsed = message("OBR|1|||||||||||||||||||||||||||||||||T123&LEE&SUSAN&K^20261204~&\\T\\x|")
+    assert parsed.subcomponents("OBR-34.1") == ["T123", "LEE", "SUSAN", "K"]
+    assert parsed.subcomponents("OBR-34(2).1") == ["", "&x"]  # escapes decoded after the split
+    assert parsed.subcomponents("OBR-34.2") == ["20261204"]
+    assert parsed.subcomponents("OBR-34.3") is None
+    assert parsed.subcomponents("OBR-35.1") is None
 
 
 def test_components_of_a_repetition():
@@ -1340,5 +1453,5 @@ def test_bad_duration_names_the_attribute(bundled):
     with pytest.raises(MappingError) as raised:
         bundled.map_order(siu("S12", *resources))
     assert "ScheduledProcedureStepEndDate: duration unit 'weeks' is not known" in str(raised.value)
-    assert "(from AIS-4 / SCH-11.4 / AIS-7 / AIS-8, rule at " in str(raised.value)
+    assert "(from AIS-4 / TQ1-7 / SCH-11.4 / AIS-7 / AIS-8, rule at " in str(raised.value)
     assert raised.value.location == "AIS-4"

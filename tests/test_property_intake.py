@@ -48,7 +48,8 @@ charsets = st.sampled_from(
 )  # fmt: skip
 message_types = st.sampled_from(
     ["ORM^O01", "OMI^O23^OMI_O23", "ADT^A01", "ADT^A04", "ADT^A08", "ADT^A31", "ADT^A40",
-     "ADT^A47", "SIU^S12", "SIU^S14", "ACK", "ORU^R01", "", "ORM", "^O01", "ORM^O01^ORM_O01^X"]
+     "ADT^A47", "ADT^A02", "ADT^A12", "ADT^A24", "ADT^A35", "SIU^S12", "SIU^S14", "ACK",
+     "ORU^R01", "", "ORM", "^O01", "ORM^O01^ORM_O01^X"]
 )  # fmt: skip
 versions = st.sampled_from(["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "", "x", "2.3.1^USA"])
 segment_ids = st.sampled_from(

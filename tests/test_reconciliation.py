@@ -19,7 +19,8 @@ from mwlbroker.services.reconciliation import ReconciliationRefused, UndoRefused
 from mwlbroker.store import images, progress, worklist
 from mwlbroker.store.tables import AuditRow, PatientMergeRow, StepRow
 from tests.support.dicom_peers import Modality, ct_image, in_progress, storescu, write_images
-from tests.support.hl7_messages import a40, hl7, segment_fields, utf8_orm
+from tests.support.hl7_messages import a40, ack_fields, hl7, segment_fields, utf8_orm
+from tests.support.mllp_peers import Peer
 from tests.support.prerequisites import require_tools
 from tests.support.processes import cli_env, run_cli
 from tests.support.workflow import patient_pk, send_accepted, worklist_item
@@ -119,8 +120,11 @@ def test_duplicates_merge_and_undo_as_the_modality_sees_them(broker, database_ur
     [record] = audits(broker, "merge")
     assert record.actor == "alice" and record.before["prior"]["patient_id"] == "B2"
     assert record.before["orders"][0]["patient_pk"] == patient_pk(broker, "B2")
-    # A later order under the old ID lands on the survivor.
-    send_accepted(broker, utf8_orm("M4", patient="B2", name="MÜLLER^JÜRGEN", order="O4"))
+    # A later order under the old ID is refused, naming the survivor; sent under it, it lands.
+    with Peer(broker.hl7.port) as peer:
+        refused = ack_fields(peer.send(utf8_orm("M4", patient="B2", order="O4")))["MSA"]
+    assert refused[1] == "AE" and "merged into A1" in refused[3], refused
+    send_accepted(broker, utf8_orm("M5", patient="A1", name="MÜLLER^JÜRGEN", order="O4"))
     assert worklist_item(broker, "AO4")[0] == "A1"
 
     [merge] = cli_json(database_url, "patients", "merges")
@@ -346,12 +350,12 @@ def test_undo_takes_back_steps_added_to_a_moved_order_meanwhile(broker):
     )
     service = broker.reconciliation
     merged = service.merge(patient_pk(broker, "P2"), patient_pk(broker, "P1"), actor="alice")
-    # The RIS adds a second procedure to the moved order, still naming the old ID.
+    # The RIS adds a second procedure to the moved order, under the surviving ID.
     send_accepted(
         broker,
         hl7(
             "MSH|^~\\&|RIS|HOSPITAL|MWLBROKER|RADIOLOGY|20261127101500||ORM^O01|M3|P|2.3.1",
-            "PID|1||P2^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
+            "PID|1||P1^^^HOSPITAL^MR||DOE^JOHN||19700101|M",
             "ORC|XO|O2|FO2||SC||^^^20261127143000^^R",
             "OBR|1|O2|FO2|CTCHEST^CT chest^L||||||||||||||AO2|RO2|SO2||||CT",
             "OBR|2|O2|FO2|CTABD^CT abdomen^L||||||||||||||AO2B|RO2B|SO2B||||CT",

@@ -35,10 +35,15 @@ def test_route_finds_a_registered_type_and_its_applier():
 
 
 def test_merge_triggers_have_one_meaning_each():
-    assert {"A40"} == registry.MERGE_TRIGGERS
+    assert {"A18", "A34", "A36", "A39", "A40"} == registry.MERGE_TRIGGERS
     assert {"A47"} == registry.CHANGE_ID_TRIGGERS
-    assert {"A40", "A47"} == PRIOR_ID_TRIGGERS  # what the mapping reads MRG-1 for
+    # what the mapping reads MRG-1 for; A35 merges accounts only and A06 / A07 may carry an
+    # MRG with the prior visit, so neither names a prior patient
+    assert {"A18", "A34", "A36", "A39", "A40", "A47"} == PRIOR_ID_TRIGGERS
     assert not registry.UPDATE_TRIGGERS & PRIOR_ID_TRIGGERS
+    assert {"A02", "A03", "A06", "A07", "A11", "A12", "A13"} == registry.VISIT_TRIGGERS
+    assert {"A24", "A37"} == registry.LINK_TRIGGERS
+    assert not registry.VISIT_TRIGGERS & (PRIOR_ID_TRIGGERS | registry.LINK_TRIGGERS)
 
 
 def test_every_order_type_names_the_segment_of_one_item():

@@ -11,7 +11,19 @@ from mwlbroker.mapping.source import Entry, Mapping, MappingFileError, Scalar
 
 
 def test_every_base_form_has_one_compiler_in_the_order_errors_name_them() -> None:
-    assert BASE_KEYS == ("field", "first", "value", "join", "when", "rules", "code", "items", "end")
+    assert BASE_KEYS == (
+        "field",
+        "first",
+        "value",
+        "join",
+        "when",
+        "rules",
+        "code",
+        "items",
+        "end",
+        "find",
+        "each",
+    )
     assert set(_BASE_RULES) == set(BASE_KEYS)
     assert RULE_KEYS[: len(BASE_KEYS)] == BASE_KEYS
 

@@ -66,8 +66,10 @@ def test_samples_sent_to_serve_come_back_to_findscu(database_url: str, tmp_path:
         assert found.returncode == 0, found.stderr
         items = [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
         names = sorted(str(item.PatientName) for item in items)
-        # The MR orders among the samples: Anna Smith's two OBR and José García's OMI order.
-        assert len(items) == 3, names
+        # The MR orders among the samples: Anna Smith's two OBR, José García's OMI order, and
+        # Omar Hassan's OMI without IPC (two OBR) and his SIU appointment.
+        assert len(items) == 6, names
+        assert names.count("HASSAN^OMAR^^MR") == 3, names
         assert any(name.startswith("García López^José Ángel") for name in names), names
         assert names.count("SMITH^ANNA^M^MRS") == 2, names  # XPN prefix is PN component 4
         assert served.terminate() == 0

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                         print(f"{label}: a batch with no messages")
                     for number, ack in enumerate(acks, 1):
                         failures += ack.code != "AA"
-                        detail = ack.field("MSA", 3)
+                        detail = ack.reason
                         part = f" ({number}/{len(acks)} of the batch)" if batch else ""
                         print(
                             f"{label}{part}: {ack.code or '?'} {ack.field('MSA', 2)}"

@@ -17,6 +17,7 @@ from mwlbroker.config.parsers import (
     one_of,
 )
 from mwlbroker.config.setting import Setting
+from mwlbroker.hl7v2.versions import ACCEPTED_VERSIONS
 
 LISTENER_SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -60,9 +61,10 @@ LISTENER_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "hl7",
         "accepted_versions",
-        ("2.3", "2.3.1", "2.4", "2.5", "2.5.1"),
+        ACCEPTED_VERSIONS,
         as_str_list,
-        "HL7 versions (MSH-12) accepted; others are answered AR",
+        "HL7 versions (MSH-12) accepted (by default every version from 2.3 to 2.8.2); a "
+        "message in another version is answered AR, error code 203",
     ),
     Setting(
         "hl7",

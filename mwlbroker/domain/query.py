@@ -44,6 +44,8 @@ RANGE_VRS = frozenset({"DA", "TM", "DT"})
 _TEXT_KEEPS_LEADING = frozenset({"LT", "ST", "UT", "UR"})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "AT"})
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")  # PS3.18 F.2.2 PN component groups
+# Numbers: stored as JSON numbers (PS3.18 F.2.3), so "92" asks for the weight stored as 92.0.
+_NUMBER_VRS = frozenset({"DS", "IS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"})
 
 
 class FindStatus(enum.IntEnum):
@@ -160,6 +162,8 @@ class SingleValue:
     def matches(self, values: Sequence[Any], vr: str, insensitive: bool) -> bool:
         if vr == "PN":
             return any(_pn_matches(self.value, v, insensitive, wildcard=False) for v in values)
+        if vr in _NUMBER_VRS and (number := _number(self.value)) is not None:
+            return any(_number(_text(v)) == number for v in values)
         wanted = _normalise(self.value, vr)
         return any(_normalise(_text(v), vr) == wanted for v in values)
 
@@ -700,6 +704,14 @@ def _text(value: Any) -> str:
     if isinstance(value, Mapping):  # a PN in the JSON model
         return pn_string(value)
     return "" if value is None else str(value)
+
+
+def _number(text: str) -> float | None:
+    """A DS / IS / binary number's value, for single value matching; None when not a number."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
 
 
 def _normalise(text: str, vr: str) -> str:

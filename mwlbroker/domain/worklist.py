@@ -150,14 +150,20 @@ class MappedOrder:
     order: Attributes = field(default_factory=dict)  # request level: physicians, visit, ...
     steps: list[MappedStep] = field(default_factory=list)
     profile: str = ""  # name of the mapping profile that produced it
+    merged_patient: str = "refuse"  # the profile's policy for a merged-away Patient ID
 
 
 @dataclass
 class MappedPatientEvent:
-    """What an ADT message says: a patient's new attributes, and for A40/A47 the prior ID."""
+    """What an ADT message says: a patient's new attributes, for merges (A40 ...) and A47 the
+    prior ID, for visit events (A02 ...) the visit as it is now, for A24/A37 the linked ID."""
 
     trigger: str  # MSH-9.2, e.g. A08
     patient: MappedPatient
     prior_patient_id: str | None = None  # MRG-1.1
     prior_issuer: str = ""  # MRG-1.4
     profile: str = ""
+    visit: Attributes = field(default_factory=dict)  # CurrentPatientLocation, AdmissionID ...
+    linked_patient_id: str | None = None  # A24 / A37: the second PID's PID-3.1
+    linked_issuer: str = ""  # ... PID-3.4
+    merged_patient: str = "refuse"  # the profile's policy for a merged-away Patient ID

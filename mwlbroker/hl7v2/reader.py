@@ -182,6 +182,28 @@ class HL7Message:
         ]
         return parts if any(parts) else None
 
+    def subcomponents(self, path: FieldPath | str) -> list[str] | None:
+        """The unescaped subcomponents of the component at ``path`` (a CNN inside OBR-34.1).
+
+        ``None`` when the component is absent or empty, ``[HL7_NULL]`` for the HL7 null.
+        """
+        if isinstance(path, str):
+            path = FieldPath.parse(path)
+        fields = self.fields(path.segment, path.occurrence)
+        if fields is None or path.field >= len(fields):
+            return None
+        separators = self._separators
+        repetitions = fields[path.field].split(separators[2])
+        if path.repetition > len(repetitions):
+            return None
+        components = repetitions[path.repetition - 1].split(separators[3])
+        if path.component > len(components):
+            return None
+        parts = [
+            self._unescape(part) for part in components[path.component - 1].split(separators[4])
+        ]
+        return parts if any(parts) else None
+
     def repetition_count(self, path: FieldPath) -> int:
         """How many repetitions the field at ``path`` has (0 when absent or empty)."""
         fields = self.fields(path.segment, path.occurrence)

@@ -23,6 +23,10 @@ class Meaning(StrEnum):
     UPDATE = "update"  # patient demographics as they are now (ADT A01, A04, A08 ...)
     MERGE = "merge"  # MRG-1's patient is merged into PID-3's (ADT A40)
     CHANGE_ID = "change identifier"  # MRG-1's patient is known under PID-3 from now on (A47)
+    VISIT = "visit"  # the patient's visit moved on (A02 transfer, A03 discharge, A06 ... A13)
+    MERGE_ACCOUNT = "merge account"  # accounts of one patient merged (A35): no patient changes
+    LINK = "link"  # the second PID's patient is the same person (A24): an Other Patient ID
+    UNLINK = "unlink"  # the A24 link of the two PIDs is undone (A37)
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,24 @@ REGISTRY: tuple[MessageType, ...] = (
         "patients",
         (
             Trigger("A01", Meaning.UPDATE, "admit/visit notification"),
+            Trigger("A02", Meaning.VISIT, "transfer a patient"),
+            Trigger("A03", Meaning.VISIT, "discharge/end visit"),
             Trigger("A04", Meaning.UPDATE, "register a patient"),
             Trigger("A05", Meaning.UPDATE, "pre-admit a patient"),
+            Trigger("A06", Meaning.VISIT, "change an outpatient to an inpatient"),
+            Trigger("A07", Meaning.VISIT, "change an inpatient to an outpatient"),
             Trigger("A08", Meaning.UPDATE, "update patient information"),
+            Trigger("A11", Meaning.VISIT, "cancel admit/visit notification"),
+            Trigger("A12", Meaning.VISIT, "cancel transfer"),
+            Trigger("A13", Meaning.VISIT, "cancel discharge/end visit"),
+            Trigger("A18", Meaning.MERGE, "merge patient information"),
+            Trigger("A24", Meaning.LINK, "link patient information"),
             Trigger("A31", Meaning.UPDATE, "update person information"),
+            Trigger("A34", Meaning.MERGE, "merge patient information - patient ID only"),
+            Trigger("A35", Meaning.MERGE_ACCOUNT, "merge patient information - account only"),
+            Trigger("A36", Meaning.MERGE, "merge patient information - patient ID and account"),
+            Trigger("A37", Meaning.UNLINK, "unlink patient information"),
+            Trigger("A39", Meaning.MERGE, "merge person - patient ID"),
             Trigger("A40", Meaning.MERGE, "merge patient - patient identifier list"),
             Trigger("A47", Meaning.CHANGE_ID, "change patient identifier list"),
         ),
@@ -193,8 +211,12 @@ def section_help() -> str:
 # What the patient lifecycle and the mapping need to know about ADT triggers, defined once.
 UPDATE_TRIGGERS = triggers("ADT", Meaning.UPDATE)
 MERGE_TRIGGERS = triggers("ADT", Meaning.MERGE)
-"""ADT triggers that merge MRG-1's patient into PID-3's (A40)."""
+"""ADT triggers that merge MRG-1's patient into PID-3's (A18, A34, A36, A39, A40)."""
 CHANGE_ID_TRIGGERS = triggers("ADT", Meaning.CHANGE_ID)
 """ADT triggers that give MRG-1's patient PID-3's identifier (A47)."""
 PRIOR_ID_TRIGGERS = MERGE_TRIGGERS | CHANGE_ID_TRIGGERS
 """ADT triggers that name a prior patient in MRG-1 (what the mapping reads MRG for)."""
+VISIT_TRIGGERS = triggers("ADT", Meaning.VISIT)
+"""ADT triggers that move the patient's visit on: location, visit number, patient class."""
+LINK_TRIGGERS = triggers("ADT", Meaning.LINK, Meaning.UNLINK)
+"""ADT triggers whose second PID names the linked patient (A24 link, A37 unlink)."""

@@ -30,7 +30,13 @@ from mwlbroker.domain.worklist import (
 )
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError, load_profiles
-from mwlbroker.mapping.profile import PRIOR_ID_TRIGGERS, MessageMapping, Profile
+from mwlbroker.mapping.profile import (
+    LINK_TRIGGERS,
+    PRIOR_ID_TRIGGERS,
+    VISIT_TRIGGERS,
+    MessageMapping,
+    Profile,
+)
 from mwlbroker.mapping.rules import Context, Layout, Rule
 from mwlbroker.mapping.source import MappingFileError
 
@@ -199,16 +205,18 @@ class MappingSet:
                 f"{header.type_name} without an ORC segment: no order control", location="ORC"
             )
         layout = Layout(message)
-        grouping = layout.groups(entry.repeat, entry.ends, entry.block)
+        repeat = entry.repeat_in(layout.names)  # repeat: [IPC, OBR]: IPC, else OBR
+        grouping = layout.groups(repeat, entry.ends, entry.block)
         control = order_status = ""
         if entry.is_schedule:
             control, order_status = _schedule_control(entry, header, Context(layout))
         # An SIU cancellation (or any control but NW / XO) may name the appointment only.
         if not grouping.groups and not (entry.is_schedule and control not in ("NW", "XO")):
             raise MappingError(
-                f"{header.type_name} without an {entry.repeat} segment: nothing to schedule "
-                f"(profile {profile.name} makes one worklist item per {entry.repeat})",
-                location=entry.repeat,
+                f"{header.type_name} without an {repeat} segment: nothing to schedule "
+                f"(profile {profile.name} makes one worklist item per "
+                f"{entry.describe_repeat})",
+                location=repeat,
             )
         if not entry.is_schedule:
             control, order_status = _order_control(message)
@@ -226,7 +234,7 @@ class MappingSet:
             for context in contexts
         ]
         _require_patient_id(profile, patient, header)
-        _fill_identifiers(profile, header, entry.repeat, placer, filler, steps)
+        _fill_identifiers(profile, header, repeat, placer, filler, steps)
         return MappedOrder(
             order_control=control,
             order_status=order_status,
@@ -237,6 +245,7 @@ class MappingSet:
             order=order,
             steps=steps,
             profile=profile.name,
+            merged_patient=profile.merged_patient.action,
         )
 
     # -- patients --
@@ -251,8 +260,15 @@ class MappingSet:
         patient = entry.patient.evaluate(context)
         _require_patient_id(profile, patient, header)
         event = MappedPatientEvent(
-            trigger=header.trigger_event, patient=MappedPatient(patient), profile=profile.name
+            trigger=header.trigger_event,
+            patient=MappedPatient(patient),
+            profile=profile.name,
+            merged_patient=profile.merged_patient.action,
         )
+        if header.trigger_event in VISIT_TRIGGERS:
+            event.visit = entry.visit.evaluate(context)
+        if header.trigger_event in LINK_TRIGGERS:
+            _read_link(event, entry, header, message, context)
         if header.trigger_event in PRIOR_ID_TRIGGERS:
             if message.count("MRG") > 1:
                 raise MappingError(
@@ -269,6 +285,30 @@ class MappingSet:
             event.prior_patient_id = prior
             event.prior_issuer = _text(_evaluate(entry.prior_issuer, context)) or ""
         return event
+
+
+def _read_link(
+    event: MappedPatientEvent,
+    entry: MessageMapping,
+    header: Sender,
+    message: HL7Message,
+    context: Context,
+) -> None:
+    """A24 / A37: the linked patient, from the second PID (ADT_A24: PID [PD1] [PV1] [DB1] PID)."""
+    if message.count("PID") != 2:
+        raise MappingError(
+            f"{header.type_name} with {message.count('PID')} PID segment(s): a link names two "
+            "patients, the first PID and the second",
+            location="PID",
+        )
+    linked = _text(_evaluate(entry.linked_patient_id, context))
+    if not linked:
+        raise MappingError(
+            f"{header.type_name} without the linked patient's ID (the second PID's PID-3)",
+            location="PID-3",
+        )
+    event.linked_patient_id = linked
+    event.linked_issuer = _text(_evaluate(entry.linked_issuer, context)) or ""
 
 
 def _evaluate(rule: Rule | None, context: Context) -> Value:

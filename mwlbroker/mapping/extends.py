@@ -16,7 +16,7 @@ from mwlbroker.mapping.source import Mapping, MappingFileError, Scalar
 
 _NOT_INHERITED = ("profile", "description", "enabled", "priority", "match", "extends")
 _MERGED_BY_KEY = ("missing", "status", "tables")
-_MERGED_SECTIONS = ("patient", "order", "procedure", "step", "merge")
+_MERGED_SECTIONS = ("patient", "order", "procedure", "step", "merge", "visit", "link")
 
 _Merge = Callable[[Mapping, Mapping], Mapping]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mwlbroker.domain.worklist import StepStatus
@@ -38,6 +38,17 @@ ADT_TRIGGERS = _ADT.trigger_codes
 
 PRIOR_ID_TRIGGERS = registry.PRIOR_ID_TRIGGERS
 """ADT triggers whose mapping reads the prior patient from MRG (merge, change identifier)."""
+
+VISIT_TRIGGERS = registry.VISIT_TRIGGERS
+"""ADT triggers whose mapping reads the visit (PV1) onto the patient's open worklist items."""
+
+LINK_TRIGGERS = registry.LINK_TRIGGERS
+"""ADT triggers whose mapping reads the linked patient from the second PID (A24, A37)."""
+
+MERGED_PATIENT_POLICIES = ("refuse", "use_survivor")
+"""What ``merged_patient:`` may say of an order or update naming a merged-away Patient ID:
+refuse it (AE naming the survivor), or apply it to the survivor without its demographics."""
+DEFAULT_MERGED_PATIENT = "refuse"
 
 SIU_TRIGGERS = _SIU.trigger_codes
 """SIU trigger events a profile may map: new, rescheduled, modified, cancelled appointment."""
@@ -79,6 +90,7 @@ class MessageMapping:
     key: str
     where: str  # FILE:LINE of the message type's key
     repeat: str = ""  # orders: the segment that makes one item (OBR, IPC, AIS)
+    repeat_else: tuple[str, ...] = ()  # ... when the message has none: the next one it has
     ends: frozenset[str] = GROUP_BOUNDARIES  # segments that end an item's group
     block: str = ""  # SIU: RGS, the segment that starts a block of resources
     patient: Section = field(default_factory=Section)
@@ -89,12 +101,32 @@ class MessageMapping:
     filler: Rule | None = None  # ORC-3.1, else OBR-3.1
     prior_patient_id: Rule | None = None  # MRG-1.1
     prior_issuer: Rule | None = None  # MRG-1.4
+    visit: Section = field(default_factory=Section)  # ADT: PV1 onto the open items' orders
+    linked_patient_id: Rule | None = None  # A24 / A37: the second PID's PID-3.1
+    linked_issuer: Rule | None = None  # ... PID-3.4
     control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
     control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
     order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
     # Original mode: "ack" answers with an ACK, "application" with the order response
     # (ORR^O02, ORI^O24, ORG^O20: the registry's application_ack of the type).
     acknowledgment: str = "ack"
+
+    def repeat_in(self, names: Sequence[str]) -> str:
+        """The segment that makes the items of a message with these segments.
+
+        ``repeat: [IPC, OBR]``: one item per IPC; a message without any IPC (an OMI from a
+        sender that leaves the IPC out), one per OBR. The first one present wins; when none
+        is, the first named (the message then has nothing to schedule).
+        """
+        for segment in (self.repeat, *self.repeat_else):
+            if segment in names:
+                return segment
+        return self.repeat
+
+    @property
+    def describe_repeat(self) -> str:
+        """``IPC`` or ``IPC, else OBR``: what makes the items, for reports."""
+        return ", else ".join((self.repeat, *self.repeat_else))
 
     @property
     def is_order(self) -> bool:
@@ -152,6 +184,7 @@ class Profile:
     status_where: str = ""  # FILE:LINE of status:, for error messages
     tables: Mapping[str, Table] = field(default_factory=dict)
     messages: Mapping[str, MessageMapping] = field(default_factory=dict)
+    merged_patient: Policy = field(default_factory=lambda: Policy(DEFAULT_MERGED_PATIENT))
     # Enhanced mode: the [[outbound.destinations]] name application acknowledgments go to.
     acknowledgment_destination: str = ""
     # False: answer in original mode whatever MSH-15 / MSH-16 say (a sender that sets them

@@ -22,6 +22,7 @@ from mwlbroker.mapping.diagnostics import suggest as _suggest
 from mwlbroker.mapping.profile import (
     ACKNOWLEDGMENTS,
     DEFAULT_SIU_CONTROL,
+    MERGED_PATIENT_POLICIES,
     MISSING_POLICIES,
     ORDER_CONTROLS,
     ORDER_MESSAGES,
@@ -35,7 +36,7 @@ from mwlbroker.mapping.profile import (
 )
 from mwlbroker.mapping.rule_compiler import RuleCompiler
 from mwlbroker.mapping.rules import FieldRule, FirstRule, Rule, Section
-from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar
+from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar, Sequence
 from mwlbroker.mapping.transforms import Table, TransformSetup
 
 TOP_KEYS = (
@@ -50,6 +51,7 @@ TOP_KEYS = (
     "status",
     "tables",
     "messages",
+    "merged_patient",
     "acknowledgment_destination",
     "enhanced_mode",
 )
@@ -57,8 +59,9 @@ MATCH_KEYS = ("sending_application", "sending_facility")
 ORDER_SECTIONS = ("patient", "order", "procedure", "step")
 ORDER_KEYS = ("repeat", *ORDER_SECTIONS, "placer_order_number", "filler_order_number")
 SIU_KEYS = ("control", "order_status", *ORDER_KEYS)
-ADT_KEYS = ("patient", "merge")
+ADT_KEYS = ("patient", "visit", "merge", "link")
 MERGE_KEYS = ("prior_patient_id", "prior_issuer")
+LINK_KEYS = ("linked_patient_id", "linked_issuer")
 # Identifiers the broker and the missing: policies expect at the requested procedure level.
 PROCEDURE_ONLY = ("AccessionNumber", "RequestedProcedureID", "StudyInstanceUID")
 
@@ -74,6 +77,8 @@ DEFAULT_SIU_PLACER = ("ORC-2.1", "SCH-1.1")  # an ORC's order number, else SCH-1
 DEFAULT_SIU_FILLER = ("ORC-3.1", "SCH-2.1")  # ... else SCH-2 Filler Appointment ID
 DEFAULT_PRIOR_ID = "MRG-1.1"  # MRG-1 Prior Patient Identifier List, ID
 DEFAULT_PRIOR_ISSUER = "MRG-1.4"  # ... assigning authority
+DEFAULT_LINKED_ID = "PID[2]-3.1"  # A24 / A37: the second PID is the linked patient's
+DEFAULT_LINKED_ISSUER = "PID[2]-3.4"
 
 
 class ProfileCompiler(Checker):
@@ -105,6 +110,7 @@ class ProfileCompiler(Checker):
         self.compile_match(profile)
         self.compile_uid_root(profile)
         self.compile_missing(profile)
+        self.compile_merged_patient(profile)
         self.compile_status(profile)
         enhanced_mode = self.plain("enhanced_mode", bool, "true or false")
         if enhanced_mode is not None:
@@ -198,6 +204,21 @@ class ProfileCompiler(Checker):
                 continue
             policies[keyword] = Policy(action, f"{where[0]}:{where[1]}")
         profile.missing = policies
+
+    def compile_merged_patient(self, profile: Profile) -> None:
+        """``merged_patient:``: what an order or update naming a merged-away Patient ID gets."""
+        node = self.root.get("merged_patient")
+        action = self.text(node, "merged_patient")
+        if node is None or action is None:
+            return
+        if action not in MERGED_PATIENT_POLICIES:
+            self.error(
+                node,
+                f"merged_patient: {action!r} is not a policy "
+                f"(choose {' | '.join(MERGED_PATIENT_POLICIES)})",
+            )
+            return
+        profile.merged_patient = Policy(action, f"{node.file}:{node.line}")
 
     def compile_status(self, profile: Profile) -> None:
         status = self.mapping(self.root.get("status"), "status")
@@ -310,14 +331,9 @@ class ProfileCompiler(Checker):
         self.check_keys(node, keys, f"messages: {mapping.key}")
         if not schedule:
             self.compile_acknowledgment(mapping, node)
-        repeat_node = node.get("repeat")
-        if repeat_node is not None:
-            value = self.text(repeat_node, "repeat")
-            if value is not None and not _SEGMENT.fullmatch(value):
-                self.error(repeat_node, f"repeat: {value!r} is not a segment ID such as OBR")
-            elif value:
-                repeat = value
-        mapping.repeat = repeat
+        repeats = self.compile_repeat(node.get("repeat"), schedule)
+        mapping.repeat = repeats[0] if repeats else repeat
+        mapping.repeat_else = tuple(repeats[1:])
         seen: dict[str, str] = {}
         for level in ORDER_SECTIONS:
             setattr(mapping, level, self.compile_section(node, level, seen))
@@ -345,6 +361,28 @@ class ProfileCompiler(Checker):
             )
             return
         mapping.acknowledgment = value.strip().lower()
+
+    def compile_repeat(self, node: Node | None, schedule: bool) -> list[str]:
+        """``repeat: OBR``, or ``repeat: [IPC, OBR]``: the first of these the message has."""
+        if node is None:
+            return []
+        items = node.items if isinstance(node, Sequence) else [node]
+        if not items or (schedule and len(items) > 1):
+            what = "a segment ID" if schedule else "a segment ID or a list of them"
+            self.error(node, f"repeat: must be {what} such as OBR")
+            return []
+        repeats: list[str] = []
+        for item in items:
+            value = self.text(item, "repeat")
+            if not value:
+                continue
+            if not _SEGMENT.fullmatch(value):
+                self.error(item, f"repeat: {value!r} is not a segment ID such as OBR")
+            elif value in repeats:
+                self.error(item, f"repeat: {value} is named twice")
+            else:
+                repeats.append(value)
+        return repeats if len(repeats) == len(items) else []
 
     def compile_schedule(
         self, mapping: MessageMapping, node: Mapping, where: tuple[str, int]
@@ -421,6 +459,18 @@ class ProfileCompiler(Checker):
             self.check_keys(merge, MERGE_KEYS, "merge")
         mapping.prior_patient_id = self.optional_rule(merge, "prior_patient_id", DEFAULT_PRIOR_ID)
         mapping.prior_issuer = self.optional_rule(merge, "prior_issuer", DEFAULT_PRIOR_ISSUER)
+        mapping.visit = self.compile_section(node, "visit", {})
+        for keyword in ("PatientID", "IssuerOfPatientID"):
+            if any(attribute.keyword == keyword for attribute in mapping.visit.attributes):
+                self.error(
+                    self.key_at(node, "visit"),
+                    f"visit: maps {keyword}; the patient's identity belongs in patient:",
+                )
+        link = self.mapping(node.get("link"), "link")
+        if link is not None:
+            self.check_keys(link, LINK_KEYS, "link")
+        mapping.linked_patient_id = self.optional_rule(link, "linked_patient_id", DEFAULT_LINKED_ID)
+        mapping.linked_issuer = self.optional_rule(link, "linked_issuer", DEFAULT_LINKED_ISSUER)
 
     def optional_rule(self, node: Mapping | None, key: str, default: Any) -> Rule | None:
         if node is not None and key in node.entries:

@@ -104,7 +104,7 @@ def _describe_profile(profile: Profile) -> list[str]:
                 f"SIU {triggers} (one item per {entry.repeat}; order control {controls})"
             )
         elif entry.is_order:
-            handled.append(f"{key} (one item per {entry.repeat})")
+            handled.append(f"{key} (one item per {entry.describe_repeat})")
         elif key == "ADT":
             handled.append("ADT " + " ".join(name.split("^")[1] for name in entry.handles))
         else:
@@ -236,6 +236,18 @@ def _patient_lines(event: MappedPatientEvent, data: dict[str, Any]) -> list[str]
             "prior_issuer": event.prior_issuer,
         }
     )
+    if event.linked_patient_id:
+        issuer = f", issuer {event.linked_issuer}" if event.linked_issuer else ""
+        lines.append(f"linked patient ID {event.linked_patient_id}{issuer} (the second PID)")
+        data["linked_patient_id"] = event.linked_patient_id
+        data["linked_issuer"] = event.linked_issuer
+    if event.visit:
+        lines.append("visit (on the orders of the open worklist items):")
+        lines += dump_dataset(dataset_from_attributes(event.visit), indent="  ")
+        cleared = _cleared(event.visit)
+        if cleared:
+            lines.append(f'  cleared (HL7 ""): {", ".join(cleared)}')
+        data["visit"] = item_to_json(dataset_from_attributes(event.visit))
     return lines
 
 

@@ -33,15 +33,18 @@ from mwlbroker.mapping.rules import (
     JoinRule,
     RepetitionChoice,
     Rule,
+    SelectRule,
     Test,
     TransformRule,
 )
 from mwlbroker.mapping.source import Mapping, Node, Scalar, Sequence
-from mwlbroker.mapping.transforms import TRANSFORMS, TransformSetup
+from mwlbroker.mapping.transforms import TRANSFORMS, TransformSetup, TransformSpec
 
 TEST_KEYS = ("equals", "in", "matches", "empty")
 CODE_KEYS = ("value", "meaning", "scheme", "version")
 END_KEYS = ("start", "duration", "units")
+SELECT_KEYS = ("segment", "repetition", "from", "where", "read")
+_SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 
 
 class RuleCompiler(Checker):
@@ -353,34 +356,107 @@ class RuleCompiler(Checker):
             built = self.transform(spec)
             if built is None:
                 return None
-            function, takes_parts, name = built
-            if takes_parts:
+            function, transform_spec = built
+            name = transform_spec.name
+            if transform_spec.components:
                 if index != 0:
                     self.error(spec, f"{name} reads a whole field: it must come first")
                     return None
-                if not self.read_parts(rule, spec, name):
+                if not self.read_parts(rule, spec, name, transform_spec.subcomponents):
                     return None
             functions.append(function)
         return TransformRule(rule.where, rule, functions)
 
-    def read_parts(self, rule: Rule, spec: Node, name: str) -> bool:
-        """Switch the field rules under ``rule`` to reading whole repetitions."""
+    def read_parts(self, rule: Rule, spec: Node, name: str, subcomponents: bool = False) -> bool:
+        """Switch the field rules under ``rule`` to reading whole repetitions (or components)."""
         fields = [rule] if isinstance(rule, FieldRule) else getattr(rule, "rules", None)
+        what = "a component, such as OBR-34.1" if subcomponents else "a whole field"
         if not fields or not all(isinstance(field, FieldRule) for field in fields):
-            self.error(spec, f"{name} needs field: PATH or first: [PATH, ...] (a whole field)")
+            self.error(spec, f"{name} needs field: PATH or first: [PATH, ...] ({what})")
             return False
         for field in fields:
-            if field.names_component:
-                whole = field.text.split(".")[0]
+            whole = field.text.split(".")[0]
+            if subcomponents and field.text.count(".") != 1:
+                self.error(
+                    spec,
+                    f"{name} reads all subcomponents of one component: write {whole}.N, "
+                    f"not {field.text}",
+                )
+                return False
+            if not subcomponents and field.names_component:
                 self.error(
                     spec,
                     f"{name} reads all components of a field: write {whole}, not {field.text}",
                 )
                 return False
             field.parts = True
+            field.subparts = subcomponents
         return True
 
-    def transform(self, node: Node) -> tuple[Any, bool, str] | None:
+    def select(self, node: Mapping, value: Node, every: bool) -> Rule | None:
+        """``find:`` / ``each:`` ``{segment: OBX | repetition: PID-3, from:, where:, read:}``."""
+        what = "each" if every else "find"
+        if not isinstance(value, Mapping):
+            self.error(value, f"{what}: takes {{segment: SEG, where: CONDITION, read: RULE}}")
+            return None
+        self.check_keys(value, SELECT_KEYS, what)
+        keys = value.entries
+        sources = [key for key in ("segment", "repetition") if key in keys]
+        if len(sources) != 1 or "read" not in keys:
+            self.error(value, f"{what}: needs read: and one of segment: or repetition:")
+            return None
+        source = self.text(keys[sources[0]].value, sources[0])
+        if source is None:
+            return None
+        segment, field = source.strip(), None
+        if sources[0] == "segment":
+            if not _SEGMENT_NAME.fullmatch(segment):
+                self.error(keys["segment"].value, f"segment: {source!r} is not a segment name")
+                return None
+        else:
+            try:
+                path = FieldPath.parse(segment)
+            except ValueError as error:
+                self.error(keys["repetition"].value, str(error))
+                return None
+            if "(" in segment or "." in segment:
+                self.error(keys["repetition"].value, "repetition: names a field, such as PID-3")
+                return None
+            segment, field = path.segment, path.field
+        first = 1
+        if "from" in keys:
+            start = keys["from"].value
+            if not isinstance(start, Scalar) or type(start.value) is not int or start.value < 1:
+                self.error(start, "from: is a position counting from 1")
+                return None
+            first = start.value
+        condition = None
+        if "where" in keys:
+            condition = self.condition(keys["where"].value)
+            if condition is None:
+                return None
+        inner = self.rule(keys["read"].value)
+        if inner is None:
+            return None
+        return SelectRule(
+            node.where,
+            every=every,
+            segment=segment,
+            field=field,
+            first=first,
+            condition=condition,
+            inner=inner,
+        )
+
+    def find(self, node: Mapping, value: Node) -> Rule | None:
+        """``find:``, the first occurrence or repetition that qualifies and has a value."""
+        return self.select(node, value, every=False)
+
+    def each(self, node: Mapping, value: Node) -> Rule | None:
+        """``each:``, every occurrence or repetition that qualifies."""
+        return self.select(node, value, every=True)
+
+    def transform(self, node: Node) -> tuple[Any, TransformSpec] | None:
         arguments: Node | None = None
         if isinstance(node, Scalar) and not node.is_null:
             name = node.text
@@ -431,7 +507,7 @@ class RuleCompiler(Checker):
         except ValueError as error:
             self.error(node, str(error))
             return None
-        return function, spec.components, name
+        return function, spec
 
     def argument(self, node: Node, kind: type, what: str) -> Any:
         if isinstance(node, Scalar) and not node.is_null:
@@ -549,6 +625,8 @@ _BASE_RULES: dict[str, _BaseCompiler] = {
     "code": RuleCompiler.code,
     "items": RuleCompiler.items,
     "end": RuleCompiler.end,
+    "find": RuleCompiler.find,
+    "each": RuleCompiler.each,
 }
 """Each base form of a rule and the method that compiles it (``node`` holds ``value``)."""
 

@@ -41,21 +41,24 @@ class Grouping(NamedTuple):
     scopes: list[int]
     blocks: list[int]
     spans: dict[int, tuple[int, int]]
+    ends: frozenset[str] = GROUP_BOUNDARIES  # the segments that also end a run of shared ones
 
 
 class Layout:
     """Where each segment sits in one message, computed once per message."""
 
-    __slots__ = ("message", "names", "ordinals")
+    __slots__ = ("message", "names", "ordinals", "positions")
 
     def __init__(self, message: HL7Message) -> None:
         self.message = message
         self.names = message.segment_names
         seen: dict[str, int] = {}
         self.ordinals: list[int] = []  # occurrence number of the segment at each index
-        for name in self.names:
+        self.positions: dict[str, list[int]] = {}  # the indexes of each segment, in order
+        for index, name in enumerate(self.names):
             seen[name] = seen.get(name, 0) + 1
             self.ordinals.append(seen[name])
+            self.positions.setdefault(name, []).append(index)
 
     def groups(
         self, repeat: str, ends: frozenset[str] = GROUP_BOUNDARIES, block: str = ""
@@ -94,7 +97,7 @@ class Layout:
                 end += 1
             groups.append((start, end))
             scopes[start:end] = [IN_GROUP] * (end - start)
-        return Grouping(groups, scopes, blocks, spans)
+        return Grouping(groups, scopes, blocks, spans, ends | {repeat})
 
 
 class Context:
@@ -103,13 +106,14 @@ class Context:
     For an item, a segment of its own group is read first; then, when the item lies in a
     block (SIU: an RGS with its AIS, AIG, AIL, AIP), the block's shared segments after the
     item, then before it; else the nearest shared segment before the group (ORC, TQ1, OBR for
-    IPC items, PV1, PID); else the first shared one after it. A segment inside another item's
+    IPC items, PV1, PID), at the first occurrence of a run of them (repeated TQ1); else the
+    first shared one after it. A segment inside another item's
     group (its ZDS, NTE) or another block (its AIG) is never read: so with ORC/OBR/ZDS/OBR/ZDS
     each OBR gets its own ZDS, and an OBR without a ZDS gets none.
     For the whole message (no group), the first occurrence is read.
     """
 
-    __slots__ = ("_occurrences", "end", "grouping", "layout", "message", "start")
+    __slots__ = ("_occurrences", "end", "grouping", "layout", "message", "repetitions", "start")
 
     def __init__(
         self, layout: Layout, start: int = 0, end: int = 0, grouping: Grouping | None = None
@@ -120,6 +124,42 @@ class Context:
         self.end = end
         self.grouping = grouping
         self._occurrences: dict[str, int] = {}
+        # (segment, field) -> the repetition an ``each: {repetition: ...}`` rule is reading
+        self.repetitions: dict[tuple[str, int], int] = {}
+
+    def at(
+        self, segment: str, occurrence: int, repetition: tuple[int, int] | None = None
+    ) -> Context:
+        """The same item, reading ``segment`` at ``occurrence`` (and one field's repetition)."""
+        other = Context(self.layout, self.start, self.end, self.grouping)
+        other._occurrences = {**self._occurrences, segment: occurrence}
+        other.repetitions = self.repetitions
+        if repetition is not None:
+            field, number = repetition
+            other.repetitions = {**self.repetitions, (segment, field): number}
+        return other
+
+    def visible(self, segment: str) -> list[int]:
+        """Every occurrence of ``segment`` this item may read: its own group's, then shared ones.
+
+        For the whole message (no group) that is every occurrence, in message order.
+        """
+        found = self.layout.positions.get(segment)
+        if not found:
+            return []
+        ordinals = self.layout.ordinals
+        if self.grouping is None:
+            return [ordinals[i] for i in found]
+        own = [ordinals[i] for i in found if self.start <= i < self.end]
+        scopes = self.grouping.scopes
+        block = self.grouping.blocks[self.start] if self.start < len(scopes) else 0
+        shared = [
+            ordinals[i]
+            for i in found
+            if not self.start <= i < self.end
+            and (scopes[i] == SHARED or (block and scopes[i] == block))
+        ]
+        return own + shared
 
     def occurrence(self, segment: str) -> int:
         """Which occurrence of ``segment`` this item reads (0: none it may read)."""
@@ -148,11 +188,30 @@ class Context:
                     return ordinals[index]
         for index in range(self.start - 1, -1, -1):
             if names[index] == segment and scopes[index] == SHARED:
-                return ordinals[index]
+                return ordinals[self._first_of_run(index)]
         for index in range(self.end, len(names)):
             if names[index] == segment and scopes[index] == SHARED:
                 return ordinals[index]
         return 0
+
+    def _first_of_run(self, found: int) -> int:
+        """The first segment like the one at ``found`` in its run of shared segments.
+
+        A repeated shared segment (two TQ1 after one ORC: HL7 lets timing repeat) is read at
+        its first occurrence, as a message without groups is; the run ends at a group or a
+        segment that starts one (ORC, OBR), so another order's TQ1 is never taken.
+        """
+        names, grouping = self.layout.names, self.grouping
+        assert grouping is not None
+        segment, first = names[found], found
+        if segment in grouping.ends:
+            return found
+        for index in range(found - 1, -1, -1):
+            if grouping.scopes[index] != SHARED or names[index] in grouping.ends:
+                break
+            if names[index] == segment:
+                first = index
+        return first
 
 
 Value = Any  # str | list[dict] | CLEAR | tuple[str, ...] (components, inside a chain only)
@@ -228,7 +287,16 @@ class RepetitionChoice:
 class FieldRule(Rule):
     """``PID-3.1``: one value, or with ``parts`` the components of the repetition."""
 
-    __slots__ = ("_paths", "absolute", "choice", "parts", "path", "text")
+    __slots__ = (
+        "_paths",
+        "absolute",
+        "choice",
+        "fixed_repetition",
+        "parts",
+        "path",
+        "subparts",
+        "text",
+    )
 
     def __init__(
         self, where: str, text: str, path: FieldPath, choice: RepetitionChoice | None = None
@@ -237,8 +305,10 @@ class FieldRule(Rule):
         self.text = text
         self.path = path
         self.absolute = "[" in text  # OBR[2]-18 names its occurrence; OBR-18 follows the item
+        self.fixed_repetition = "(" in text  # PID-3(2) names its repetition; PID-3 may follow
         self.choice = choice
-        self.parts = False
+        self.parts = False  # the components of the repetition, for transforms that read many
+        self.subparts = False  # ... the subcomponents of the named component instead
         self._paths: dict[tuple[int, int], FieldPath] = {}
 
     @property
@@ -259,14 +329,21 @@ class FieldRule(Rule):
         )
         if not occurrence:
             return None
-        path = self._path(occurrence, self.path.repetition)
+        repetition = self.path.repetition
+        if context.repetitions and not self.fixed_repetition:
+            repetition = context.repetitions.get((self.path.segment, self.path.field), repetition)
+        path = self._path(occurrence, repetition)
         if self.choice is not None:
-            repetition = self.choice.choose(context.message, path)
-            if repetition is None:
+            chosen = self.choice.choose(context.message, path)
+            if chosen is None:
                 return None
-            path = self._path(occurrence, repetition)
+            path = self._path(occurrence, chosen)
         if self.parts:
-            parts = context.message.components(path)
+            parts = (
+                context.message.subcomponents(path)
+                if self.subparts
+                else context.message.components(path)
+            )
             if parts is None:
                 return None
             return CLEAR if parts == [HL7_NULL] else tuple(parts)
@@ -335,11 +412,14 @@ class JoinRule(Rule):
 
     def evaluate(self, context: Context) -> Value:
         parts = []
+        cleared = False
         for rule in self.rules:
             value = rule.evaluate(context)
             if isinstance(value, str) and value:
                 parts.append(value)
-        return self.separator.join(parts) or None
+            cleared = cleared or value is CLEAR
+        # Only the HL7 null "" and nothing else (PV1-3 ""): the sender clears the value.
+        return self.separator.join(parts) or (CLEAR if cleared else None)
 
     def paths(self) -> list[str]:
         return [path for rule in self.rules for path in rule.paths()]
@@ -499,6 +579,77 @@ class ItemsRule(Rule):
         return [path for item in self.items for attribute in item for path in attribute.paths()]
 
 
+class SelectRule(Rule):
+    """``find:`` / ``each:``: read a rule in the occurrences of a segment (or the repetitions of
+    a field) that a condition picks: ``find`` gives the first that has a value, ``each`` all
+    of them (text values joined by a backslash, DICOM's value separator; sequence items one
+    after the other).
+
+    ``segment: OBX`` looks at every OBX the item may read, its own group's first; so
+    ``{find: {segment: OBX, where: {field: OBX-3.1, equals: 3141-9}, read: OBX-5}}`` is the
+    body weight wherever the sender put it. ``repetition: PID-3`` (with ``from: 2``) looks at
+    the repetitions of that field; rules inside read that repetition unless they name one.
+    """
+
+    __slots__ = ("condition", "every", "field", "first", "inner", "segment")
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        every: bool,
+        segment: str,
+        field: int | None,
+        first: int,
+        condition: Condition | None,
+        inner: Rule,
+    ) -> None:
+        super().__init__(where, inner.kind)
+        self.every = every
+        self.segment = segment
+        self.field = field  # None: occurrences of the segment; else repetitions of this field
+        self.first = first  # from: the first repetition (or occurrence, counting visible ones)
+        self.condition = condition
+        self.inner = inner
+
+    def _contexts(self, context: Context) -> list[Context]:
+        if self.field is None:
+            found = context.visible(self.segment)[self.first - 1 :]
+            return [context.at(self.segment, occurrence) for occurrence in found]
+        occurrence = context.occurrence(self.segment)
+        if not occurrence:
+            return []
+        count = context.message.repetition_count(
+            FieldPath(self.segment, self.field, occurrence=occurrence)
+        )
+        return [
+            context.at(self.segment, occurrence, (self.field, repetition))
+            for repetition in range(self.first, count + 1)
+        ]
+
+    def evaluate(self, context: Context) -> Value:
+        values: list[Any] = []
+        for candidate in self._contexts(context):
+            if self.condition is not None and not self.condition.holds(candidate):
+                continue
+            value = self.inner.evaluate(candidate)
+            if not _has_value(value):
+                continue
+            if not self.every:
+                return value
+            if isinstance(value, list):
+                values.extend(value)
+            elif isinstance(value, str):
+                values.append(value)
+        if not values:
+            return None
+        return values if self.kind == "sequence" else "\\".join(values)
+
+    def paths(self) -> list[str]:
+        found = self.condition.paths() if self.condition is not None else []
+        return found + self.inner.paths()
+
+
 class TransformRule(Rule):
     """A rule whose value goes through ``transform:`` functions, in order (never CLEAR)."""
 
@@ -568,12 +719,14 @@ class EndRule(Rule):
 
 
 _TEXT_VRS = frozenset({"LT", "ST", "UT"})  # may hold a backslash; every other string VR splits
+# PS3.5 6.2: binary integers; a rule gives them as decimal text, checked against their range.
+_INTEGER_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1)}
 
 
 class AttributeRule:
     """``Keyword: rule`` with the attribute's VR: evaluates and checks the value fits DICOM."""
 
-    __slots__ = ("keyword", "multiple", "rule", "vr", "where")
+    __slots__ = ("_fits", "keyword", "multiple", "rule", "vr", "where")
 
     def __init__(self, keyword: str, vr: str, vm: str, rule: Rule, where: str) -> None:
         self.keyword = keyword
@@ -581,6 +734,7 @@ class AttributeRule:
         self.multiple = vm != "1"
         self.rule = rule
         self.where = where
+        self._fits = ""  # the last value that passed the check (fixed values, codes repeat)
 
     def evaluate(self, context: Context) -> Value:
         try:
@@ -590,8 +744,9 @@ class AttributeRule:
                 f"{self.keyword}: {error} (from {self._source()}, rule at {self.where})",
                 location=self._location(),
             ) from None
-        if isinstance(value, str):
+        if isinstance(value, str) and value != self._fits:
             self.check(value)
+            self._fits = value
         return value
 
     def check(self, value: str) -> None:
@@ -599,6 +754,13 @@ class AttributeRule:
         problem = None
         if "\\" in value and not self.multiple and self.vr not in _TEXT_VRS:
             problem = "contains a backslash, which DICOM reads as a value separator"
+        elif self.vr in _INTEGER_RANGES:
+            low, high = _INTEGER_RANGES[self.vr]
+            parts = value.split("\\")
+            if not all(
+                re.fullmatch(r"[+-]?\d+", part) and low <= int(part) <= high for part in parts
+            ):
+                problem = f"is not a whole number from {low} to {high}"
         elif " or " not in self.vr:
             try:
                 validate_value(self.vr, value, pydicom_config.RAISE)

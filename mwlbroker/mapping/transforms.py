@@ -8,6 +8,7 @@ factory returns the function that runs per value: text in, text out, ``None`` fo
 
 Transforms registered with ``components=True`` (``xpn_to_pn``, ``xcn_to_pn``) read a whole
 field repetition: they receive the list of its components and must come first in a chain.
+``subcomponents=True`` (``cnn_to_pn``) is the same for the subcomponents of one component.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class TransformSpec:
     shorthand: str | None  # the parameter a single value fills: {truncate: 64}
     components: bool  # receives a repetition's components instead of one value
     summary: str
+    subcomponents: bool = False  # receives one component's subcomponents (a CNN in OBR-34.1)
 
 
 TRANSFORMS: dict[str, TransformSpec] = {}
@@ -84,13 +86,20 @@ def register_transform(
     params: Mapping[str, Param] | None = None,
     shorthand: str | None = None,
     components: bool = False,
+    subcomponents: bool = False,
 ) -> Callable[[Callable[..., Callable[[Any], str | None]]], Callable[..., Any]]:
     """Register ``factory(setup, **args)`` under ``name``; its docstring's first line is the help."""
 
     def decorator(factory: Callable[..., Callable[[Any], str | None]]) -> Callable[..., Any]:
         summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
         TRANSFORMS[name] = TransformSpec(
-            name, factory, dict(params or {}), shorthand, components, summary
+            name,
+            factory,
+            dict(params or {}),
+            shorthand,
+            components or subcomponents,
+            summary,
+            subcomponents,
         )
         return factory
 
@@ -213,8 +222,14 @@ def xcn_to_pn(parts: list[str]) -> str | None:
     return _person_name(*(_part(parts, i) for i in range(1, 6)))
 
 
+def cnn_to_pn(parts: list[str]) -> str | None:
+    """HL7 CNN id&family&given&middle&suffix&prefix (one component, OBR-34.1) -> DICOM PN."""
+    return xcn_to_pn(parts)
+
+
 register_transform("xpn_to_pn", components=True)(_text_only(xpn_to_pn))  # type: ignore[arg-type]
 register_transform("xcn_to_pn", components=True)(_text_only(xcn_to_pn))  # type: ignore[arg-type]
+register_transform("cnn_to_pn", subcomponents=True)(_text_only(cnn_to_pn))  # type: ignore[arg-type]
 
 
 # -- codes -----------------------------------------------------------------------------------
@@ -228,14 +243,25 @@ def sex(value: str) -> str | None:
     return _SEX.get(value.strip().upper())
 
 
-# HL7 table 0027 (ORC-7.6 / OBR-27.6) and 0485 (TQ1-9) -> (0040,1003) Requested Procedure
-# Priority, whose defined terms are STAT, HIGH, ROUTINE, MEDIUM, LOW.
-_PRIORITY = {"S": "STAT", "A": "HIGH", "R": "ROUTINE", "P": "LOW", "T": "MEDIUM"}
+# HL7 table 0027 (ORC-7.6 / OBR-27.6, up to v2.6) and 0485 (TQ1-9, a CWE from v2.5 on) ->
+# (0040,1003) Requested Procedure Priority, whose defined terms are STAT, HIGH, ROUTINE,
+# MEDIUM, LOW. C (callback: the result is phoned back) says nothing about when the exam is
+# done, so it is routine; PRN (as needed) and P (preoperative, ahead of a planned operation)
+# are low.
+_PRIORITY = {
+    "S": "STAT",
+    "A": "HIGH",
+    "R": "ROUTINE",
+    "C": "ROUTINE",
+    "P": "LOW",
+    "PRN": "LOW",
+    "T": "MEDIUM",
+}
 _DICOM_PRIORITIES = frozenset({"STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW"})
 
 
 def priority(value: str) -> str | None:
-    """HL7 priority (S, A, R, P, T, TS30...) -> DICOM STAT / HIGH / ROUTINE / LOW / MEDIUM."""
+    """HL7 priority (S, A, R, C, P, T, TS30, PRN...) -> DICOM STAT / HIGH / ROUTINE / LOW / MEDIUM."""
     code = value.strip().upper()
     if code in _DICOM_PRIORITIES:
         return code
@@ -359,3 +385,93 @@ def _lookup(
         return None
 
     return apply
+
+
+# -- measurements and codes of the Patient Medical module ---------------------------------------
+
+# Units a sender writes in OBX-6 (UCUM, ISO+ and the usual plain forms) -> factor to kg / m.
+_WEIGHT_UNITS = {
+    **dict.fromkeys(("KG", "KGS", "KILOGRAM", "KILOGRAMS"), 1.0),
+    **dict.fromkeys(("G", "GR", "GRAM", "GRAMS"), 0.001),
+    **dict.fromkeys(("LB", "LBS", "[LB_AV]", "POUND", "POUNDS"), 0.45359237),
+    **dict.fromkeys(("OZ", "[OZ_AV]", "OUNCE", "OUNCES"), 0.028349523125),
+}
+_LENGTH_UNITS = {
+    **dict.fromkeys(("M", "METER", "METRE", "METERS", "METRES"), 1.0),
+    **dict.fromkeys(("CM", "CENTIMETER", "CENTIMETRE", "CENTIMETERS", "CENTIMETRES"), 0.01),
+    **dict.fromkeys(("MM", "MILLIMETER", "MILLIMETRE"), 0.001),
+    **dict.fromkeys(("IN", "[IN_I]", "INCH", "INCHES"), 0.0254),
+    **dict.fromkeys(("FT", "[FT_I]", "FOOT", "FEET"), 0.3048),
+}
+
+
+# A number and what follows it: "154.3 [lb_av]", "80kg", "62,5 kg" (a decimal comma).
+_MEASUREMENT = re.compile(r"\s*([+-]?\d+(?:[.,]\d+)?)\s*(.*)", re.DOTALL)
+
+
+def _measure(value: str, units: Mapping[str, float], what: str, target: str, places: int) -> str:
+    match = _MEASUREMENT.fullmatch(value)
+    if match is None:
+        raise TransformError(f"{what} {value.split(' ')[0]!r} is not a number")
+    number = match[1]
+    amount = float(number.replace(",", "."))
+    # OBX-5 "80 kg" with OBX-6 "kg" as well: the same unit twice is that unit.
+    unit = " ".join(dict.fromkeys(match[2].upper().split()))
+    if not unit:
+        raise TransformError(
+            f"{what} {number!r} has no units (OBX-6): give {target} or another unit "
+            f"({', '.join(sorted(k.lower() for k in units if k.isalpha() and len(k) <= 3))})"
+        )
+    factor = units.get(unit)
+    if factor is None:
+        known = ", ".join(sorted(k.lower() for k in units if len(k) <= 7))
+        raise TransformError(f"{what} unit {unit.lower()!r} is not known ({known})")
+    if not 0 <= amount < 1e6:
+        raise TransformError(f"{what} {number!r} is out of range")
+    # (0010,1030) / (0010,1020) are DS: at most 16 characters.
+    text = f"{amount * factor:.{places}f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def weight_kg(value: str) -> str | None:
+    """``VALUE UNITS`` (OBX-5 and OBX-6 joined) -> DICOM Patient's Weight in kg (DS)."""
+    return _measure(value, _WEIGHT_UNITS, "weight", "kg", 2)
+
+
+def height_m(value: str) -> str | None:
+    """``VALUE UNITS`` (OBX-5 and OBX-6 joined) -> DICOM Patient's Size in metres (DS)."""
+    return _measure(value, _LENGTH_UNITS, "height", "m", 3)
+
+
+# (0010,21C0) Pregnancy Status | US: 1 not pregnant, 2 possibly pregnant, 3 definitely
+# pregnant, 4 unknown. From PV1-15 Ambulatory Status (table 0009: B6 pregnant), HL7 table 0136
+# yes/no, LOINC answer codes of 82810-3 / 11449-6, SNOMED CT findings, and plain words.
+_PREGNANCY = {
+    "B6": "3",
+    "Y": "3",
+    "N": "1",
+    "U": "4",
+    "LA15173-0": "3",  # Pregnant
+    "LA26683-5": "1",  # Not pregnant
+    "LA4489-6": "4",  # Unknown
+    "77386006": "3",  # Pregnancy (finding)
+    "60001007": "1",  # Not pregnant (finding)
+    "102874004": "2",  # Possible pregnancy (finding)
+    "PREGNANT": "3",
+    "NOT PREGNANT": "1",
+    "POSSIBLY PREGNANT": "2",
+    "POSSIBLE PREGNANCY": "2",
+    "UNKNOWN": "4",
+    **{f"000{n}": str(n) for n in range(1, 5)},
+    **{str(n): str(n) for n in range(1, 5)},
+}
+
+
+def pregnancy_status(value: str) -> str | None:
+    """Pregnancy code (PV1-15 B6, Y/N/U, LOINC LA codes, SNOMED CT) -> DICOM 1-4; else none."""
+    return _PREGNANCY.get(value.strip().upper())
+
+
+register_transform("weight_kg")(_text_only(weight_kg))
+register_transform("height_m")(_text_only(height_m))
+register_transform("pregnancy_status")(_text_only(pregnancy_status))

@@ -126,5 +126,4 @@ class OutboundSender:
 
 def _reason(reply: Reply) -> str:
     """MSA-3, else ERR's text, else the whole answer: what the destination said was wrong."""
-    text = reply.field("MSA", 3) or reply.field("ERR", 8) or reply.field("ERR", 1)
-    return text or reply.text.replace("\r", " | ")[:300]
+    return reply.reason or reply.text.replace("\r", " | ")[:300]

@@ -8,6 +8,8 @@ import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from mwlbroker.domain.errors import MessageRejected
+from mwlbroker.hl7v2.reader import FieldPath, parse_message
 from mwlbroker.mllp.framing import FrameDecoder, frame
 
 
@@ -45,6 +47,20 @@ class Reply:
     def code(self) -> str:
         """MSA-1, e.g. AA."""
         return self.field("MSA", 1)
+
+    @property
+    def reason(self) -> str:
+        """The peer's words on the outcome, unescaped: MSA-3, else ERR-8 (where v2.7+ puts them,
+        MSA-3 being withdrawn), else the text of ERR-3's code."""
+        try:
+            message = parse_message(self.ack)
+        except MessageRejected:
+            return self.field("MSA", 3) or self.field("ERR", 8)
+        for path in ("MSA-3", "ERR-8", "ERR-3.2", "ERR-1.4.2"):
+            text = message.value(FieldPath.parse(path))
+            if text:
+                return text
+        return ""
 
     @property
     def acks(self) -> list[Reply]:

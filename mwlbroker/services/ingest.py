@@ -20,6 +20,7 @@ from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
+from mwlbroker.hl7v2.versions import ACCEPTED_VERSIONS, describe_versions
 from mwlbroker.services.acknowledgments import Acknowledgments, AckPlan
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.services.worklist import Context, audit
@@ -99,7 +100,7 @@ class IngestService:
     """Stores and applies inbound HL7 messages."""
 
     db: Database
-    accepted_versions: tuple[str, ...] = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+    accepted_versions: tuple[str, ...] = ACCEPTED_VERSIONS
     default_codec: str = "latin-1"
     # The registry's applier names ("orders", "patients") -> what applies their messages.
     appliers: Mapping[str, Applier] = field(default_factory=dict)
@@ -354,14 +355,15 @@ class IngestService:
         if header.version not in self.accepted_versions:
             raise MessageRejected(
                 f"HL7 version {header.version or '(empty)'!r} in MSH-12 is not accepted "
-                f"(accepted: {', '.join(self.accepted_versions)})",
+                f"(accepted: {describe_versions(self.accepted_versions)})",
                 error_code=HL7ErrorCode.UNSUPPORTED_VERSION_ID,
                 location="MSH-12",
             )
         if header.type_name not in self.routes:
             known_type = any(key.startswith(header.message_type + "^") for key in self.routes)
             raise MessageRejected(
-                f"message type {header.type_name!r} in MSH-9 is not handled by this broker",
+                f"message type {header.type_name!r} in MSH-9 is not handled by this broker"
+                + _taken(self.routes, header.message_type),
                 error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
                 if known_type
                 else HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
@@ -544,6 +546,12 @@ class IngestService:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _taken(routes: Mapping[str, Applier], code: str) -> str:
+    """ "; it takes ADT^A01 A02 ..." for a type with other triggers taken, else ""."""
+    triggers = sorted(key.partition("^")[2] for key in routes if key.startswith(code + "^"))
+    return f"; it takes {code}^{' '.join(triggers)}" if triggers else ""
 
 
 def build_routes(

@@ -19,6 +19,7 @@ from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import HL7Message
 from mwlbroker.mapping.engine import MappingSet
+from mwlbroker.services.merged_ids import check_merged, patient_for
 from mwlbroker.services.step_status import move_step
 from mwlbroker.services.worklist import (
     Context,
@@ -27,7 +28,6 @@ from mwlbroker.services.worklist import (
     record,
     refresh_step,
     resolve_patient,
-    upsert_patient,
 )
 from mwlbroker.store import worklist as store
 from mwlbroker.store.db import Session
@@ -74,6 +74,8 @@ class OrderService:
         )
         control = mapped.order_control
         said = _said(message, control)
+        # A merged-away Patient ID: refused, or the survivor's (the profile's merged_patient:).
+        check_merged(ctx, mapped.patient, mapped.merged_patient, "order")
         if control == "NW":
             if order is not None:
                 raise MessageError(
@@ -113,7 +115,7 @@ class OrderService:
     # -- NW ---------------------------------------------------------------------------------------
 
     def _create(self, ctx: Context, mapped: MappedOrder) -> None:
-        patient, changed = upsert_patient(ctx, mapped.patient)
+        patient, changed = patient_for(ctx, mapped.patient, mapped.merged_patient, "order")
         if changed and patient.created_at != ctx.now:  # a new patient has no items to update
             propagate_patient(ctx, patient)
         self._check_study_uids(ctx, patient, mapped.steps)
@@ -177,7 +179,7 @@ class OrderService:
     def _change(
         self, ctx: Context, order: OrderRow, steps: list[StepRow], mapped: MappedOrder
     ) -> None:
-        patient, changed = upsert_patient(ctx, mapped.patient)
+        patient, changed = patient_for(ctx, mapped.patient, mapped.merged_patient, "order")
         if changed:
             propagate_patient(ctx, patient)
         self._check_study_uids(ctx, patient, mapped.steps)

@@ -1,7 +1,10 @@
-"""The patient lifecycle from ADT: demographics, merges (A40) and identifier changes (A47).
+"""The patient lifecycle from ADT: demographics, visits, merges, links and identifier changes.
 
+What each trigger means comes from the registry: demographics (A01, A04, A05, A08, A31), the
+visit moving on (A02, A03, A06, A07, A11, A12, A13), a merge (A18, A34, A36, A39, A40), a
+merge of accounts only (A35), a link or unlink (A24, A37), a change of identifier (A47).
 Every change to a patient writes an audit record with what it was before; open worklist items
-follow the patient's current demographics at once.
+follow the patient's current demographics and visit at once.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ from datetime import UTC, datetime
 from mwlbroker.domain.errors import MessageError
 from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import MappedPatientEvent
+from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import HL7Message
-from mwlbroker.hl7v2.registry import CHANGE_ID_TRIGGERS, MERGE_TRIGGERS
+from mwlbroker.hl7v2.registry import CHANGE_ID_TRIGGERS, MERGE_TRIGGERS, Meaning
 from mwlbroker.mapping.engine import MappingSet
+from mwlbroker.services.merged_ids import patient_for
 from mwlbroker.services.merging import ReconciliationRefused, merge_patient
+from mwlbroker.services.patient_links import link_patients, unlink_patients
+from mwlbroker.services.visits import move_visit
 from mwlbroker.services.worklist import (
     Context,
     audit,
@@ -53,12 +60,24 @@ class PatientService:
         ctx = Context(session, datetime.now(UTC), row.id, f"hl7 {sender} message {row.id}")
         if event.trigger in MERGE_TRIGGERS:
             self._merge(ctx, event)
-        elif event.trigger in CHANGE_ID_TRIGGERS:
+            return
+        if event.trigger in CHANGE_ID_TRIGGERS:
             self._change_identifier(ctx, event)
-        else:
-            patient, changed = upsert_patient(ctx, event.patient)
-            if changed:
-                propagate_patient(ctx, patient)
+            return
+        # Demographics first (or the survivor, as the profile says for a merged-away ID) ...
+        patient, changed = patient_for(ctx, event.patient, event.merged_patient, "update")
+        if changed:
+            propagate_patient(ctx, patient)
+        # ... then what the trigger adds to them.
+        meaning = _meaning(event.trigger)
+        if meaning == Meaning.VISIT:
+            move_visit(ctx, patient, event.visit, f"ADT^{event.trigger}")
+        elif meaning in (Meaning.LINK, Meaning.UNLINK):
+            assert event.linked_patient_id  # the mapping refuses a link without one
+            act = link_patients if meaning == Meaning.LINK else unlink_patients
+            act(ctx, patient, event.linked_patient_id, event.linked_issuer or patient.issuer)
+        # MERGE_ACCOUNT (A35): the broker keeps no accounts, and an account merge never
+        # changes a Patient ID, so the demographics above are all there is to apply.
 
     def _prior(self, ctx: Context, event: MappedPatientEvent) -> tuple[str, str]:
         if not event.prior_patient_id:
@@ -71,13 +90,15 @@ class PatientService:
         return event.prior_patient_id, event.prior_issuer or event.patient.issuer
 
     def _merge(self, ctx: Context, event: MappedPatientEvent) -> None:
-        """A40: the prior patient's orders and steps move to the surviving patient (undoable)."""
+        """A40 (A18, A34, A36, A39): the prior patient's orders and steps move to the surviving
+        patient (undoable)."""
+        said = f"ADT^{event.trigger}"
         prior_id, prior_issuer = self._prior(ctx, event)
         survivor_id, survivor_issuer = event.patient.patient_id, event.patient.issuer
         survivor = resolve_patient(ctx, survivor_id or "", survivor_issuer)
         if survivor is None:
             raise MessageError(
-                f"A40 merges {prior_id} into patient {survivor_id}, who is unknown here; "
+                f"{said} merges {prior_id} into patient {survivor_id}, who is unknown here; "
                 "send the surviving patient (A04/A08) or an order first, then reprocess",
                 error_code=HL7ErrorCode.UNKNOWN_KEY_IDENTIFIER,
                 location="PID-3",
@@ -85,12 +106,12 @@ class PatientService:
         prior = store.find_patient(ctx.session, prior_id, prior_issuer)
         if prior is None:
             # Nothing of the prior patient is here: only the survivor's demographics change.
-            log.info("A40: prior patient %s unknown, nothing to move", prior_id)
+            log.info("%s: prior patient %s unknown, nothing to move", said, prior_id)
             self._update_survivor(ctx, event)
             return
         if prior.id == survivor.id:
             raise MessageError(
-                f"A40 merges patient {prior_id} into itself",
+                f"{said} merges patient {prior_id} into itself",
                 error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 location="MRG-1",
             )
@@ -159,3 +180,8 @@ class PatientService:
         audit(
             ctx, "change id", "patient", patient.id, before=before, after=patient_snapshot(patient)
         )
+
+
+def _meaning(trigger: str) -> Meaning | None:
+    found = registry.route(f"ADT^{trigger}")
+    return found.trigger.meaning if found is not None else None

@@ -290,3 +290,14 @@ def steps_naming(
         return []
     query = select(StepRow).where(or_(*conditions)).order_by(StepRow.id.desc()).limit(limit)
     return session.scalars(query).all()
+
+
+def merge_of(session: Session, source_pk: int) -> PatientMergeRow | None:
+    """The merge, not undone, that merged patient ``source_pk`` away (the latest, if several)."""
+    query = (
+        select(PatientMergeRow)
+        .where(PatientMergeRow.source_pk == source_pk, PatientMergeRow.undone_at.is_(None))
+        .order_by(PatientMergeRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
