@@ -249,6 +249,18 @@ def test_enhanced_mode_commit_ack_at_once_then_the_application_ack_at_the_ris(si
     assert f"queued for RIS as outbound message {row.id}" in record(site, "ENH1").application_ack
 
 
+def test_a_v28_sender_gets_its_commit_ack_and_org_o20_in_the_v28_layout(site, ris):
+    message = omg("V28", accept="AL", application="AL").replace(b"|2.5.1|", b"|2.8|", 1)
+    with Peer(site.hl7.port) as peer:
+        commit = peer.send(message)
+    assert ack_fields(commit)["MSA"][1:3] == ["CA", "V28"]
+    assert strict(commit).msh.msh_12.value == "2.8"
+    [application] = ris.wait_for(1)
+    parsed = strict(application)
+    assert (parsed.name, parsed.msh.msh_12.value) == ("ORG_O20", "2.8")
+    assert ack_fields(application)["MSA"][1:3] == ["AA", "V28"]
+
+
 def test_msh15_ne_sends_no_commit_ack(site, ris):
     with Peer(site.hl7.port) as peer:
         peer.send_raw(frame(orm("NE1", accept="NE", application="AL")))
