@@ -403,15 +403,16 @@ def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker, tmp_path: Path):
         "PV1|1|O",
     )
     accepted(broker, link)
+    # The order's own second identifier (the SSN in PID-3's second repetition) stays beside
+    # the link.
     for accession, other in (("ACC1101", "L2"), ("ACC1102", "L1")):
-        [linked] = only(broker, accession).OtherPatientIDsSequence
-        assert (linked.PatientID, linked.IssuerOfPatientID, linked.TypeOfPatientID) == (
-            other,
-            "EPI",
-            "TEXT",
-        )
+        ids = only(broker, accession).OtherPatientIDsSequence
+        assert sorted((i.PatientID, i.IssuerOfPatientID, i.TypeOfPatientID) for i in ids) == [
+            ("123-45-6789", "SSA", "TEXT"),
+            (other, "EPI", "TEXT"),
+        ]
     accepted(broker, link)  # the same link again changes nothing
-    assert len(only(broker, "ACC1101").OtherPatientIDsSequence) == 1
+    assert len(only(broker, "ACC1101").OtherPatientIDsSequence) == 2
     # DCMTK's findscu, an independent client, reads the same.
     require_tools("findscu")
     found = findscu(
@@ -423,7 +424,10 @@ def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker, tmp_path: Path):
     )
     assert found.status == "Success", found.output
     [response] = found.responses
-    assert [str(i.PatientID) for i in response.OtherPatientIDsSequence] == ["L2"]
+    assert sorted(str(i.PatientID) for i in response.OtherPatientIDsSequence) == [
+        "123-45-6789",
+        "L2",
+    ]
 
     accepted(
         broker,
@@ -436,7 +440,8 @@ def test_a24_links_and_a37_unlinks_as_other_patient_ids(broker, tmp_path: Path):
         ),
     )
     for accession in ("ACC1101", "ACC1102"):
-        assert len(only(broker, accession).get("OtherPatientIDsSequence", [])) == 0
+        ids = only(broker, accession).get("OtherPatientIDsSequence", [])
+        assert [str(i.PatientID) for i in ids] == ["123-45-6789"]  # the link gone, the SSN kept
 
 
 def test_a_link_without_its_second_pid_is_answered_ae(broker):
