@@ -31,6 +31,7 @@ from mwlbroker.options import (
 )
 from mwlbroker.scheduling.scheduler import Chore, Scheduler
 from mwlbroker.services.accounts import AccountService
+from mwlbroker.services.acknowledgments import Acknowledgments
 from mwlbroker.services.forward import ForwardService
 from mwlbroker.services.ingest import Applier, IngestService
 from mwlbroker.services.jobs import Job, JobRunner
@@ -87,13 +88,21 @@ def build_ingest(
     db: Database,
     mappings: MappingSet | None = None,
     reconciliation: ReconciliationService | None = None,
+    outbound: OutboundService | None = None,
+    *,
+    acknowledgments: bool = True,
 ) -> IngestService:
     """The intake service with an applier for each message type the mappings handle.
 
     New steps are offered to reconciliation, which links the performed steps and studies
-    that arrived before their order.
+    that arrived before their order. Application acknowledgments (enhanced mode) go to
+    ``outbound``'s queue; ``acknowledgments=False`` (files loaded by an operator) answers every
+    message in original mode with a plain ACK and queues none.
     """
     mappings = mappings if mappings is not None else load_site_mappings(config)
+    outbound = outbound or build_outbound(config, db)
+    if acknowledgments:
+        check_acknowledgment_destinations(mappings, outbound)
     orders = OrderService(mappings)
     reconciliation = reconciliation or build_reconciliation(config, db)
     orders.steps_listeners.append(reconciliation.rematch)
@@ -105,7 +114,29 @@ def build_ingest(
         default_codec=CHARSETS[config["hl7.default_charset"].upper()],
         appliers=appliers,
         mapped=mappings.supported_types,
+        acknowledgments=Acknowledgments(
+            mappings,
+            outbound,
+            application=config["hl7.application"],
+            facility=config["hl7.facility"],
+        )
+        if acknowledgments
+        else None,
     )
+
+
+def check_acknowledgment_destinations(mappings: MappingSet, outbound: OutboundService) -> None:
+    """Every profile's acknowledgment_destination is a configured destination, or start-up stops."""
+    names = {destination.name for destination in outbound.destinations}
+    for profile in mappings.profiles:
+        wanted = profile.acknowledgment_destination
+        if profile.enabled and wanted and wanted not in names:
+            raise StartupError(
+                f"mappings.dir: profile {profile.name} ({profile.file}): "
+                f"acknowledgment_destination {wanted!r} is not an [[outbound.destinations]] name "
+                f"(configured: {', '.join(sorted(names)) or 'none'})",
+                exit_code=2,
+            )
 
 
 def build_outbound(config: Config, db: Database) -> OutboundService:
@@ -306,7 +337,9 @@ class Broker:
 
     def start(self) -> None:
         config = self.config
-        self.ingest = build_ingest(config, self.db, reconciliation=self.reconciliation)
+        self.ingest = build_ingest(
+            config, self.db, reconciliation=self.reconciliation, outbound=self.outbound
+        )
         prepare_database(self.db)
         # Every certificate is checked before anything listens.
         hl7_tls, dicom_tls = _listener_tls(config, "hl7"), _listener_tls(config, "dicom")

@@ -134,7 +134,8 @@ def run(args: argparse.Namespace, config: Config, db: Database) -> int:
 
     loaded = [chunk for name in args.files for chunk in load(name)]
     total = sum(len(chunk.batches.parts) for chunk in loaded)
-    ingest = build_ingest(config, db)
+    # Files loaded by an operator: nobody is on the line to answer, so no application ACKs.
+    ingest = build_ingest(config, db, acknowledgments=False)
     tally = Tally(files=len(args.files), dry_run=args.dry_run)
     started = time.perf_counter()
     with _progress(total, quiet=args.quiet) as progress:

@@ -15,6 +15,29 @@ class AckCode(enum.StrEnum):
     REJECT = "AR"  # never accepted: unreadable header, unsupported type or version, too large
 
 
+class CommitCode(enum.StrEnum):
+    """MSA-1 of an enhanced-mode accept (commit) acknowledgment (HL7 v2 chapter 2.9.3, table 0008)."""
+
+    ACCEPT = "CA"  # stored durably: the sender need not resend it
+    ERROR = "CE"  # not accepted now (e.g. the database is unavailable); the sender may resend
+    REJECT = "CR"  # MSH-9, MSH-11 or MSH-12 (or another header value) is never accepted
+
+
+class AckCondition(enum.StrEnum):
+    """MSH-15 / MSH-16 Accept / Application Acknowledgment Type (HL7 table 0155)."""
+
+    ALWAYS = "AL"
+    NEVER = "NE"
+    ERROR = "ER"  # error / reject conditions only
+    SUCCESS = "SU"  # successful completion only
+
+    def wants(self, success: bool) -> bool:
+        """Whether the sender wants an acknowledgment for an outcome that is (or is not) a success."""
+        return self is AckCondition.ALWAYS or (
+            self is not AckCondition.NEVER and (self is AckCondition.SUCCESS) == success
+        )
+
+
 class MessageStatus(enum.StrEnum):
     """Where a stored message stands; each status maps to exactly one ACK code."""
 

@@ -16,12 +16,14 @@ from functools import lru_cache
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message, Segment
 
-from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageWarning
+from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode, MessageWarning
 from mwlbroker.hl7v2.header import MessageHeader
 from mwlbroker.hl7v2.sender_text import for_sender
 from mwlbroker.hl7v2.writer import escape, fill, placeholders
 
 _FALLBACK_VERSION = "2.5.1"
+# MSA-1 codes that carry no ERR: application accept, and commit accept (enhanced mode).
+_ACCEPTED = (AckCode.ACCEPT.value, CommitCode.ACCEPT.value)
 _counter = itertools.count(1)
 _prefix = f"{os.getpid() % 100000:05d}"
 
@@ -46,7 +48,7 @@ def _location(text: str | None) -> tuple[str, str, str]:
 
 def build_ack(
     header: MessageHeader | None,
-    code: AckCode,
+    code: AckCode | CommitCode,
     *,
     text: str | None = None,
     error_code: int | None = None,
@@ -54,11 +56,14 @@ def build_ack(
     application: str = "MWLBROKER",
     facility: str = "",
     codec: str = "latin-1",
+    control_id: str | None = None,
     warnings: Sequence[MessageWarning] = (),
 ) -> bytes:
     """The ACK for a message with ``header`` (``None`` when it had no MSH to read).
 
-    MSA-2 always echoes MSH-10, MSH-5/6 answer MSH-3/4, and AE/AR carry an ERR segment. An
+    MSA-2 always echoes MSH-10, MSH-5/6 answer MSH-3/4, and AE/AR (CE/CR) carry an ERR
+    segment. ``control_id`` is the ACK's own MSH-10 when the caller needs to know it (an
+    application acknowledgment sent through the outbound queue); else one is made up. An
     AA with ``warnings`` carries one ERR of severity W each from v2.5 on (ERR-4, table 0516),
     and says the first in MSA-3 up to v2.6. No text names a path of the broker's files.
     """
@@ -82,7 +87,7 @@ def build_ack(
         "MSH5": received(3),
         "MSH6": received(4),
         "MSH7": datetime.now().strftime("%Y%m%d%H%M%S"),
-        "MSH10": _next_control_id(),
+        "MSH10": control_id or _next_control_id(),
         "MSH11": received(11).split("^")[0] or "P",
         "MSH12": escape(sender_version or version),
         "MSH18": received(18).split("~")[0],
@@ -141,7 +146,7 @@ def _template(version: str, trigger: str, code: str) -> str:
     ack.msa.msa_1 = code
     # MSA-3 Text Message was withdrawn in v2.7: from then on the text travels in ERR-8 only.
     placeholders(ack.msa, *((2,) if _version(version) >= (2, 7) else (2, 3)))
-    if code != AckCode.ACCEPT:
+    if code not in _ACCEPTED:
         err = ack.add_segment("ERR")
         if _version(version) >= (2, 5):
             placeholders(err, 2, 8)
@@ -151,7 +156,7 @@ def _template(version: str, trigger: str, code: str) -> str:
             # ERR-1 Error Code and Location: segment ^ sequence ^ field ^ code&text&table
             placeholders(err, 1)
     er7: str = ack.to_er7()
-    if code != AckCode.ACCEPT and not _has_err_1(version):
+    if code not in _ACCEPTED and not _has_err_1(version):
         # ERR-1 was withdrawn in v2.7, but a withdrawn field keeps its sequence number and is
         # sent empty: ERR-2 Error Location stays the second field. hl7apy's v2.8 tables leave
         # ERR-1 out altogether, so every field after it would slide one place left (the

@@ -49,7 +49,7 @@ class MessageType:
     description: str
     item_segment: str = ""  # orders: the segment that makes one worklist item (OBR, IPC, AIS)
     whole_type_section: bool = False  # a mapping section may be keyed by the code alone (ADT)
-    application_ack: str = ""  # the application acknowledgment's MSH-9 (enhanced mode, later)
+    application_ack: str = ""  # the application acknowledgment's MSH-9 ("": an ACK)
 
     @property
     def type_names(self) -> tuple[str, ...]:

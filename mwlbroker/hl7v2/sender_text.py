@@ -21,3 +21,18 @@ _PATH = re.compile(
 def for_sender(text: str) -> str:
     """``text`` with each absolute file path cut to the file's name."""
     return _PATH.sub(lambda match: match["name"], text)
+
+
+# Faults of the broker itself: the record keeps the detail (an exception's words may hold SQL,
+# file names or data), the sender reads only this much.
+INTERNAL_FAULT = "internal error while applying the message"
+UNREADABLE = "message cannot be read"
+_FAULTS = (INTERNAL_FAULT, UNREADABLE)
+
+
+def error_for_sender(error: str | None, message_id: int | None = None) -> str | None:
+    """A stored message's error as its sender reads it: an internal fault without its detail."""
+    if error and error.startswith(_FAULTS):
+        kept = f" (kept as message {message_id})" if message_id else ""
+        return f"{error.split(':', 1)[0]}{kept}: the details are in the broker's log"
+    return error

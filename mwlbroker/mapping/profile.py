@@ -56,6 +56,9 @@ SIU_TRIGGERS = _SIU.trigger_codes
 DEFAULT_SIU_CONTROL = {trigger.code: trigger.order_control for trigger in _SIU.triggers}
 """The order control each SIU trigger stands for, unless a profile's ``control:`` says otherwise."""
 
+ACKNOWLEDGMENTS = ("ack", "application")
+"""What an order message type's ``acknowledgment:`` may say (original mode)."""
+
 ORDER_CONTROLS = ("NW", "XO", "CA", "OC", "DC", "SC", "HD", "RL")
 """The order controls (ORC-1) the order lifecycle acts on."""
 
@@ -107,6 +110,9 @@ class MessageMapping:
     control: dict[str, str] = field(default_factory=dict)  # SIU: trigger -> order control
     control_where: dict[str, str] = field(default_factory=dict)  # ... FILE:LINE of each
     order_status: Rule | None = None  # SIU: the order status (an ORC-5 code); None: empty
+    # Original mode: "ack" answers with an ACK, "application" with the order response
+    # (ORR^O02, ORI^O24, ORG^O20: the registry's application_ack of the type).
+    acknowledgment: str = "ack"
 
     def repeat_in(self, names: Sequence[str]) -> str:
         """The segment that makes the items of a message with these segments.
@@ -183,6 +189,11 @@ class Profile:
     tables: Mapping[str, Table] = field(default_factory=dict)
     messages: Mapping[str, MessageMapping] = field(default_factory=dict)
     merged_patient: Policy = field(default_factory=lambda: Policy(DEFAULT_MERGED_PATIENT))
+    # Enhanced mode: the [[outbound.destinations]] name application acknowledgments go to.
+    acknowledgment_destination: str = ""
+    # False: answer in original mode whatever MSH-15 / MSH-16 say (a sender that sets them
+    # without meaning it).
+    enhanced_mode: bool = True
 
     def __post_init__(self) -> None:
         self._application = _glob(self.sending_application)

@@ -20,6 +20,7 @@ from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.diagnostics import Checker, Report
 from mwlbroker.mapping.diagnostics import suggest as _suggest
 from mwlbroker.mapping.profile import (
+    ACKNOWLEDGMENTS,
     DEFAULT_SIU_CONTROL,
     MERGED_PATIENT_POLICIES,
     MISSING_POLICIES,
@@ -60,6 +61,8 @@ TOP_KEYS = (
     "tables",
     "messages",
     "merged_patient",
+    "acknowledgment_destination",
+    "enhanced_mode",
 )
 MATCH_KEYS = ("sending_application", "sending_facility")
 ORDER_SECTIONS = ("patient", "order", "procedure", "step")
@@ -119,6 +122,12 @@ class ProfileCompiler(Checker):
         self.compile_missing(profile)
         self.compile_merged_patient(profile)
         self.compile_status(profile)
+        enhanced_mode = self.plain("enhanced_mode", bool, "true or false")
+        if enhanced_mode is not None:
+            profile.enhanced_mode = enhanced_mode
+        profile.acknowledgment_destination = (
+            self.text(root.get("acknowledgment_destination"), "acknowledgment_destination") or ""
+        ).strip()
         profile.tables = self.compile_tables()
         self.rules.setup = TransformSetup(profile=self.name, tables=profile.tables)
         profile.messages = self.compile_messages()
@@ -344,7 +353,10 @@ class ProfileCompiler(Checker):
 
     def compile_order_message(self, mapping: MessageMapping, node: Mapping, repeat: str) -> None:
         schedule = mapping.is_schedule
-        self.check_keys(node, SIU_KEYS if schedule else ORDER_KEYS, f"messages: {mapping.key}")
+        keys = SIU_KEYS if schedule else (*ORDER_KEYS, "acknowledgment")
+        self.check_keys(node, keys, f"messages: {mapping.key}")
+        if not schedule:
+            self.compile_acknowledgment(mapping, node)
         repeats = self.compile_repeat(node.get("repeat"), schedule)
         mapping.repeat = repeats[0] if repeats else repeat
         mapping.repeat_else = tuple(repeats[1:])
@@ -358,6 +370,23 @@ class ProfileCompiler(Checker):
         )
         mapping.placer = self.text_rule(node, "placer_order_number", placer)
         mapping.filler = self.text_rule(node, "filler_order_number", filler)
+
+    def compile_acknowledgment(self, mapping: MessageMapping, node: Mapping) -> None:
+        """``acknowledgment: ack | application``: what answers the order in original mode."""
+        value_node = node.get("acknowledgment")
+        value = self.text(value_node, "acknowledgment")
+        if value_node is None or value is None:
+            return
+        if value.strip().lower() not in ACKNOWLEDGMENTS:
+            entry = registry.message_type(mapping.key.partition("^")[0])
+            response = entry.application_ack if entry is not None else "the order response"
+            self.error(
+                value_node,
+                f"acknowledgment: {value!r} is not one of {' | '.join(ACKNOWLEDGMENTS)} "
+                f"(ack: an ACK; application: {response})",
+            )
+            return
+        mapping.acknowledgment = value.strip().lower()
 
     def compile_repeat(self, node: Node | None, schedule: bool) -> list[str]:
         """``repeat: OBR``, or ``repeat: [IPC, OBR]``: the first of these the message has."""

@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 
-from mwlbroker.domain.messages import AckCode, HL7ErrorCode
+from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
 from mwlbroker.hl7v2.batch import build_batch_ack, is_batch, split_batch
 from mwlbroker.hl7v2.header import read_header
@@ -200,20 +200,26 @@ class MLLPListener:
             header = read_header(received.payload)
             outcome = "not stored"
             kind = header.type_name if header is not None and header.type_name else "unknown"
+            # Enhanced mode: a commit error (CE), where MSH-15 wants to hear of errors.
+            acknowledgments = self.ingest.acknowledgments
+            accept = acknowledgments.accept_condition(header) if acknowledgments else None
             ack = build_ack(
                 header,
-                AckCode.REJECT,
+                AckCode.REJECT if accept is None else CommitCode.ERROR,
                 # The driver's words (host, file, SQL) go to the log above, not to the sender.
                 text="message not stored, database unavailable; resend later",
                 error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 application=self.application,
                 facility=self.facility,
             )
+            if accept is not None and not accept.wants(False):
+                ack = b""
         except Exception:
             log.exception("message from %s could not be handled", peer)
             return False
         try:
-            connection.sendall(frame(ack))
+            if ack:  # empty: enhanced mode, and MSH-15 wants no commit ACK for this outcome
+                connection.sendall(frame(ack))
         except OSError as error:
             log.warning("ACK to %s not delivered: %s", peer, error)
             return False
@@ -230,7 +236,9 @@ class MLLPListener:
             results = ingest_batch_file(self.ingest, found, peer=peer)
             ack = build_batch_ack(
                 found,
-                [[self._ack(result) for result in batch] for batch in results],
+                # A message whose sender wants no commit ACK for its outcome (MSH-15) has
+                # no entry in the response batch.
+                [[ack for ack in map(self._ack, batch) if ack] for batch in results],
                 application=self.application,
                 facility=self.facility,
             )
@@ -249,6 +257,10 @@ class MLLPListener:
         return True
 
     def _ack(self, result: IngestResult) -> bytes:
+        if result.silent:
+            return b""
+        if result.reply is not None:
+            return result.reply
         return build_ack(
             result.header,
             result.ack_code,

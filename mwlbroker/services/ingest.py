@@ -20,7 +20,9 @@ from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus, Mess
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
+from mwlbroker.hl7v2.sender_text import INTERNAL_FAULT, UNREADABLE, error_for_sender
 from mwlbroker.hl7v2.versions import ACCEPTED_VERSIONS, describe_versions
+from mwlbroker.services.acknowledgments import Acknowledgments, AckPlan
 from mwlbroker.services.group_commit import GroupCommit
 from mwlbroker.services.worklist import Context, audit
 from mwlbroker.store import messages
@@ -52,12 +54,6 @@ class Applier(Protocol):
 
 ATTEMPTS = 3
 
-# Faults of the broker itself: the record keeps the detail (an exception's words may hold SQL,
-# file names or data), the sender reads only this much.
-_INTERNAL = "internal error while applying the message"
-_UNREADABLE = "message cannot be read"
-_FAULTS = (_INTERNAL, _UNREADABLE)
-
 
 class _Conflict(Exception):
     """A concurrent transaction committed a row this one also created; start again."""
@@ -79,6 +75,10 @@ class IngestResult:
     elapsed_ms: float = 0.0
     codec: str = "latin-1"
     warnings: tuple[MessageWarning, ...] = ()  # of an accepted message: ERR severity W
+    # The answer the intake wrote itself (an order response, an enhanced-mode commit ACK);
+    # None: the plain ACK. ``silent``: nothing at all (MSH-15 does not want a commit ACK).
+    reply: bytes | None = None
+    silent: bool = False
 
     @property
     def control_id(self) -> str:
@@ -88,10 +88,7 @@ class IngestResult:
     def ack_text(self) -> str | None:
         """The error as the sender reads it: an internal fault's detail (an exception, a
         driver's words) stays in the log and the message's record."""
-        if self.error and self.error.startswith(_FAULTS):
-            kept = f" (kept as message {self.message_id})" if self.message_id else ""
-            return f"{self.error.split(':', 1)[0]}{kept}: the details are in the broker's log"
-        return self.error
+        return error_for_sender(self.error, self.message_id)
 
 
 @dataclass
@@ -105,6 +102,8 @@ class _Intake:
     rejection: MessageRejected | None = None
     applier: Applier | None = None
     prepared: Any = None
+    message: HL7Message | None = None  # for the order response, which echoes its segments
+    plan: AckPlan | None = None  # None: the plain original-mode ACK
 
 
 @dataclass
@@ -120,6 +119,8 @@ class IngestService:
     mapped: Collection[str] | None = None
     # Most messages one transaction takes when several connections deliver at once.
     max_batch: int = 64
+    # Order responses and enhanced mode, where senders ask for them; None: plain ACKs only.
+    acknowledgments: Acknowledgments | None = None
     group: GroupCommit[_Intake, IngestResult] = field(init=False, repr=False)
     # MSH-9 "TYPE^TRIGGER" -> its applier: the router, built once from the registry.
     routes: Mapping[str, Applier] = field(init=False, repr=False)
@@ -139,7 +140,10 @@ class IngestService:
         ``truncated`` marks a message that arrived too large and was cut: it is kept as rejected.
         """
         started = time.perf_counter()
-        result = self.group.submit(self._prepare(raw, peer, truncated))
+        intake = self._prepare(raw, peer, truncated)
+        result = self.group.submit(intake)
+        if intake.plan is not None and intake.plan.enhanced and self.acknowledgments is not None:
+            self.acknowledgments.wake()  # committed: an application ACK may be waiting
         result = _with_elapsed(result, (time.perf_counter() - started) * 1000)
         _log_result(result)
         return result
@@ -158,7 +162,12 @@ class IngestService:
         for start in range(0, len(raws), self.max_batch):
             chunk = raws[start : start + self.max_batch]
             started = time.perf_counter()
-            outcomes = self.group.submit_many([self._prepare(raw, peer, False) for raw in chunk])
+            intakes = [self._prepare(raw, peer, False) for raw in chunk]
+            outcomes = self.group.submit_many(intakes)
+            if self.acknowledgments is not None and any(
+                intake.plan is not None and intake.plan.enhanced for intake in intakes
+            ):
+                self.acknowledgments.wake()  # committed: application ACKs may be waiting
             elapsed_ms = (time.perf_counter() - started) * 1000
             for raw, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, IngestResult):
@@ -188,17 +197,20 @@ class IngestService:
                 # the sender hears why instead of seeing its connection dropped.
                 log.exception("reading a message from %s failed", peer)
                 error = MessageRejected(
-                    f"{_UNREADABLE}: {error}",
+                    f"{UNREADABLE}: {error}",
                     error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 )
             unread = read_header(raw)
             _describe_unread(row, unread)
             _mark(row, MessageStatus.REJECTED, error, now)
-            return _Intake(row, now, unread, self.default_codec, rejection=error)
+            return _Intake(
+                row, now, unread, self.default_codec, rejection=error, plan=self._plan(unread)
+            )
         _describe(row, header)
         row.digest = content_digest(message.text)
         row.dedup_key = _dedup_key(header)
-        intake = _Intake(row, now, header, message.codec)
+        intake = _Intake(row, now, header, message.codec, message=message)
+        intake.plan = self._plan(header)
         # Provisional until the effects are applied; set in full now so that success needs
         # no second write of the row.
         row.status, row.ack_code, row.processed_at = (
@@ -210,6 +222,9 @@ class IngestService:
         if mapped is not None:
             intake.applier, intake.prepared = mapped
         return intake
+
+    def _plan(self, header: MessageHeader | None) -> AckPlan | None:
+        return self.acknowledgments.plan(header) if self.acknowledgments is not None else None
 
     def _map(
         self, message: HL7Message, header: MessageHeader, row: MessageRow, now: datetime
@@ -257,6 +272,28 @@ class IngestService:
         raise AssertionError("unreachable")
 
     def _store(self, session: Session, intake: _Intake) -> IngestResult:
+        result = self._store_message(session, intake)
+        plan = intake.plan
+        if plan is None or self.acknowledgments is None or result.header is None:
+            return result
+        # Built in the transaction: an application ACK for the outbound queue commits with
+        # the message, and the answer says what was committed.
+        row = session.get(MessageRow, result.message_id)
+        assert row is not None  # stored just now, or the resent message's first copy
+        reply = self.acknowledgments.reply(
+            session,
+            plan,
+            result.header,
+            intake.message,
+            intake.prepared,
+            row,
+            duplicate=result.duplicate,
+            codec=result.codec,
+            now=intake.now,
+        )
+        return replace(result, reply=reply.payload, silent=reply.payload is None)
+
+    def _store_message(self, session: Session, intake: _Intake) -> IngestResult:
         # A fresh row each time: a transaction rolled back and tried again starts from scratch.
         row = messages.copy_row(intake.row)
         now, header, codec = intake.now, intake.header, intake.codec
@@ -327,6 +364,10 @@ class IngestService:
                 error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
                 location="MSH-10",
             )
+        if self.acknowledgments is not None:
+            # MSH-15 / MSH-16 (enhanced mode) must be values of table 0155, or the sender
+            # cannot be told in the mode it asked for.
+            self.acknowledgments.check(header)
         if header.version not in self.accepted_versions:
             raise MessageRejected(
                 f"HL7 version {header.version or '(empty)'!r} in MSH-12 is not accepted "
@@ -655,7 +696,7 @@ def _mark_error(row: MessageRow, error: MessageError, now: datetime) -> None:
 
 
 def _internal(error: Exception) -> MessageError:
-    return MessageError(f"{_INTERNAL}: {error}")
+    return MessageError(f"{INTERNAL_FAULT}: {error}")
 
 
 def _result(

@@ -11,7 +11,7 @@ messages of its order back, until ``mwlbroker outbound retry ID`` releases it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -129,6 +129,18 @@ class OutboundService:
             )
             ids.append(row.id)
         return ids
+
+    def queue_acknowledgment(
+        self, ctx: Context, destination: str, message_type: str, build: Callable[[str], bytes]
+    ) -> OutboundRow:
+        """Queue an application acknowledgment (enhanced mode) for ``destination``.
+
+        ``build`` makes the message from the MSH-10 the queue gives it. It belongs to no order:
+        it waits for nothing, and holds nothing back.
+        """
+        row = _enqueue(ctx, destination, message_type)
+        row.payload = build(row.control_id)
+        return row
 
     # -- the senders ----------------------------------------------------------------------------
 

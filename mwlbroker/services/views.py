@@ -54,6 +54,8 @@ def message_summary(r: MessageRow) -> dict[str, Any]:
         "attempts": r.attempts,
         "duplicates": r.duplicate_count,
         "original_id": r.original_id,
+        # Enhanced mode: the application acknowledgment queued for the sender, or why not.
+        "application_ack": r.application_ack,
     }
 
 

@@ -80,6 +80,8 @@ class MessageRow(Base):
     # An edited copy made in the web page points at the message it was made from; the original
     # is kept unchanged. No FK: messages are purged by retention.
     original_id: Mapped[int | None] = mapped_column(Id)
+    # Enhanced mode: what became of the application acknowledgment (queued, or why not).
+    application_ack: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("ix_message_received_at", "received_at"),
