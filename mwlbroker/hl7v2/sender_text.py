@@ -28,10 +28,13 @@ def for_sender(text: str) -> str:
 INTERNAL_FAULT = "internal error while applying the message"
 UNREADABLE = "message cannot be read"
 _FAULTS = (INTERNAL_FAULT, UNREADABLE)
+NOT_STORED = "message not stored"
 
 
 def error_for_sender(error: str | None, message_id: int | None = None) -> str | None:
     """A stored message's error as its sender reads it: an internal fault without its detail."""
+    if error and error.startswith(NOT_STORED):
+        return error.split(" (", 1)[0]  # nothing was kept: no message to name, no driver's words
     if error and error.startswith(_FAULTS):
         kept = f" (kept as message {message_id})" if message_id else ""
         return f"{error.split(':', 1)[0]}{kept}: the details are in the broker's log"
