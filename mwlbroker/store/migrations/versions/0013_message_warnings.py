@@ -1,7 +1,7 @@
 """Messages: the warnings of an accepted message (values cut to fit their VR).
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-06 22:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0012"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
