@@ -38,6 +38,7 @@ priority: 10
 match:
   sending_application: "*"
 acknowledgment_destination: RIS
+enhanced_mode: true
 messages:
   ORM^O01: {acknowledgment: application}
   OMI^O23: {acknowledgment: application}
@@ -151,6 +152,44 @@ def test_orm_answered_with_orr_o02_carrying_the_order(site):
     assert fields["OBR"][18] == "APORM1"
     assert strict(reply).name == "ORR_O02"
     assert record(site, "ORM1").status == "processed"
+
+
+def test_a_message_of_two_orders_is_answered_order_by_order(site):
+    """Sample 13 (two placer orders, Epic-shaped), then one message changing the first and
+    canceling the second: each ORC of the ORR answers its own ORC-1 with its own ORC-5."""
+    sample = (SAMPLES / "13_orm_o01_two_orders_v231.hl7").read_bytes().replace(b"\n", b"\r")
+    lines = sample.decode().split("\r")
+    follow_up = "\r".join(
+        line.replace("|RIS0000013|", "|RIS0000013B|")
+        .replace("ORC|NW|550120331", "ORC|XO|550120331")
+        .replace(
+            "ORC|NW|550120332^EPC|FIL20261202012^RIS||SC",
+            "ORC|CA|550120332^EPC|FIL20261202012^RIS||CA",
+        )
+        for line in lines
+    ).encode()
+    with Peer(site.hl7.port) as peer:
+        created = peer.send(sample)
+        changed = peer.send(follow_up)
+
+    def orcs(reply: bytes) -> list[list[str]]:
+        return [
+            line.split("|")[1:6]
+            for line in reply.decode("latin-1").split("\r")
+            if line.startswith("ORC|")
+        ]
+
+    assert ack_fields(created)["MSA"][1:3] == ["AA", "RIS0000013"]
+    assert orcs(created) == [
+        ["OK", "550120331^EPC", "FIL20261202011^RIS", "", "SC"],
+        ["OK", "550120332^EPC", "FIL20261202012^RIS", "", "SC"],
+    ]
+    assert ack_fields(changed)["MSA"][1:3] == ["AA", "RIS0000013B"]
+    assert orcs(changed) == [
+        ["XR", "550120331^EPC", "FIL20261202011^RIS", "", "SC"],
+        ["CR", "550120332^EPC", "FIL20261202012^RIS", "", "CA"],
+    ]
+    assert strict(changed).name == "ORR_O02"
 
 
 def test_omi_answered_with_ori_o24(site):
@@ -462,11 +501,11 @@ def test_files_imported_by_an_operator_queue_no_application_ack(
     assert queue(broker) == []
 
 
-def test_a_profile_can_answer_in_original_mode_whatever_msh15_says(
+def test_without_enhanced_mode_in_its_profile_a_sender_is_answered_in_original_mode(
     broker_factory, acks_folder, ris
 ):
-    """``enhanced_mode: false``: a sender that sets MSH-15/16 without meaning it, as before."""
-    (acks_folder / "ris.yaml").write_text(PROFILE + "enhanced_mode: false\n")
+    """No ``enhanced_mode: true``: a sender that sets MSH-15/16 out of habit gets AA, as before."""
+    (acks_folder / "ris.yaml").write_text(PROFILE.replace("enhanced_mode: true\n", ""))
     broker = broker_factory(
         mappings__dir=str(acks_folder), outbound__destinations=[destination(ris)]
     )
@@ -556,6 +595,6 @@ def test_a_bad_acknowledgment_value_is_a_mapping_error(tmp_path):
     with pytest.raises(MappingLoadError) as raised:
         load_mappings(tmp_path)
     text = str(raised.value)
-    assert "ris.yaml:10: acknowledgment: 'yes' is not one of ack | application" in text
+    assert "ris.yaml:11: acknowledgment: 'yes' is not one of ack | application" in text
     assert "(ack: an ACK; application: ORI^O24)" in text
-    assert "ris.yaml:12: unknown key 'acknowledgment' in messages: ADT" in text
+    assert "ris.yaml:13: unknown key 'acknowledgment' in messages: ADT" in text

@@ -18,6 +18,9 @@ v2.5, MSA-3 gone from v2.7).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from mwlbroker.domain.errors import MessageRejected
 from mwlbroker.domain.messages import AckCode, AckCondition, CommitCode, HL7ErrorCode
 from mwlbroker.hl7v2.ack import build_ack
@@ -114,6 +117,7 @@ def build_order_response(
     *,
     order_status: str = "",
     filler_order_number: str | None = None,
+    outcomes: Mapping[str, tuple[str, str | None]] | None = None,
     text: str | None = None,
     error_code: int | None = None,
     location: str | None = None,
@@ -128,6 +132,8 @@ def build_order_response(
     item of the message, its ORC with ORC-1 the order control response, ORC-2 and ORC-3 the
     order numbers as sent (ORC-3, when not sent, the filler number the broker holds) and
     ORC-5 ``order_status``, followed by the item's OBR (and, for ORI^O24, its IPCs) as sent.
+    A message of several orders answers each ORC by its own ORC-1, and ``outcomes`` gives each
+    placer order number (ORC-2.1 as sent) its own ORC-5 and filler number.
     Without a message, or one in other delimiters than ``|^~\\&``, the group is left out.
     """
     ack = build_ack(
@@ -152,29 +158,43 @@ def build_order_response(
     if message is not None and (header.field_separator, header.encoding_characters) == (
         _STANDARD_ENCODING
     ):
-        reply = ORDER_CONTROL_REPLY.get(_order_control(message), ("OK", "UA"))
         lines += _response_group(
             message,
             _ORDER_GROUP[response_type],
-            reply[0] if code == AckCode.ACCEPT else reply[1],
-            order_status if code == AckCode.ACCEPT else "",
-            filler_order_number,
+            _Outcome(code == AckCode.ACCEPT, order_status, filler_order_number, outcomes or {}),
         )
     return "\r".join(lines).encode(codec, errors="replace")
 
 
-def _order_control(message: HL7Message) -> str:
-    fields = message.fields("ORC") or []
-    return fields[1].split("^")[0].upper() if len(fields) > 1 else ""  # ORC-1 Order Control
+@dataclass(frozen=True)
+class _Outcome:
+    """What the response says of each order: applied or not, its status and filler number."""
+
+    applied: bool
+    order_status: str
+    filler: str | None
+    by_placer: Mapping[str, tuple[str, str | None]]
+
+    def orc(self, sent: list[str]) -> str:
+        """ORC-1 the reply to this ORC's own control, ORC-2 / ORC-3 as sent (ORC-3 else the
+        broker's), ORC-5 the order's status."""
+        control = sent[1].split("^")[0].upper() if len(sent) > 1 else ""  # ORC-1
+        reply = ORDER_CONTROL_REPLY.get(control, ("OK", "UA"))[0 if self.applied else 1]
+        placer = sent[2] if len(sent) > 2 else ""  # ORC-2 Placer Order Number
+        filler_sent = sent[3] if len(sent) > 3 else ""  # ORC-3 Filler Order Number
+        status, filler = self.by_placer.get(placer.split("^")[0], (self.order_status, self.filler))
+        fields = [
+            "ORC",
+            reply,
+            placer,
+            filler_sent or escape(filler or ""),
+            "",
+            status if self.applied else "",
+        ]
+        return "|".join(fields).rstrip("|")
 
 
-def _response_group(
-    message: HL7Message,
-    group: tuple[str, ...],
-    reply: str,
-    order_status: str,
-    filler: str | None,
-) -> list[str]:
+def _response_group(message: HL7Message, group: tuple[str, ...], outcome: _Outcome) -> list[str]:
     """PID and the order groups of the response, as ER7 lines."""
     main, *extras = group
     seen: dict[str, int] = {}
@@ -186,15 +206,15 @@ def _response_group(
         fields = message.fields(name, seen[name]) or [name]
         if name == "ORC":
             if orc is not None and not orc_used:
-                orders.append([_orc(orc, reply, order_status, filler)])
+                orders.append([outcome.orc(orc)])
             orc, orc_used = fields, False
         elif name == main and orc is not None:
-            orders.append([_orc(orc, reply, order_status, filler), "|".join(fields)])
+            orders.append([outcome.orc(orc), "|".join(fields)])
             orc_used = True
         elif name in extras and orders and orc_used:
             orders[-1].append("|".join(fields))
     if orc is not None and not orc_used:
-        orders.append([_orc(orc, reply, order_status, filler)])
+        orders.append([outcome.orc(orc)])
     if not orders:
         return []
     pid = message.fields("PID")
@@ -202,11 +222,3 @@ def _response_group(
     for order in orders:
         lines += order
     return lines
-
-
-def _orc(sent: list[str], reply: str, order_status: str, filler: str | None) -> str:
-    """ORC-1 the reply, ORC-2 / ORC-3 as sent (ORC-3 else the broker's), ORC-5 the status."""
-    placer = sent[2] if len(sent) > 2 else ""  # ORC-2 Placer Order Number
-    filler_sent = sent[3] if len(sent) > 3 else ""  # ORC-3 Filler Order Number
-    fields = ["ORC", reply, placer, filler_sent or escape(filler or ""), "", order_status]
-    return "|".join(fields).rstrip("|")

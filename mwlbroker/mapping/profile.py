@@ -191,9 +191,9 @@ class Profile:
     merged_patient: Policy = field(default_factory=lambda: Policy(DEFAULT_MERGED_PATIENT))
     # Enhanced mode: the [[outbound.destinations]] name application acknowledgments go to.
     acknowledgment_destination: str = ""
-    # False: answer in original mode whatever MSH-15 / MSH-16 say (a sender that sets them
-    # without meaning it).
-    enhanced_mode: bool = True
+    # True: honour MSH-15 / MSH-16 (commit ACK, then the application ACK). Off by default: many
+    # senders fill them out of habit and read only the original-mode AA / AE / AR.
+    enhanced_mode: bool = False
 
     def __post_init__(self) -> None:
         self._application = _glob(self.sending_application)

@@ -105,6 +105,8 @@ class Acknowledgments:
             for profile in mappings.profiles
             for entry in profile.messages.values()
         )
+        # Most sites leave enhanced mode off: then MSH-15 / MSH-16 need no profile look-up.
+        self._enhanced_mode = any(profile.enhanced_mode for profile in mappings.profiles)
 
     def plan(self, header: MessageHeader | None) -> AckPlan | None:
         """The plan for a message with ``header``; ``None`` for the plain original-mode ACK.
@@ -114,7 +116,7 @@ class Acknowledgments:
         """
         if header is None:
             return None
-        enhanced = _asks_for_enhanced_mode(header)
+        enhanced = self._enhanced_mode and _asks_for_enhanced_mode(header)
         if not enhanced and not self._order_responses:
             return None
         profile = self._profile(header)
@@ -144,7 +146,7 @@ class Acknowledgments:
 
     def check(self, header: MessageHeader) -> None:
         """Raise :class:`MessageRejected` for an MSH-15 / MSH-16 outside table 0155, unless the
-        sender's profile answers it in original mode whatever it asks (``enhanced_mode: false``)."""
+        sender's profile answers it in original mode whatever it asks (no ``enhanced_mode: true``)."""
         if _asks_for_enhanced_mode(header) and self._honours(header, self._profile(header)):
             ack_conditions(header)
 
@@ -166,8 +168,8 @@ class Acknowledgments:
 
     @staticmethod
     def _honours(header: MessageHeader, profile: Profile | None) -> bool:
-        """Whether MSH-15 / MSH-16 are honoured: unless the profile says enhanced_mode: false."""
-        return _asks_for_enhanced_mode(header) and (profile is None or profile.enhanced_mode)
+        """Whether MSH-15 / MSH-16 are honoured: where the profile says enhanced_mode: true."""
+        return _asks_for_enhanced_mode(header) and profile is not None and profile.enhanced_mode
 
     def reply(
         self,
@@ -188,7 +190,8 @@ class Acknowledgments:
 
         def application_message(control_id: str | None = None) -> bytes:
             if plan.response_type:
-                order_status, filler = _order_outcome(prepared)
+                outcomes = _order_outcomes(prepared)
+                order_status, filler = next(iter(outcomes.values()), ("", None))
                 return build_order_response(
                     header,
                     plan.response_type,
@@ -196,6 +199,7 @@ class Acknowledgments:
                     message,
                     order_status=order_status,
                     filler_order_number=filler,
+                    outcomes=outcomes,
                     text=error_for_sender(row.error, row.id),
                     error_code=row.error_code,
                     location=row.error_location,
@@ -304,9 +308,16 @@ def _asks_for_enhanced_mode(header: MessageHeader) -> bool:
     return bool(header.accept_ack_type or header.application_ack_type)
 
 
-def _order_outcome(prepared: Any) -> tuple[str, str | None]:
-    """ORC-5 and the filler order number of a mapped order (``("", None)`` for anything else)."""
-    if isinstance(prepared, tuple) and len(prepared) == 2 and isinstance(prepared[1], MappedOrder):
-        mapped: MappedOrder = prepared[1]
-        return ORDER_STATUS_OF_STEP.get(mapped.step_status, ""), mapped.filler_order_number
-    return "", None
+def _order_outcomes(prepared: Any) -> dict[str, tuple[str, str | None]]:
+    """Placer order number -> ORC-5 and filler number, for each mapped order of an order
+    message (empty for anything else: an ADT, a message that could not be mapped)."""
+    if not (isinstance(prepared, tuple) and len(prepared) == 2 and isinstance(prepared[1], list)):
+        return {}
+    return {
+        mapped.placer_order_number or "": (
+            ORDER_STATUS_OF_STEP.get(mapped.step_status, ""),
+            mapped.filler_order_number,
+        )
+        for mapped in prepared[1]
+        if isinstance(mapped, MappedOrder)
+    }
