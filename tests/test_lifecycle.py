@@ -205,7 +205,7 @@ def test_order_for_a_new_patient_creates_the_patient(broker):
         (
             order_message("M1"),
             order_message("M2", "XO", patient="OTHER"),
-            "207",
+            "205",
             "belongs to patient",
         ),
     ],

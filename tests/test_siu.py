@@ -183,7 +183,8 @@ def test_siu_from_a_sender_without_an_siu_profile_is_answered_ar(broker):
     assert ack["MSA"][1] == "AR", ack
     assert "no mapping profile maps SIU\\S\\S12" in ack["MSA"][3]  # MSA-3: first 80 characters
     assert "mapped only for other senders: siu-example for SCHEDULER" in ack["ERR"][8]
-    assert ack["ERR"][3].startswith("201^"), ack["ERR"]  # unsupported event code
+    # 200: no profile for this sender maps any SIU trigger, as if the broker took no SIU at all
+    assert ack["ERR"][3].startswith("200^"), ack["ERR"]  # unsupported message type
     assert steps(broker) == []
     with broker.db.reading() as session:
         [row] = messages.latest(session, control_id="M1")

@@ -76,8 +76,15 @@ def show_message(args: argparse.Namespace, config: Config, db: Database) -> int:
     summary["segments"] = message_segments(message_text(found))
     if args.json:
         print_json(summary)
-    else:
-        print_record(summary)
+        return 0
+    record = dict(summary)
+    # One "warning" line each, where people read them: "OBR-16: RequestingPhysician ...".
+    record["warnings"] = len(summary["warnings"]) or None
+    for number, warning in enumerate(summary["warnings"], 1):
+        where = f"{warning['location']}: " if warning.get("location") else ""
+        record[f"warning {number}"] = f"{where}{warning['text']}"
+    record["segments"] = record.pop("segments")
+    print_record(record)
     return 0
 
 
@@ -95,4 +102,6 @@ def reprocess(args: argparse.Namespace, config: Config, db: Database) -> int:
         f"message {args.id}: {result.status} ({result.ack_code})"
         + (f" - {result.error}" if result.error else "")
     )
+    for warning in result.warnings:
+        print(f"  warning at {warning.location or '?'}: {warning.text}")
     return 0 if result.ack_code == "AA" else 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from typing import Any
 
 
 class AckCode(enum.StrEnum):
@@ -71,3 +73,26 @@ class HL7ErrorCode(enum.IntEnum):
     @property
     def text(self) -> str:
         return self.name.replace("_", " ").capitalize()  # as HL7 table 0357 words them
+
+
+@dataclass(frozen=True)
+class MessageWarning:
+    """Something the broker changed in a message it accepted (a value cut to fit its VR).
+
+    Kept in the message's record and sent in the AA as an ERR with severity W (v2.5 and later).
+    """
+
+    text: str
+    location: str | None = None  # e.g. "OBR-16" (ERR-2 / ERR-1)
+    error_code: HL7ErrorCode = HL7ErrorCode.DATA_TYPE_ERROR
+
+    def as_json(self) -> dict[str, Any]:
+        return {"text": self.text, "location": self.location, "code": int(self.error_code)}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> MessageWarning:
+        return cls(
+            str(value.get("text", "")),
+            value.get("location"),
+            HL7ErrorCode(int(value.get("code") or HL7ErrorCode.DATA_TYPE_ERROR)),
+        )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mwlbroker.domain.errors import MessageError
+from mwlbroker.domain.messages import MessageWarning
 
 
 class _Clear:
@@ -196,6 +197,7 @@ class MappedOrder:
     profile: str = ""  # name of the mapping profile that produced it
     merged_patient: str = "refuse"  # the profile's policy for a merged-away Patient ID
     group: OrderGroup | None = None  # None: the message's only order
+    warnings: list[MessageWarning] = field(default_factory=list)  # values cut to fit, say
 
 
 @dataclass
@@ -212,3 +214,4 @@ class MappedPatientEvent:
     linked_patient_id: str | None = None  # A24 / A37: the second PID's PID-3.1
     linked_issuer: str = ""  # ... PID-3.4
     merged_patient: str = "refuse"  # the profile's policy for a merged-away Patient ID
+    warnings: list[MessageWarning] = field(default_factory=list)  # values cut to fit, say

@@ -9,14 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.core import Message, Segment
 
-from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode
+from mwlbroker.domain.messages import AckCode, CommitCode, HL7ErrorCode, MessageWarning
 from mwlbroker.hl7v2.header import MessageHeader
+from mwlbroker.hl7v2.sender_text import for_sender
 from mwlbroker.hl7v2.writer import escape, fill, placeholders
 
 _FALLBACK_VERSION = "2.5.1"
@@ -55,13 +57,20 @@ def build_ack(
     facility: str = "",
     codec: str = "latin-1",
     control_id: str | None = None,
+    warnings: Sequence[MessageWarning] = (),
 ) -> bytes:
     """The ACK for a message with ``header`` (``None`` when it had no MSH to read).
 
     MSA-2 always echoes MSH-10, MSH-5/6 answer MSH-3/4, and AE/AR (CE/CR) carry an ERR
     segment. ``control_id`` is the ACK's own MSH-10 when the caller needs to know it (an
-    application acknowledgment sent through the outbound queue); else one is made up.
+    application acknowledgment sent through the outbound queue); else one is made up. An
+    AA with ``warnings`` carries one ERR of severity W each from v2.5 on (ERR-4, table 0516),
+    and says the first in MSA-3 up to v2.6. No text names a path of the broker's files.
     """
+    text = for_sender(text) if text else text
+    if code == AckCode.ACCEPT and warnings and not text:
+        more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
+        text = f"accepted with a warning{more}: {for_sender(warnings[0].text)}"
 
     def received(index: int) -> str:
         return header.sent(index) if header is not None else ""
@@ -92,7 +101,30 @@ def build_ack(
         "ERR8": escape(text or ""),
     }
     er7 = fill(_template(version, trigger, code.value), values)
+    if code == AckCode.ACCEPT and warnings and _version(version) >= (2, 5):
+        er7 += "".join(
+            "\r" + _warning_segment(version, trigger, warning)
+            for warning in warnings[:_MAX_WARNINGS]
+        )
     return er7.encode(codec, errors="replace")
+
+
+_MAX_WARNINGS = 20  # ERR segments in one ACK; the message's record keeps them all
+
+
+def _warning_segment(version: str, trigger: str, warning: MessageWarning) -> str:
+    """One ERR of severity W (ERR-4, HL7 table 0516), laid out as the version's AE ERR is."""
+    layout = _template(version, trigger, AckCode.ERROR.value).rsplit("\r", 1)[1]
+    layout = layout.replace("^HL70357|E|", "^HL70357|W|", 1)
+    segment, sequence, field = _location(warning.location)
+    condition = warning.error_code
+    values = {
+        "ERR2": "^".join(filter(None, [segment, sequence, field])),
+        "ERR3CODE": str(condition.value),
+        "ERR3TEXT": escape(condition.text),
+        "ERR8": escape(for_sender(warning.text)),
+    }
+    return fill(layout, values)
 
 
 @lru_cache(maxsize=512)

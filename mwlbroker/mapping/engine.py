@@ -163,7 +163,9 @@ class MappingSet:
                 f"{', '.join(p.name for p in self.profiles if p.enabled) or 'none'})"
             )
             if type_name is None:
-                raise MappingError(text, location="MSH-3")
+                raise MappingError(
+                    text, error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE, location="MSH-3"
+                )
             mapping = [
                 f"{p.name} for {p.sending_application} / {p.sending_facility}"
                 for p in self.profiles
@@ -171,7 +173,21 @@ class MappingSet:
             ]
             if mapping:
                 text += f"; {type_name} is mapped only for other senders: {', '.join(mapping)}"
-            raise NotMappedForSender(text, location="MSH-3")
+            # 201 when the sender's profiles map other triggers of the type, else 200.
+            code = type_name.partition("^")[0] + "^"
+            other_trigger = any(
+                name.startswith(code)
+                for p in self.profiles
+                if p.enabled and p.matches(sending_application, sending_facility)
+                for name in p.handled_types
+            )
+            raise NotMappedForSender(
+                text,
+                error_code=HL7ErrorCode.UNSUPPORTED_EVENT_CODE
+                if other_trigger
+                else HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-3",
+            )
         return min(candidates, key=lambda p: (-p.priority, -p.specificity, p.name))
 
     def handles(self, type_name: str) -> bool:
@@ -213,10 +229,16 @@ class MappingSet:
         header = Sender.of(message)
         profile, entry = self._entry(header)
         if not entry.is_order:
-            raise MappingError(f"{header.type_name} is not an order message", location="MSH-9")
+            raise MappingError(
+                f"{header.type_name} is not an order message",
+                error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-9",
+            )
         if not entry.is_schedule and message.count("ORC") == 0:
             raise MappingError(
-                f"{header.type_name} without an ORC segment: no order control", location="ORC"
+                f"{header.type_name} without an ORC segment: no order control",
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+                location="ORC",
             )
         layout = Layout(message)
         repeat = entry.repeat_in(layout.names)  # repeat: [IPC, OBR]: IPC, else OBR
@@ -230,6 +252,7 @@ class MappingSet:
                 f"{header.type_name} without an {repeat} segment: nothing to schedule "
                 f"(profile {profile.name} makes one worklist item per "
                 f"{entry.describe_repeat})",
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
                 location=repeat,
             )
         patient = entry.patient.evaluate(Context(layout))
@@ -269,6 +292,8 @@ class MappingSet:
                 if group is None:
                     raise
                 raise group.locate(error) from error
+        for order in orders:
+            order.warnings = layout.warnings  # the message's: values cut to fit, whichever order
         return orders
 
     def _map_one(
@@ -317,7 +342,11 @@ class MappingSet:
         """An ADT message as the patient's new attributes (and the prior ID for A40 / A47)."""
         header = Sender.of(message)
         if header.message_type != "ADT":
-            raise MappingError(f"{header.type_name} is not an ADT message", location="MSH-9")
+            raise MappingError(
+                f"{header.type_name} is not an ADT message",
+                error_code=HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+                location="MSH-9",
+            )
         profile, entry = self._entry(header)
         context = Context(Layout(message))
         patient = entry.patient.evaluate(context)
@@ -327,6 +356,7 @@ class MappingSet:
             patient=MappedPatient(patient),
             profile=profile.name,
             merged_patient=profile.merged_patient.action,
+            warnings=context.layout.warnings,
         )
         if header.trigger_event in VISIT_TRIGGERS:
             event.visit = entry.visit.evaluate(context)
@@ -337,12 +367,14 @@ class MappingSet:
                 raise MappingError(
                     f"{header.type_name} with {message.count('MRG')} MRG segments: the broker "
                     "takes one merge per message",
+                    error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
                     location="MRG",
                 )
             prior = _evaluate(entry.prior_patient_id, context)
             if not _text(prior):
                 raise MappingError(
                     f"{header.type_name} without a prior patient ID (MRG-1): nothing to merge",
+                    error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
                     location="MRG-1",
                 )
             event.prior_patient_id = prior
@@ -362,13 +394,15 @@ def _read_link(
         raise MappingError(
             f"{header.type_name} with {message.count('PID')} PID segment(s): a link names two "
             "patients, the first PID and the second",
+            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             location="PID",
         )
     linked = _text(_evaluate(entry.linked_patient_id, context))
     if not linked:
         raise MappingError(
             f"{header.type_name} without the linked patient's ID (the second PID's PID-3)",
-            location="PID-3",
+            error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            location="PID[2]-3",
         )
     event.linked_patient_id = linked
     event.linked_issuer = _text(_evaluate(entry.linked_issuer, context)) or ""
@@ -389,11 +423,12 @@ def _schedule_control(entry: MessageMapping, header: Sender, context: Context) -
 def _no_status(
     profile: Profile, entry: MessageMapping, header: Sender, control: str, order_status: str
 ) -> MappingError:
-    where = profile.status_where or profile.file
+    where = profile.status_where or Path(profile.file).name
     if not entry.is_schedule:
         return MappingError(
             f"no status for ORC-1 {control!r} with ORC-5 {order_status!r} in profile "
             f"{profile.name} (add it to status: in {where})",
+            error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
             location="ORC-1",
         )
     paths = entry.order_status.paths() if entry.order_status else []
@@ -409,6 +444,7 @@ def _no_status(
         f"no status for {header.type_name} (order control {control!r}, control: at "
         f"{entry.control_where.get(header.trigger_event, entry.where)}) with order status "
         f"{order_status!r}{read} in profile {profile.name} ({fix})",
+        error_code=HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
         location=re.sub(r"\[\d+\]", "", paths[0]).split(".")[0] if paths else "MSH-9",
     )
 
@@ -480,11 +516,16 @@ def _order_control(message: HL7Message, occurrences: list[int]) -> tuple[str, st
         raise MappingError(
             f"the ORC segments of one order disagree on order control / status ({pairs}): "
             "send one order action per order",
+            error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             location=f"ORC[{list(seen.values())[1]}]-1",
         )
     control, status = next(iter(seen))
     if not control:
-        raise MappingError("ORC-1 order control is empty", location="ORC-1")
+        raise MappingError(
+            "ORC-1 order control is empty",
+            error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            location="ORC-1",
+        )
     return control, status
 
 
@@ -494,6 +535,7 @@ def _require_patient_id(profile: Profile, patient: Attributes, header: Sender) -
         raise MappingError(
             f"{header.type_name} without a Patient ID (profile {profile.name} maps PatientID "
             f"from {_source(profile, header)}; missing: PatientID: reject at {policy.where})",
+            error_code=HL7ErrorCode.REQUIRED_FIELD_MISSING,
             location="PID-3",
         )
 
@@ -523,7 +565,12 @@ def _fill_identifiers(
     sender = f"{header.application}^{header.facility}"
     accessions = [_text(step.procedure.get("AccessionNumber")) for step in steps]
 
-    def problem(keyword: str, number: int, text: str) -> MappingError:
+    def problem(
+        keyword: str,
+        number: int,
+        text: str,
+        code: HL7ErrorCode = HL7ErrorCode.REQUIRED_FIELD_MISSING,
+    ) -> MappingError:
         policy = profile.policy(keyword)
         where = "" if policy.where == "default" else f" at {policy.where}"
         item = (
@@ -534,6 +581,7 @@ def _fill_identifiers(
         return MappingError(
             f"{keyword} is missing for {item}: {text} (profile {profile.name}, "
             f"missing: {keyword}: {policy.action}{where})",
+            error_code=code,
             location=repeat,
         )
 
@@ -568,7 +616,10 @@ def _fill_identifiers(
                 value = f"{order}-{number}"
                 if len(value) > _SH_MAX:
                     raise problem(
-                        "AccessionNumber", number, f"{value!r} is longer than 16 characters"
+                        "AccessionNumber",
+                        number,
+                        f"{value!r} is longer than 16 characters",
+                        HL7ErrorCode.DATA_TYPE_ERROR,
                     )
             step.procedure["AccessionNumber"] = accessions[number - 1] = value
 
@@ -591,7 +642,12 @@ def _fill_identifiers(
                 if keyword == "ScheduledProcedureStepID" and len(same) > 1:
                     value = f"{accession}-{same.index(number) + 1}"
                 if len(value) > _SH_MAX:
-                    raise problem(keyword, number, f"{value!r} is longer than 16 characters")
+                    raise problem(
+                        keyword,
+                        number,
+                        f"{value!r} is longer than 16 characters",
+                        HL7ErrorCode.DATA_TYPE_ERROR,
+                    )
                 attributes[keyword] = value
             elif action == "generate":
                 # Steps of one requested procedure share its ID; each step has its own.

@@ -66,6 +66,9 @@ SIU_REPEAT = _SIU.item_segment  # one worklist item per service of the appointme
 SIU_BLOCK = "RGS"  # a resource group: its AIG / AIL / AIP belong to its AIS
 SIU_BOUNDARIES = GROUP_BOUNDARIES | {"RGS", "AIS", "AIG", "AIL", "AIP"}
 
+TOO_LONG_POLICIES = ("truncate", "reject")
+"""What ``too_long:`` may say; keys (mapping.value_fit.STRICT_KEYWORDS) are never truncated."""
+
 # Identifiers a profile's ``missing:`` decides about, and the policies each one allows.
 MISSING_POLICIES: dict[str, tuple[str, ...]] = {
     "PatientID": ("reject", "allow"),
@@ -179,6 +182,7 @@ class Profile:
     sending_facility: str = "*"  # glob on MSH-4
     extends: str | None = None
     uid_root: str = "2.25"
+    too_long: str = "truncate"  # free text longer than its VR: "truncate" (warned) | "reject"
     missing: Mapping[str, Policy] = field(default_factory=dict)
     status: Mapping[tuple[str, str], StepStatus] = field(default_factory=dict)
     status_where: str = ""  # FILE:LINE of status:, for error messages

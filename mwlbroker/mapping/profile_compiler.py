@@ -30,13 +30,21 @@ from mwlbroker.mapping.profile import (
     SIU_BOUNDARIES,
     SIU_REPEAT,
     SIU_TRIGGERS,
+    TOO_LONG_POLICIES,
     MessageMapping,
     Policy,
     Profile,
 )
 from mwlbroker.mapping.rule_compiler import RuleCompiler
-from mwlbroker.mapping.rules import FieldRule, FirstRule, Rule, Section
-from mwlbroker.mapping.source import Mapping, MappingFileError, Node, Scalar, Sequence
+from mwlbroker.mapping.rules import FieldRule, FirstRule, Rule, Section, TooLong
+from mwlbroker.mapping.source import (
+    Mapping,
+    MappingFileError,
+    Node,
+    Scalar,
+    Sequence,
+    short_where,
+)
 from mwlbroker.mapping.transforms import Table, TransformSetup
 
 TOP_KEYS = (
@@ -47,6 +55,7 @@ TOP_KEYS = (
     "match",
     "extends",
     "uid_root",
+    "too_long",
     "missing",
     "status",
     "tables",
@@ -109,6 +118,7 @@ class ProfileCompiler(Checker):
         profile.extends = extends.text if isinstance(extends, Scalar) else None
         self.compile_match(profile)
         self.compile_uid_root(profile)
+        self.compile_too_long(profile)
         self.compile_missing(profile)
         self.compile_merged_patient(profile)
         self.compile_status(profile)
@@ -176,6 +186,22 @@ class ProfileCompiler(Checker):
             return
         profile.uid_root = root
 
+    def compile_too_long(self, profile: Profile) -> None:
+        """``too_long: truncate | reject``: what the rules do with over-long free text."""
+        node = self.root.get("too_long")
+        where = ""
+        if node is not None:
+            action = self.text(node, "too_long")
+            if action is not None and action not in TOO_LONG_POLICIES:
+                self.error(
+                    node,
+                    f"too_long: {action!r} is not a policy (choose {' | '.join(TOO_LONG_POLICIES)})",
+                )
+            elif action is not None:
+                profile.too_long = action
+                where = short_where(node.file, node.line)
+        self.rules.too_long = TooLong(profile.too_long, self.name, where)
+
     def compile_missing(self, profile: Profile) -> None:
         missing = self.mapping(self.root.get("missing"), "missing")
         if missing is None:
@@ -202,7 +228,7 @@ class ProfileCompiler(Checker):
                     f"(choose {' | '.join(allowed)})",
                 )
                 continue
-            policies[keyword] = Policy(action, f"{where[0]}:{where[1]}")
+            policies[keyword] = Policy(action, short_where(*where))
         profile.missing = policies
 
     def compile_merged_patient(self, profile: Profile) -> None:
@@ -224,7 +250,7 @@ class ProfileCompiler(Checker):
         status = self.mapping(self.root.get("status"), "status")
         if status is None:
             return
-        profile.status_where = f"{status.file}:{self.root.key_line('status')}"
+        profile.status_where = short_where(status.file, self.root.key_line("status"))
         table: dict[tuple[str, str], StepStatus] = {}
         # REMOVED is the broker's own mark for a step an update no longer lists.
         names = [member.name for member in StepStatus if member is not StepStatus.REMOVED]
@@ -287,7 +313,7 @@ class ProfileCompiler(Checker):
                     entry.value,
                     f"table {name} mixes plain values and rows with columns; use one form",
                 )
-            where = f"{entry.value.file}:{tables_node.key_line(name)}"
+            where = short_where(entry.value.file, tables_node.key_line(name))
             tables[name] = Table(name, rows, where)
         return tables
 
@@ -314,7 +340,7 @@ class ProfileCompiler(Checker):
                 if isinstance(entry.value, Scalar):
                     self.error(entry.value, f"messages: {key} needs its rules")
                 continue
-            mapping = MessageMapping(key=name, where=f"{where[0]}:{where[1]}")
+            mapping = MessageMapping(key=name, where=short_where(*where))
             if name in ORDER_MESSAGES:
                 self.compile_order_message(mapping, section, ORDER_MESSAGES[name])
             elif mapping.is_schedule:
@@ -423,7 +449,9 @@ class ProfileCompiler(Checker):
         if own and own not in control:
             self.error(where, f"{mapping.key} leaves out its own trigger in control:")
         mapping.control = control
-        mapping.control_where = {trigger: f"{f}:{line}" for trigger, (f, line) in places.items()}
+        mapping.control_where = {
+            trigger: short_where(file, line) for trigger, (file, line) in places.items()
+        }
         for trigger, code in control.items():
             self.controls.append((f"SIU^{trigger}", code, places[trigger]))
         if "order_status" in node.entries:

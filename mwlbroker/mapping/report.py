@@ -173,8 +173,15 @@ def _explain(raw: bytes, name: str, mappings: MappingSet) -> tuple[list[str], di
         mapped = mappings.map(message)
         if isinstance(mapped, list):
             lines += _orders_lines(mapped, data)
+            warnings = mapped[0].warnings if mapped else []  # each order holds the message's
         else:
             lines += _patient_lines(mapped, data)
+            warnings = mapped.warnings
+        if warnings:
+            # What the intake would keep in the message's record and send in the AA.
+            for warning in warnings:
+                lines.append(f"warning at {warning.location or '?'}: {warning.text}")
+            data["warnings"] = [warning.as_json() for warning in warnings]
     except MessageError as error:
         lines.append(f"{error.ack_code}: {error.text}")
         data.update(_error_data(error))

@@ -19,6 +19,7 @@ from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for
 from mwlbroker.hl7v2.reader import FieldPath
 from mwlbroker.mapping.diagnostics import Checker, Report, suggest
 from mwlbroker.mapping.rules import (
+    DEFAULT_TOO_LONG,
     AttributeRule,
     ChoiceRule,
     CodedFieldRule,
@@ -37,7 +38,7 @@ from mwlbroker.mapping.rules import (
     Test,
     TransformRule,
 )
-from mwlbroker.mapping.source import Mapping, Node, Scalar, Sequence
+from mwlbroker.mapping.source import Mapping, Node, Scalar, Sequence, short_where
 from mwlbroker.mapping.transforms import TRANSFORMS, TransformSetup, TransformSpec
 
 TEST_KEYS = ("equals", "in", "matches", "empty")
@@ -54,6 +55,8 @@ class RuleCompiler(Checker):
         super().__init__(report)
         # What transforms are built with (the profile's name and tables), set once known.
         self.setup = setup or TransformSetup(profile="")
+        # The profile's too_long: policy, set before its messages are compiled.
+        self.too_long = DEFAULT_TOO_LONG
 
     def attribute(self, keyword: str, where: tuple[str, int], node: Node) -> AttributeRule | None:
         """``Keyword: rule``, with the keyword checked against pydicom's data dictionary."""
@@ -84,7 +87,7 @@ class RuleCompiler(Checker):
         if vr != "SQ" and rule.kind == "sequence":
             self.error(where, f"{keyword} is {vr}, not a sequence: code: and items: give one")
             return None
-        return AttributeRule(keyword, vr, vm, rule, f"{where[0]}:{where[1]}")
+        return AttributeRule(keyword, vr, vm, rule, short_where(*where), self.too_long)
 
     def rule(self, node: Node) -> Rule | None:
         """Any rule form; ``None`` (after reporting) when it is not valid."""

@@ -17,8 +17,10 @@ from pydicom import config as pydicom_config
 from pydicom.valuerep import validate_value
 
 from mwlbroker.domain.errors import MappingError
+from mwlbroker.domain.messages import HL7ErrorCode, MessageWarning
 from mwlbroker.domain.worklist import CLEAR, Attributes
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
+from mwlbroker.mapping import value_fit
 from mwlbroker.mapping.transforms import TransformError, end_of
 
 # Segments that end a repeat group besides the repeat segment itself: a new order (ORC), or a
@@ -47,10 +49,11 @@ class Grouping(NamedTuple):
 class Layout:
     """Where each segment sits in one message, computed once per message."""
 
-    __slots__ = ("message", "names", "ordinals", "positions")
+    __slots__ = ("message", "names", "ordinals", "positions", "warnings")
 
     def __init__(self, message: HL7Message) -> None:
         self.message = message
+        self.warnings: list[MessageWarning] = []  # values the mapping changed to fit DICOM
         self.names = message.segment_names
         seen: dict[str, int] = {}
         self.ordinals: list[int] = []  # occurrence number of the segment at each index
@@ -723,17 +726,37 @@ _TEXT_VRS = frozenset({"LT", "ST", "UT"})  # may hold a backslash; every other s
 _INTEGER_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1)}
 
 
+class TooLong(NamedTuple):
+    """A profile's ``too_long:``: what becomes of a free-text value longer than its VR allows."""
+
+    action: str = "truncate"  # "truncate" (with a warning) or "reject" (AE 102)
+    profile: str = ""
+    where: str = ""  # FILE:LINE of too_long:, "" for the default
+
+
+DEFAULT_TOO_LONG = TooLong()
+
+
 class AttributeRule:
     """``Keyword: rule`` with the attribute's VR: evaluates and checks the value fits DICOM."""
 
-    __slots__ = ("_fits", "keyword", "multiple", "rule", "vr", "where")
+    __slots__ = ("_fits", "keyword", "multiple", "rule", "too_long", "vr", "where")
 
-    def __init__(self, keyword: str, vr: str, vm: str, rule: Rule, where: str) -> None:
+    def __init__(
+        self,
+        keyword: str,
+        vr: str,
+        vm: str,
+        rule: Rule,
+        where: str,
+        too_long: TooLong = DEFAULT_TOO_LONG,
+    ) -> None:
         self.keyword = keyword
         self.vr = vr
         self.multiple = vm != "1"
         self.rule = rule
         self.where = where
+        self.too_long = too_long
         self._fits = ""  # the last value that passed the check (fixed values, codes repeat)
 
     def evaluate(self, context: Context) -> Value:
@@ -742,48 +765,97 @@ class AttributeRule:
         except TransformError as error:
             raise MappingError(
                 f"{self.keyword}: {error} (from {self._source()}, rule at {self.where})",
-                location=self._location(),
+                error_code=error.error_code,
+                location=self._location(context),
             ) from None
         if isinstance(value, str) and value != self._fits:
-            self.check(value)
-            self._fits = value
+            checked = self.check(value, context)
+            if checked == value:
+                self._fits = value  # a cut value is checked (and warned about) every time
+            value = checked
         return value
 
-    def check(self, value: str) -> None:
-        """Raise :class:`MappingError` when ``value`` does not fit the attribute's VR."""
-        problem = None
+    def check(self, value: str, context: Context | None = None) -> str:
+        """The value as it fits the attribute's VR; raises :class:`MappingError` (102) when it
+        does not fit and may not be cut. A free-text value that is only too long is cut when
+        the profile says ``too_long: truncate`` and the attribute is not a key
+        (:data:`~mwlbroker.mapping.value_fit.STRICT_KEYWORDS`), with a warning for the record."""
+        problem = self._problem(value)
+        if problem is None:
+            return value
+        too_long = "exceeds the maximum" in problem
+        allowed = value_fit.may_truncate(self.keyword, self.vr)
+        if too_long and allowed and self.too_long.action == "truncate":
+            cut = value_fit.truncate(self.vr, value, multiple=self.multiple)
+            if self._problem(cut) is None:
+                if context is not None:
+                    context.layout.warnings.append(self._truncated(value, cut, context))
+                return cut
+        hint = ""
+        if too_long and not allowed and self.vr in value_fit.MAX_LENGTH:
+            hint = f"; {self.keyword} is a key the worklist is matched on: never truncated"
+        elif too_long and allowed:
+            at = f" at {self.too_long.where}" if self.too_long.where else ""
+            hint = (
+                f"; the profile says too_long: {self.too_long.action}{at}"
+                " (truncate cuts it with a warning)"
+            )
+        elif too_long:
+            hint = "; shorten it with transform: {truncate: N}"
+        raise MappingError(
+            f"{self.keyword} ({self.vr}) from {self._source()} = {value!r}: {problem}{hint} "
+            f"(rule at {self.where})",
+            error_code=HL7ErrorCode.DATA_TYPE_ERROR,
+            location=self._location(context),
+        )
+
+    def _problem(self, value: str) -> str | None:
+        """What is wrong with ``value`` for the VR, in pydicom's words; None when it fits."""
         if "\\" in value and not self.multiple and self.vr not in _TEXT_VRS:
-            problem = "contains a backslash, which DICOM reads as a value separator"
-        elif self.vr in _INTEGER_RANGES:
+            return "contains a backslash, which DICOM reads as a value separator"
+        if self.vr in _INTEGER_RANGES:
             low, high = _INTEGER_RANGES[self.vr]
             parts = value.split("\\")
             if not all(
                 re.fullmatch(r"[+-]?\d+", part) and low <= int(part) <= high for part in parts
             ):
-                problem = f"is not a whole number from {low} to {high}"
-        elif " or " not in self.vr:
+                return f"is not a whole number from {low} to {high}"
+            return None
+        if " or " in self.vr:
+            return None
+        # PS3.5 6.4: each value of a multi-valued attribute has the VR's maximum length.
+        for part in value.split("\\") if self.multiple else [value]:
             try:
-                validate_value(self.vr, value, pydicom_config.RAISE)
+                validate_value(self.vr, part, pydicom_config.RAISE)
             except ValueError as error:
-                problem = str(error).split(" Please see")[0]
-        if problem is None:
-            return
-        hint = ""
-        if "exceeds the maximum length" in problem:
-            hint = "; shorten it with transform: {truncate: N}"
-        raise MappingError(
-            f"{self.keyword} ({self.vr}) from {self._source()} = {value!r}: {problem}{hint} "
-            f"(rule at {self.where})",
-            location=self._location(),
+                return str(error).split(" Please see")[0]
+        return None
+
+    def _truncated(self, value: str, cut: str, context: Context) -> MessageWarning:
+        limit = value_fit.MAX_LENGTH[self.vr]
+        unit = " per component group" if self.vr == "PN" else ""
+        return MessageWarning(
+            f"{self.keyword} ({self.vr}) from {self._source()}: {len(value)} characters, "
+            f"more than {limit}{unit}; truncated to {len(cut)} "
+            f"(profile {self.too_long.profile or '?'}, too_long: truncate)",
+            location=self._location(context),
         )
 
     def _source(self) -> str:
         paths = self.rule.paths()
         return " / ".join(dict.fromkeys(paths)) if paths else "a fixed value"
 
-    def _location(self) -> str | None:
+    def _location(self, context: Context | None = None) -> str | None:
+        """Where the value came from: ``OBR-16``, or ``OBR[2]-16`` for the second item's OBR."""
         paths = self.rule.paths()
-        return re.sub(r"\[\d+\]", "", paths[0]).split(".")[0] if paths else None
+        if not paths:
+            return None
+        text = paths[0].split(".")[0]
+        if "[" in text or context is None:
+            return re.sub(r"\[\d+\]", "", text)
+        segment, _, field = text.partition("-")
+        occurrence = context.occurrence(segment) if segment else 0
+        return f"{segment}[{occurrence}]-{field}" if occurrence > 1 else text
 
     def paths(self) -> list[str]:
         return self.rule.paths()

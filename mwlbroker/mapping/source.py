@@ -43,6 +43,15 @@ class MappingFileError(Exception):
         return hash((self.file, self.line, self.message))
 
 
+def short_where(file: str, line: int) -> str:
+    """FILE:LINE with the file named relative to its mappings folder (a folder is flat).
+
+    Compiled rules carry this form: it reaches a sender's ACK, which must not show where the
+    broker keeps its files. ``mwlbroker mappings check`` still names the whole path.
+    """
+    return f"{Path(file).name}:{line}"
+
+
 @dataclass
 class Node:
     """A YAML value with where it was written."""
@@ -52,7 +61,8 @@ class Node:
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.line}"
+        """``ihe-swf.yaml:57``: the place a compiled rule names in the errors a sender reads."""
+        return short_where(self.file, self.line)
 
     @property
     def kind(self) -> str:

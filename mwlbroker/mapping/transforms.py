@@ -19,12 +19,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mwlbroker.domain.messages import HL7ErrorCode
+
 TextFunction = Callable[[str], "str | None"]
 PartsFunction = Callable[[list[str]], "str | None"]
 
 
 class TransformError(ValueError):
     """A value the transform cannot convert (the message is answered AE, naming the field)."""
+
+    error_code = HL7ErrorCode.DATA_TYPE_ERROR  # HL7 table 0357: a date that is not a date...
+
+
+class NotInTable(TransformError):
+    """A code that a strict ``lookup`` does not find in its table."""
+
+    error_code = HL7ErrorCode.TABLE_VALUE_NOT_FOUND
 
 
 @dataclass(frozen=True)
@@ -381,7 +391,7 @@ def _lookup(
         if strict:
             where = f" ({found.where})" if found.where else ""
             what = f"column {column!r} of table {table!r}" if column else f"table {table!r}"
-            raise TransformError(f"{value!r} has no entry in {what}{where}")
+            raise NotInTable(f"{value!r} has no entry in {what}{where}")
         return None
 
     return apply

@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import validate_value
 
 from mwlbroker.domain.errors import MappingError
+from mwlbroker.domain.messages import HL7ErrorCode
 from mwlbroker.domain.worklist import CLEAR, Attributes, MappedOrder, MappedStep, StepStatus
 
 _INTEGER_VRS = frozenset({"US", "UL", "SS", "SL", "UV", "SV"})
@@ -99,7 +100,9 @@ def _element_value(keyword: str, vr: str, value: Any) -> Any:
             validate_value(vr, part, pydicom_config.RAISE)
     except ValueError as error:
         reason = str(error).split(" Please see")[0]
-        raise MappingError(f"{keyword} ({vr}) = {value!r}: {reason}") from None
+        raise MappingError(
+            f"{keyword} ({vr}) = {value!r}: {reason}", error_code=HL7ErrorCode.DATA_TYPE_ERROR
+        ) from None
     return value
 
 

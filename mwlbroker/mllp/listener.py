@@ -206,7 +206,8 @@ class MLLPListener:
             ack = build_ack(
                 header,
                 AckCode.REJECT if accept is None else CommitCode.ERROR,
-                text=f"message not stored, database unavailable; resend later ({error})",
+                # The driver's words (host, file, SQL) go to the log above, not to the sender.
+                text="message not stored, database unavailable; resend later",
                 error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 application=self.application,
                 facility=self.facility,
@@ -263,12 +264,13 @@ class MLLPListener:
         return build_ack(
             result.header,
             result.ack_code,
-            text=result.error,
+            text=result.ack_text,
             error_code=result.error_code,
             location=result.error_location,
             application=self.application,
             facility=self.facility,
             codec=result.codec,
+            warnings=result.warnings,
         )
 
     def _store_incomplete(self, payload: bytes, peer: str, reason: str) -> None:

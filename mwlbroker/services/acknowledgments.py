@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
-from mwlbroker.domain.messages import AckCode, AckCondition, CommitCode
+from mwlbroker.domain.messages import AckCode, AckCondition, CommitCode, MessageWarning
 from mwlbroker.domain.worklist import MappedOrder, StepStatus
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.ack import build_ack
@@ -37,6 +37,7 @@ from mwlbroker.hl7v2.application_ack import (
 )
 from mwlbroker.hl7v2.header import MessageHeader
 from mwlbroker.hl7v2.reader import HL7Message
+from mwlbroker.hl7v2.sender_text import error_for_sender
 from mwlbroker.mapping.engine import MappingSet, Profile
 from mwlbroker.services.outbound import OutboundService
 from mwlbroker.services.worklist import Context
@@ -199,7 +200,7 @@ class Acknowledgments:
                     order_status=order_status,
                     filler_order_number=filler,
                     outcomes=outcomes,
-                    text=row.error,
+                    text=error_for_sender(row.error, row.id),
                     error_code=row.error_code,
                     location=row.error_location,
                     application=self.application,
@@ -210,13 +211,16 @@ class Acknowledgments:
             return build_ack(
                 header,
                 code,
-                text=row.error,
+                text=error_for_sender(row.error, row.id),
                 error_code=row.error_code,
                 location=row.error_location,
                 application=self.application,
                 facility=self.facility,
                 codec=codec,
                 control_id=control_id,
+                warnings=[MessageWarning.from_json(item) for item in row.warnings or ()]
+                if code == AckCode.ACCEPT
+                else (),
             )
 
         if plan.conditions is None:
@@ -230,7 +234,7 @@ class Acknowledgments:
             payload = build_ack(
                 header,
                 commit,
-                text=row.error if refused else None,
+                text=error_for_sender(row.error, row.id) if refused else None,
                 error_code=row.error_code if refused else None,
                 location=row.error_location if refused else None,
                 application=self.application,

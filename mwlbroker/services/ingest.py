@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mwlbroker.domain.errors import MessageError, MessageRejected
-from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus
+from mwlbroker.domain.messages import AckCode, HL7ErrorCode, MessageStatus, MessageWarning
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.header import MessageHeader, read_header
 from mwlbroker.hl7v2.reader import HL7Message, content_digest, parse_message
+from mwlbroker.hl7v2.sender_text import INTERNAL_FAULT, UNREADABLE, error_for_sender
 from mwlbroker.hl7v2.versions import ACCEPTED_VERSIONS, describe_versions
 from mwlbroker.services.acknowledgments import Acknowledgments, AckPlan
 from mwlbroker.services.group_commit import GroupCommit
@@ -47,6 +48,9 @@ class Applier(Protocol):
     def apply(self, session: Session, prepared: Any, row: MessageRow) -> None:
         """Write what ``prepare`` gave inside the ingest transaction (its own savepoint)."""
 
+    def warnings(self, prepared: Any) -> Sequence[MessageWarning]:
+        """What the mapping changed in the message to take it (values cut to fit their VR)."""
+
 
 ATTEMPTS = 3
 
@@ -70,6 +74,7 @@ class IngestResult:
     type_name: str = ""
     elapsed_ms: float = 0.0
     codec: str = "latin-1"
+    warnings: tuple[MessageWarning, ...] = ()  # of an accepted message: ERR severity W
     # The answer the intake wrote itself (an order response, an enhanced-mode commit ACK);
     # None: the plain ACK. ``silent``: nothing at all (MSH-15 does not want a commit ACK).
     reply: bytes | None = None
@@ -78,6 +83,12 @@ class IngestResult:
     @property
     def control_id(self) -> str:
         return self.header.control_id if self.header is not None else ""
+
+    @property
+    def ack_text(self) -> str | None:
+        """The error as the sender reads it: an internal fault's detail (an exception, a
+        driver's words) stays in the log and the message's record."""
+        return error_for_sender(self.error, self.message_id)
 
 
 @dataclass
@@ -186,7 +197,7 @@ class IngestService:
                 # the sender hears why instead of seeing its connection dropped.
                 log.exception("reading a message from %s failed", peer)
                 error = MessageRejected(
-                    f"message cannot be read: {error}",
+                    f"{UNREADABLE}: {error}",
                     error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 )
             unread = read_header(raw)
@@ -221,8 +232,12 @@ class IngestService:
         """The message's applier and what it prepared from the message, or None (the row marked
         rejected or failed) when the mapping cannot take it: one rule for intake and reprocess."""
         applier = self.routes[header.type_name]
+        row.warnings = None
         try:
-            return applier, applier.prepare(message)
+            prepared = applier.prepare(message)
+            warnings = applier.warnings(prepared)
+            row.warnings = [warning.as_json() for warning in warnings] or None
+            return applier, prepared
         except MessageError as error:
             _mark_error(row, error, now)
         except Exception as error:
@@ -330,9 +345,10 @@ class IngestService:
 
     def _read(self, raw: bytes, truncated: bool) -> tuple[HL7Message, MessageHeader]:
         if truncated:
+            # 100: what is kept lacks the segments after the cut.
             raise MessageRejected(
                 f"message larger than the maximum accepted size; first {len(raw)} bytes kept",
-                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                error_code=HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
             )
         message = parse_message(raw, self.default_codec)
         header = message.header()
@@ -615,6 +631,7 @@ def _new_row(raw: bytes, peer: str, truncated: bool, now: datetime) -> MessageRo
         error=None,
         error_code=None,
         error_location=None,
+        warnings=None,
     )
 
 
@@ -679,7 +696,7 @@ def _mark_error(row: MessageRow, error: MessageError, now: datetime) -> None:
 
 
 def _internal(error: Exception) -> MessageError:
-    return MessageError(f"internal error while applying the message: {error}")
+    return MessageError(f"{INTERNAL_FAULT}: {error}")
 
 
 def _result(
@@ -698,6 +715,9 @@ def _result(
         if row.trigger_event
         else row.message_type,
         codec=codec,
+        warnings=tuple(MessageWarning.from_json(item) for item in row.warnings or ())
+        if row.status == MessageStatus.PROCESSED
+        else (),
     )
 
 
@@ -716,7 +736,8 @@ def _log_result(result: IngestResult, event: str = "message") -> None:
         result.ack_code,
         result.duplicate,
         result.elapsed_ms,
-        f" error={result.error!r}" if result.error else "",
+        (f" error={result.error!r}" if result.error else "")
+        + (f" warnings={len(result.warnings)}" if result.warnings else ""),
         extra={
             "event": event,
             "message_id": result.message_id,

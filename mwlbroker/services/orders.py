@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mwlbroker.domain.errors import MessageError
-from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.messages import HL7ErrorCode, MessageWarning
 from mwlbroker.domain.transitions import HELD_ONLY, NOT_STARTED, StepTransition, step_transition
 from mwlbroker.domain.worklist import MappedOrder, MappedStep, StepStatus
 from mwlbroker.hl7v2 import registry
@@ -60,6 +60,11 @@ class OrderService:
     def prepare(self, message: HL7Message) -> tuple[HL7Message, list[MappedOrder]]:
         """Map the message's orders, before (and outside) the transaction that applies them."""
         return message, self.mappings.map_orders(message)
+
+    def warnings(self, prepared: tuple[HL7Message, list[MappedOrder]]) -> list[MessageWarning]:
+        """What the mapping changed in the message to take it (values cut to fit their VR)."""
+        orders = prepared[1]
+        return orders[0].warnings if orders else []  # every order holds the message's list
 
     def apply(
         self, session: Session, prepared: tuple[HL7Message, list[MappedOrder]], row: MessageRow
@@ -275,7 +280,8 @@ class OrderService:
                     f"order {_name(mapped)} belongs to patient {patient.patient_id}, but the "
                     f"message names {mapped.patient.patient_id}; merge the patients (A40) or "
                     "cancel and re-order",
-                    error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                    # 205: the order number is already taken by another patient's order.
+                    error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
                     location="PID-3",
                 )
         return patient

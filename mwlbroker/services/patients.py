@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 
 from mwlbroker.domain.errors import MessageError
-from mwlbroker.domain.messages import HL7ErrorCode
+from mwlbroker.domain.messages import HL7ErrorCode, MessageWarning
 from mwlbroker.domain.worklist import MappedPatientEvent
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import HL7Message
@@ -53,6 +53,10 @@ class PatientService:
     def prepare(self, message: HL7Message) -> MappedPatientEvent:
         """Map the patient event, before (and outside) the transaction that applies it."""
         return self.mappings.map_patient_event(message)
+
+    def warnings(self, event: MappedPatientEvent) -> list[MessageWarning]:
+        """What the mapping changed in the patient event to take it (values cut to fit)."""
+        return event.warnings
 
     def apply(self, session: Session, event: MappedPatientEvent, row: MessageRow) -> None:
         """Apply a mapped patient event inside the ingest transaction."""
@@ -112,7 +116,8 @@ class PatientService:
         if prior.id == survivor.id:
             raise MessageError(
                 f"{said} merges patient {prior_id} into itself",
-                error_code=HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+                # 205: MRG-1 names the same patient as PID-3.
+                error_code=HL7ErrorCode.DUPLICATE_KEY_IDENTIFIER,
                 location="MRG-1",
             )
         if prior.merged_into_id is not None:

@@ -49,6 +49,8 @@ def message_summary(r: MessageRow) -> dict[str, Any]:
         "ack_code": r.ack_code,
         "error": r.error,
         "error_location": r.error_location,
+        # What the broker changed to accept it: [{"text", "location", "code"}] (AA, ERR W).
+        "warnings": list(r.warnings or []),
         "attempts": r.attempts,
         "duplicates": r.duplicate_count,
         "original_id": r.original_id,

@@ -70,6 +70,9 @@ class MessageRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_location: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[int | None] = mapped_column(Integer)
+    # What the broker changed in a message it accepted (values cut to fit their VR): a list of
+    # {"text", "location", "code"}, sent again in the ACK of a resend; NULL when nothing was.
+    warnings: Mapped[list | None] = mapped_column(JSON)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)

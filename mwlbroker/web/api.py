@@ -129,6 +129,7 @@ def _outcome(result: Any) -> Response:
         status=str(result.status),
         ack_code=str(result.ack_code),
         error=result.error,
+        warnings=[warning.as_json() for warning in result.warnings],
     )
 
 
