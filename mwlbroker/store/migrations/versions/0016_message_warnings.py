@@ -1,6 +1,6 @@
 """Messages: the warnings of an accepted message (values cut to fit their VR).
 
-Revision ID: 0013
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-06 22:00:00
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-06 22:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
