@@ -363,25 +363,42 @@ def test_each_merge_trigger_moves_the_orders_to_the_survivor(broker, trigger, st
     assert find(broker, patient="DUP7") == []
 
 
-def test_an_account_merge_changes_no_patient_id(broker):
+def test_an_account_merge_changes_no_patient_id_unless_mrg_1_names_another_patient(broker):
     accepted(
         broker,
         epic_order("O9", "P9", "ACC9001", pv1=epic_pv1("O", "RAD", "V9")),
         epic_order("O10", "Q9", "ACC9002", pv1=epic_pv1("O", "RAD", "V10")),
     )
-    # A35: accounts of P9 merged (MRG-3 prior account); even an MRG-1 naming Q9 merges nobody.
+    # A35 proper: accounts of P9 merged (MRG-3 the prior account, MRG-1 P9 itself).
     accepted(
         broker,
         epic_adt(
             "AM",
             "A35",
             "PID|1||P9^^^EPI^MR||HARRIS^ANNA^M||19610514|F|||||||||||ACCT2",
-            "MRG|Q9^^^EPI^MR||ACCT1",
+            "MRG|P9^^^EPI^MR||ACCT1",
             structure="ADT_A30",
         ),
     )
     assert [str(i.AccessionNumber) for i in find(broker, patient="Q9")] == ["ACC9002"]
     assert [str(i.AccessionNumber) for i in find(broker, patient="P9")] == ["ACC9001"]
+    # Some senders merge patients with A35: MRG-1 names Q9, whom the broker knows, so Q9's
+    # orders move to P9 as for A40.
+    accepted(
+        broker,
+        epic_adt(
+            "AM2",
+            "A35",
+            "PID|1||P9^^^EPI^MR||HARRIS^ANNA^M||19610514|F|||||||||||ACCT2",
+            "MRG|Q9^^^EPI^MR||ACCT3",
+            structure="ADT_A30",
+        ),
+    )
+    assert find(broker, patient="Q9") == []
+    assert sorted(str(i.AccessionNumber) for i in find(broker, patient="P9")) == [
+        "ACC9001",
+        "ACC9002",
+    ]
 
 
 # -- links ------------------------------------------------------------------------------------------

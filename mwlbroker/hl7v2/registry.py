@@ -24,7 +24,7 @@ class Meaning(StrEnum):
     MERGE = "merge"  # MRG-1's patient is merged into PID-3's (ADT A40)
     CHANGE_ID = "change identifier"  # MRG-1's patient is known under PID-3 from now on (A47)
     VISIT = "visit"  # the patient's visit moved on (A02 transfer, A03 discharge, A06 ... A13)
-    MERGE_ACCOUNT = "merge account"  # accounts of one patient merged (A35): no patient changes
+    MERGE_ACCOUNT = "merge account"  # one patient's accounts merged (A35); a merge if MRG-1 differs
     LINK = "link"  # the second PID's patient is the same person (A24): an Other Patient ID
     UNLINK = "unlink"  # the A24 link of the two PIDs is undone (A37)
 
@@ -212,6 +212,8 @@ def section_help() -> str:
 UPDATE_TRIGGERS = triggers("ADT", Meaning.UPDATE)
 MERGE_TRIGGERS = triggers("ADT", Meaning.MERGE)
 """ADT triggers that merge MRG-1's patient into PID-3's (A18, A34, A36, A39, A40)."""
+ACCOUNT_MERGE_TRIGGERS = triggers("ADT", Meaning.MERGE_ACCOUNT)
+"""ADT triggers that merge accounts of one patient (A35); MRG-1 is read, not required."""
 CHANGE_ID_TRIGGERS = triggers("ADT", Meaning.CHANGE_ID)
 """ADT triggers that give MRG-1's patient PID-3's identifier (A47)."""
 PRIOR_ID_TRIGGERS = MERGE_TRIGGERS | CHANGE_ID_TRIGGERS

@@ -34,6 +34,7 @@ from mwlbroker.domain.worklist import (
 from mwlbroker.hl7v2.reader import HL7_NULL, FieldPath, HL7Message
 from mwlbroker.mapping.loader import BUNDLED, MappingLoadError, load_profiles
 from mwlbroker.mapping.profile import (
+    ACCOUNT_MERGE_TRIGGERS,
     LINK_TRIGGERS,
     PRIOR_ID_TRIGGERS,
     VISIT_TRIGGERS,
@@ -378,6 +379,11 @@ class MappingSet:
                     location="MRG-1",
                 )
             event.prior_patient_id = prior
+            event.prior_issuer = _text(_evaluate(entry.prior_issuer, context)) or ""
+        elif header.trigger_event in ACCOUNT_MERGE_TRIGGERS and message.count("MRG") == 1:
+            # A35: MRG-1 is the same patient as PID-3 in an account merge proper; the patient
+            # service merges like A40 only where it names another patient the broker knows.
+            event.prior_patient_id = _text(_evaluate(entry.prior_patient_id, context))
             event.prior_issuer = _text(_evaluate(entry.prior_issuer, context)) or ""
         return event
 

@@ -39,6 +39,9 @@ ADT_TRIGGERS = _ADT.trigger_codes
 PRIOR_ID_TRIGGERS = registry.PRIOR_ID_TRIGGERS
 """ADT triggers whose mapping reads the prior patient from MRG (merge, change identifier)."""
 
+ACCOUNT_MERGE_TRIGGERS = registry.ACCOUNT_MERGE_TRIGGERS
+"""ADT triggers whose mapping reads MRG-1 where it is given, without requiring it (A35)."""
+
 VISIT_TRIGGERS = registry.VISIT_TRIGGERS
 """ADT triggers whose mapping reads the visit (PV1) onto the patient's open worklist items."""
 

@@ -17,7 +17,12 @@ from mwlbroker.domain.messages import HL7ErrorCode, MessageWarning
 from mwlbroker.domain.worklist import MappedPatientEvent
 from mwlbroker.hl7v2 import registry
 from mwlbroker.hl7v2.reader import HL7Message
-from mwlbroker.hl7v2.registry import CHANGE_ID_TRIGGERS, MERGE_TRIGGERS, Meaning
+from mwlbroker.hl7v2.registry import (
+    ACCOUNT_MERGE_TRIGGERS,
+    CHANGE_ID_TRIGGERS,
+    MERGE_TRIGGERS,
+    Meaning,
+)
 from mwlbroker.mapping.engine import MappingSet
 from mwlbroker.services.merged_ids import patient_for
 from mwlbroker.services.merging import ReconciliationRefused, merge_patient
@@ -68,6 +73,9 @@ class PatientService:
         if event.trigger in CHANGE_ID_TRIGGERS:
             self._change_identifier(ctx, event)
             return
+        if event.trigger in ACCOUNT_MERGE_TRIGGERS and self._names_another_patient(ctx, event):
+            self._merge(ctx, event)  # an A35 sent for a patient merge: taken as one
+            return
         # Demographics first (or the survivor, as the profile says for a merged-away ID) ...
         patient, changed = patient_for(ctx, event.patient, event.merged_patient, "update")
         if changed:
@@ -80,8 +88,19 @@ class PatientService:
             assert event.linked_patient_id  # the mapping refuses a link without one
             act = link_patients if meaning == Meaning.LINK else unlink_patients
             act(ctx, patient, event.linked_patient_id, event.linked_issuer or patient.issuer)
-        # MERGE_ACCOUNT (A35): the broker keeps no accounts, and an account merge never
-        # changes a Patient ID, so the demographics above are all there is to apply.
+        # MERGE_ACCOUNT (A35) of one patient's accounts: the broker keeps no accounts, so the
+        # demographics above are all there is to apply.
+
+    @staticmethod
+    def _names_another_patient(ctx: Context, event: MappedPatientEvent) -> bool:
+        """Whether an A35's MRG-1 names a patient the broker knows other than PID-3's: some
+        senders merge patients with A35; an account merge proper repeats PID-3 there."""
+        if not event.prior_patient_id:
+            return False
+        issuer = event.prior_issuer or event.patient.issuer
+        if (event.prior_patient_id, issuer) == (event.patient.patient_id, event.patient.issuer):
+            return False
+        return store.find_patient(ctx.session, event.prior_patient_id, issuer) is not None
 
     def _prior(self, ctx: Context, event: MappedPatientEvent) -> tuple[str, str]:
         if not event.prior_patient_id:
