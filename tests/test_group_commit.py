@@ -74,6 +74,9 @@ class _Gate:
     def prepare(self, message: Any) -> Any:
         return self.inner.prepare(message)
 
+    def warnings(self, prepared: Any) -> Any:
+        return self.inner.warnings(prepared)
+
     def apply(self, session: Any, prepared: Any, row: MessageRow) -> None:
         if row.control_id == self.control_id:
             self.entered.set()
