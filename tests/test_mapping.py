@@ -159,12 +159,13 @@ def test_orm_new_order_fields_come_from_the_right_places(bundled):
         "PatientBirthDate": "19650412",
         "PatientSex": "M",
         "IssuerOfPatientIDQualifiersSequence": [{"IdentifierTypeCode": "MR"}],  # PID-3.5
-        "MedicalAlerts": "Suspected pulmonary embolism",  # OBR-13
     }
     assert order.order["ReferringPhysicianName"] == "SMITH^ROBERT^A^DR"  # PV1-8
     assert order.order["RequestingPhysician"] == "JONES^MARY^^DR"  # OBR-16
     assert order.order["CurrentPatientLocation"] == "OPD RAD1 01"  # PV1-3
     assert order.order["AdmissionID"] == "V20261118001"  # PV1-19
+    # OBR-13: the order's own clinical info, kept with the order, not the patient
+    assert order.order["MedicalAlerts"] == "Suspected pulmonary embolism"
     [step] = order.steps
     assert step.accession_number == "ACC20261127001"
     assert step.requested_procedure_id == "RP20261127001"
